@@ -1,0 +1,50 @@
+/**
+ * The base of systemsync's typed errors. Callers branch on the stable string `code`, never on
+ * the message text. The underlying error, if any, travels as `cause`.
+ */
+export class SyncError extends Error {
+  /** Stable, upper-case identifier of the failure ('BAD_PATH', 'UNSAFE_PATH', ...). */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** Why a relative path was refused; see `checkRelativePath`. */
+export type PathErrorReason =
+  | 'not a string'
+  | 'empty'
+  | 'absolute'
+  | 'dot-dot segment'
+  | 'dot segment'
+  | 'empty segment'
+  | 'NUL byte'
+  | 'backslash'
+  | 'invalid unicode'
+  | 'segment too long'
+  | 'path too long'
+  | 'reserved';
+
+/** A path that is not a safe folder-relative POSIX path. `code` is always 'BAD_PATH'. */
+export class PathError extends SyncError {
+  readonly reason: PathErrorReason;
+  /** The offending value, shortened for display (never the full value of a huge string). */
+  readonly shown: string;
+
+  constructor(reason: PathErrorReason, value: unknown) {
+    const shown = showValue(value);
+    super('BAD_PATH', `bad path ${shown}: ${reason}`);
+    this.reason = reason;
+    this.shown = shown;
+  }
+}
+
+/** A short, printable rendering of an untrusted value for error messages. */
+export function showValue(value: unknown, max = 80): string {
+  if (typeof value !== 'string') return value === null ? 'null' : typeof value;
+  const json = JSON.stringify(value.length > max ? value.slice(0, max) : value);
+  return value.length > max ? `${json.slice(0, -1)}..."` : json;
+}

@@ -1,0 +1,103 @@
+/**
+ * Path rules for folder-relative POSIX paths: the only form in which paths travel inside the
+ * program and over the wire. Pure: no fs, no imports from outside `core/`.
+ */
+import { PathError, type PathErrorReason } from './errors.js';
+
+export { PathError } from './errors.js';
+
+/** The per-folder directory that is never synced: marker, temp files, trash. */
+export const RESERVED_DIR = '.systemsync';
+/** Longest accepted segment, in UTF-8 bytes (NAME_MAX on Linux). */
+export const MAX_SEGMENT_BYTES = 255;
+/** Longest accepted path, in UTF-8 bytes (PATH_MAX on Linux). */
+export const MAX_PATH_BYTES = 4096;
+
+export interface PathCheckOptions {
+  /** Accept paths under `.systemsync/` (internal use only: temp files, trash). Default false. */
+  allowReserved?: boolean;
+}
+
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+/** Length in UTF-8 bytes of a well-formed string. */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (const ch of s) {
+    const c = ch.codePointAt(0) as number;
+    n += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+  }
+  return n;
+}
+
+/** The reason `p` is not a safe relative path, or null when it is. */
+export function pathProblem(p: unknown, options: PathCheckOptions = {}): PathErrorReason | null {
+  if (typeof p !== 'string') return 'not a string';
+  if (p === '') return 'empty';
+  if (p.includes('\0')) return 'NUL byte';
+  if (p.includes('\\')) return 'backslash';
+  if (p.startsWith('/')) return 'absolute';
+  if (LONE_SURROGATE.test(p)) return 'invalid unicode';
+  if (p.length > MAX_PATH_BYTES || utf8Length(p) > MAX_PATH_BYTES) return 'path too long';
+  const parts = p.split('/');
+  for (const part of parts) {
+    if (part === '') return 'empty segment';
+    if (part === '..') return 'dot-dot segment';
+    if (part === '.') return 'dot segment';
+    if (utf8Length(part) > MAX_SEGMENT_BYTES) return 'segment too long';
+  }
+  // Case-insensitive: on a case-insensitive file system ".SystemSync" is the same directory.
+  if (options.allowReserved !== true && (parts[0] as string).toLowerCase() === RESERVED_DIR) return 'reserved';
+  return null;
+}
+
+/**
+ * Returns `p` unchanged if it is a safe folder-relative POSIX path: a non-empty string, not
+ * absolute, no empty, "." or ".." segment, no NUL byte, no backslash, well-formed unicode,
+ * segments ≤ 255 UTF-8 bytes, whole path ≤ 4096 bytes, not under `.systemsync/` (unless
+ * `allowReserved`). Any other character (newlines included) is legal in a name.
+ * @throws PathError (code 'BAD_PATH') whose `reason` names the first problem found.
+ */
+export function checkRelativePath(p: unknown, options: PathCheckOptions = {}): string {
+  const problem = pathProblem(p, options);
+  if (problem !== null) throw new PathError(problem, p);
+  return p as string;
+}
+
+/** True when `checkRelativePath(p)` would accept `p`. */
+export function isSafeRelativePath(p: unknown, options: PathCheckOptions = {}): p is string {
+  return pathProblem(p, options) === null;
+}
+
+/** The segments of a relative path ("a/b/c" → ["a", "b", "c"]). */
+export function segments(p: string): string[] {
+  return p.split('/');
+}
+
+/** The parent of a relative path ("a/b" → "a"), or null when the parent is the folder root. */
+export function parentOf(p: string): string | null {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? null : p.slice(0, i);
+}
+
+/** The last segment of a relative path ("a/b.txt" → "b.txt"). */
+export function baseNameOf(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1);
+}
+
+/**
+ * `dir` and `name` joined with "/"; `dir` null or "" means the folder root. The result is
+ * checked: a bad combination throws PathError.
+ */
+export function joinRelative(dir: string | null, name: string): string {
+  return checkRelativePath(dir === null || dir === '' ? name : `${dir}/${name}`);
+}
+
+/**
+ * True when `p` is `dir` or lies beneath it: "a/b" is inside "a", "ab" is not.
+ * `dir` null or "" is the folder root, which holds every path.
+ */
+export function isSameOrInside(p: string, dir: string | null): boolean {
+  if (dir === null || dir === '') return true;
+  return p === dir || (p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 0x2f);
+}

@@ -1,0 +1,185 @@
+/**
+ * The decisions of systemsync, as pure functions. No fs, no network, no clock.
+ *
+ * Vocabulary (see types.ts): `base` is what a client last agreed on with the server for a path,
+ * `local` is what is on the local disk now, `current` is the server's version now. Sequence
+ * numbers are the only order; clocks of different machines are never compared.
+ */
+import type { BaseRecord, Change, Entry, PushOp, Version } from './types.js';
+
+/** Same content and type (a file's hash, a link's target; any two directories). */
+export function hasSameContent(a: Entry | null, b: Entry | null): boolean {
+  if (a === null || b === null) return a === b;
+  if (a.type !== b.type) return false;
+  if (a.type === 'file' && b.type === 'file') return a.hash === b.hash && a.size === b.size;
+  if (a.type === 'symlink' && b.type === 'symlink') return a.target === b.target;
+  return true;
+}
+
+/** Same content and the metadata that travels with it (mode and mtime of files, mode of dirs). */
+export function isSameEntry(a: Entry | null, b: Entry | null): boolean {
+  if (!hasSameContent(a, b)) return false;
+  if (a === null || b === null) return true;
+  if (a.type === 'file' && b.type === 'file') return a.mode === b.mode && a.mtime === b.mtime;
+  if (a.type === 'dir' && b.type === 'dir') return a.mode === b.mode;
+  return true;
+}
+
+function isLive(version: Version | null): version is Version & { entry: Entry } {
+  return version !== null && version.entry !== null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side: may a pushed op be committed?
+
+export type PutDecision = 'apply' | 'same' | 'conflict';
+
+/**
+ * A client pushes `entry` for a path it last agreed on at `base` (null: it never had it).
+ * - Nothing there, or a tombstone: apply (an edit wins over a delete).
+ * - The client's base is the current version: apply.
+ * - Same content as the current version: `same` (identical content is never a conflict), unless
+ *   the client is up to date and only metadata moved, which is an ordinary `apply`.
+ * - Otherwise two edits met: `conflict`.
+ */
+export function decidePut(current: Version | null, base: number | null, entry: Entry): PutDecision {
+  if (!isLive(current)) return 'apply';
+  if (base === current.seq) return isSameEntry(current.entry, entry) ? 'same' : 'apply';
+  if (hasSameContent(current.entry, entry)) return 'same';
+  return 'conflict';
+}
+
+export type DeleteDecision = 'apply' | 'same' | 'stale';
+
+/** A delete only removes the version the client saw; an edit it did not see wins (`stale`). */
+export function decideDelete(current: Version | null, base: number | null): DeleteDecision {
+  if (!isLive(current)) return 'same';
+  return base === current.seq ? 'apply' : 'stale';
+}
+
+export type RenameDecision = 'apply' | 'stale';
+
+/**
+ * A rename commits only if the source is still the version the client saw and the target is
+ * free or still the version the client saw there; otherwise the client falls back to put+delete,
+ * which go through the ordinary conflict rules.
+ */
+export function decideRename(
+  currentFrom: Version | null,
+  currentTo: Version | null,
+  base: number | null,
+  toBase: number | null,
+): RenameDecision {
+  if (!isLive(currentFrom) || currentFrom.seq !== base) return 'stale';
+  if (isLive(currentTo) && currentTo.seq !== toBase) return 'stale';
+  return 'apply';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: what does a local path need?
+
+/**
+ * The op that brings the server to the local state of one path, or null when the path is clean.
+ * Renames are found by the caller (they need the inode index) and are not produced here.
+ */
+export function decidePush(path: string, base: BaseRecord | null, local: Entry | null): PushOp | null {
+  if (local === null) return base === null ? null : { op: 'delete', path, base: base.seq };
+  if (base !== null && isSameEntry(base.entry, local)) return null;
+  return { op: 'put', path, base: base?.seq ?? null, entry: local, upload: null };
+}
+
+export type PullDecision =
+  /** The client already holds this version or a later one. */
+  | { action: 'skip' }
+  /** Local disk already matches the change: only record it as the base. */
+  | { action: 'record' }
+  /** Nothing local and nothing to create: forget the base. */
+  | { action: 'forget' }
+  /** Local holds an edit the server has not seen: leave it; its push meets the server's rules. */
+  | { action: 'keep-local' }
+  | { action: 'delete' }
+  /** Rename the local `from` (which holds exactly the expected content) to the path. */
+  | { action: 'rename'; from: string }
+  /** Create or replace the local path from the server (download, mkdir, symlink). */
+  | { action: 'fetch' };
+
+/**
+ * How a client applies one change from the feed.
+ * `fromBase`/`fromLocal` describe the change's `from` path, when it has one.
+ */
+export function decidePull(
+  change: Change,
+  base: BaseRecord | null,
+  local: Entry | null,
+  fromBase: BaseRecord | null = null,
+  fromLocal: Entry | null = null,
+): PullDecision {
+  if (base !== null && base.seq >= change.seq) return { action: 'skip' };
+  const isLocalClean = base === null ? local === null : isSameEntry(base.entry, local);
+  if (change.entry === null) {
+    if (local === null) return { action: 'forget' };
+    return isLocalClean ? { action: 'delete' } : { action: 'keep-local' };
+  }
+  if (local !== null && isSameEntry(local, change.entry)) return { action: 'record' };
+  if (local !== null && local.type === 'dir' && change.entry.type === 'dir') return { action: 'fetch' };
+  if (!isLocalClean && local !== null) return { action: 'keep-local' };
+  if (
+    change.from !== undefined &&
+    local === null &&
+    fromLocal !== null &&
+    change.entry.type === fromLocal.type &&
+    hasSameContent(fromLocal, change.entry) &&
+    fromBase !== null &&
+    isSameEntry(fromBase.entry, fromLocal)
+  ) {
+    return { action: 'rename', from: change.from };
+  }
+  return { action: 'fetch' };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordering
+
+function depth(path: string): number {
+  let n = 0;
+  for (const ch of path) if (ch === '/') n++;
+  return n;
+}
+
+/**
+ * The order in which a batch of ops is sent: directories are created parents first, then
+ * renames, then the deletes under a directory that a file or link replaces, then files and
+ * links, then the other deletes, children first. Within a group the input order holds, so the
+ * result is deterministic.
+ */
+export function orderPushOps(ops: PushOp[]): PushOp[] {
+  // A file or link that replaces a directory must come after the deletes of its children.
+  const replacedByNonDir = new Set(ops.flatMap((op) => (op.op === 'put' && op.entry.type !== 'dir' ? [op.path] : [])));
+  const isUnderReplaced = (p: string): boolean => {
+    for (let slash = p.lastIndexOf('/'); slash > 0; slash = p.lastIndexOf('/', slash - 1)) {
+      if (replacedByNonDir.has(p.slice(0, slash))) return true;
+    }
+    return false;
+  };
+  const rank = (op: PushOp): number => {
+    if (op.op === 'put') return op.entry.type === 'dir' ? 0 : 3;
+    if (op.op === 'rename') return 1;
+    return isUnderReplaced(op.path) ? 2 : 4;
+  };
+  return ops
+    .map((op, index) => ({ op, index }))
+    .sort((a, b) => {
+      const byRank = rank(a.op) - rank(b.op);
+      if (byRank !== 0) return byRank;
+      if (a.op.op === 'put' && a.op.entry.type === 'dir' && b.op.op === 'put') {
+        const byDepth = depth(a.op.path) - depth(b.op.path);
+        if (byDepth !== 0) return byDepth;
+      }
+      if (a.op.op === 'delete' && b.op.op === 'delete') {
+        const byDepth = depth(b.op.path) - depth(a.op.path);
+        if (byDepth !== 0) return byDepth;
+      }
+      return a.index - b.index;
+    })
+    .map(({ op }) => op);
+}

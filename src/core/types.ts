@@ -1,0 +1,96 @@
+/**
+ * The one vocabulary of systemsync, shared by the pure core, the daemons and the wire.
+ *
+ * Paths are always folder-relative POSIX strings ("a/b.txt"), never absolute, never "" (the
+ * folder root itself is not an entry). "Nothing here" is `null`.
+ */
+
+/** A regular file as it is synced: content hash plus the metadata that travels with it. */
+export interface FileEntry {
+  type: 'file';
+  size: number;
+  /** Modification time, integer milliseconds since the epoch. */
+  mtime: number;
+  /** Permission bits only (mode & 0o7777). */
+  mode: number;
+  /** sha256 of the content, lowercase hex. */
+  hash: string;
+}
+
+export interface DirEntry {
+  type: 'dir';
+  mode: number;
+}
+
+/** A symlink is synced as a link: its target text travels, it is never followed. */
+export interface SymlinkEntry {
+  type: 'symlink';
+  target: string;
+}
+
+export type Entry = FileEntry | DirEntry | SymlinkEntry;
+export type EntryType = Entry['type'];
+
+/**
+ * The server's record of one path in one folder: the version it holds now.
+ * `entry === null` is a tombstone (the path was deleted at `seq`).
+ * `from` is set when this version arrived by a rename: the path it was renamed from.
+ */
+export interface Version {
+  seq: number;
+  entry: Entry | null;
+  /** Name of the node whose change produced this version. */
+  origin: string;
+  from?: string;
+}
+
+/** A version together with its path, as listed by the server's change feed. */
+export interface Change extends Version {
+  path: string;
+}
+
+/**
+ * What a client knows it agreed on with the server for one path: the server's version number
+ * and the entry, plus the local stat fingerprint at the moment of agreement (so that an
+ * unchanged file is recognised without hashing it again).
+ */
+export interface BaseRecord {
+  seq: number;
+  entry: Entry;
+  /** Local stat fingerprint; null for symlinks and until known. */
+  stat: StatFingerprint | null;
+}
+
+/** Cheap identity of a local file: if all of these are equal, the content is taken as unchanged. */
+export interface StatFingerprint {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+/**
+ * One change a client asks the server to commit. `base` is the seq the client last agreed on
+ * (null: none). A file `put` carries `upload`, the name of the temp file it uploaded into the
+ * folder's `.systemsync/tmp`; `upload: null` on a file means only its metadata changed (the
+ * server refuses it unless its content has that hash).
+ */
+export type PushOp =
+  | { op: 'put'; path: string; base: number | null; entry: Entry; upload: string | null }
+  | { op: 'delete'; path: string; base: number | null }
+  | { op: 'rename'; from: string; to: string; base: number | null; toBase: number | null; entry: Entry };
+
+/** The server's answer to one PushOp. */
+export type PushResult =
+  /** Committed as asked. `moved` lists the new seq of every path that moved with a directory rename. */
+  | { status: 'ok'; seq: number; moved?: Array<[string, number]> }
+  /** The content was already what the server holds: nothing changed. `seq` and `entry` are the
+   * server's current version (its metadata may differ from the pushed one). */
+  | { status: 'same'; seq: number; entry: Entry | null }
+  /** Two edits met: the server kept its version at the path and stored the pushed one at `copy`. */
+  | { status: 'conflict'; copy: string; copySeq: number; current: Version }
+  /** The op was not applied because the server's version moved on (edit wins over delete, etc.).
+   * `current` is what the server holds at the path now; the client re-syncs that path from it. */
+  | { status: 'stale'; current: Version | null }
+  /** The op failed at this path; `permanent` failures are not retried automatically. */
+  | { status: 'error'; code: string; message: string; permanent: boolean };
