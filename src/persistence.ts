@@ -1,0 +1,559 @@
+/**
+ * Persistent state on local disk: small lowdb JSON files and a sharded persistent map.
+ *
+ * lowdb gives the interface (an `Adapter<T>` with `read()`/`write()`); this file adds what lowdb
+ * lacks: atomic *and durable* writes (temp file, fsync, rename, fsync of the directory), private
+ * file modes, coalesced writes, and sharding so that one change rewrites ~1/N of a large map.
+ *
+ * Durability contract shared by every store here: `flush()` resolves once everything changed
+ * before the call is on disk (fsynced, renamed into place, directory fsynced). A crash at any
+ * moment leaves each file either at its old or at its new content, never half of one.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { Low, type Adapter } from 'lowdb';
+
+/** Base of the errors thrown by this module; callers branch on `code`. */
+export class PersistenceError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A state file exists but cannot be read as what it should hold (bad JSON, wrong shape). */
+export class StateCorruptError extends PersistenceError {
+  readonly file: string;
+  constructor(file: string, reason: string, options?: { cause?: unknown }) {
+    super('STATE_CORRUPT', `state file ${file} is corrupt: ${reason}`, options);
+    this.file = file;
+  }
+}
+
+/** A store was used after `close()`. */
+export class StoreClosedError extends PersistenceError {
+  constructor(what: string) {
+    super('STORE_CLOSED', `${what} is closed`);
+  }
+}
+
+/** What to do when a state file is corrupt: throw `StateCorruptError`, or move it aside and start empty. */
+export type OnCorrupt = 'throw' | 'reset';
+
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+const TEMP_INFIX = '.tmp-';
+
+/**
+ * `mkdir -p` with mode 0700; if the directory already exists its mode is set to 0700.
+ * Throws a `PersistenceError` ('STATE_DIR') naming the path if it cannot be made a directory.
+ */
+export async function ensurePrivateDir(dirPath: string): Promise<void> {
+  try {
+    await fsp.mkdir(dirPath, { recursive: true, mode: DIR_MODE });
+    const st = await fsp.stat(dirPath);
+    if (!st.isDirectory()) throw new Error('not a directory');
+    if ((st.mode & 0o7777) !== DIR_MODE) await fsp.chmod(dirPath, DIR_MODE);
+  } catch (cause) {
+    throw new PersistenceError('STATE_DIR', `cannot use ${dirPath} as a private state directory: ${describe(cause)}`, { cause });
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === 'ENOENT';
+}
+
+async function fsyncDir(dirPath: string): Promise<void> {
+  const handle = await fsp.open(dirPath, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes `text` to `file` atomically and durably: a temp file beside it (mode 0600), fsync,
+ * rename into place, fsync of the directory.
+ */
+export async function writeFileAtomic(file: string, text: string): Promise<void> {
+  const dir = path.dirname(file);
+  const temp = path.join(dir, `${path.basename(file)}${TEMP_INFIX}${process.pid}-${randomBytes(6).toString('hex')}`);
+  let renamed = false;
+  try {
+    const handle = await fsp.open(temp, 'wx', FILE_MODE);
+    try {
+      await handle.chmod(FILE_MODE); // independent of the umask
+      await handle.writeFile(text, 'utf8');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fsp.rename(temp, file);
+    renamed = true;
+    await fsyncDir(dir);
+  } catch (cause) {
+    if (!renamed) await fsp.rm(temp, { force: true }).catch(() => undefined);
+    throw new PersistenceError('STATE_WRITE', `cannot write state file ${file}: ${describe(cause)}`, { cause });
+  }
+}
+
+/** Removes temp files left beside `file` by writes that a crash interrupted. */
+async function removeLeftoverTemps(file: string): Promise<void> {
+  const dir = path.dirname(file);
+  const prefix = `${path.basename(file)}${TEMP_INFIX}`;
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (err) {
+    if (isNotFound(err)) return;
+    throw err;
+  }
+  await Promise.all(names.filter((n) => n.startsWith(prefix)).map((n) => fsp.rm(path.join(dir, n), { force: true })));
+}
+
+/** Moves a corrupt file aside to `<file>.corrupt-<ms timestamp>`; returns the new name. */
+async function moveAside(file: string): Promise<string> {
+  let aside = `${file}.corrupt-${Date.now()}`;
+  for (let i = 1; await exists(aside); i++) aside = `${file}.corrupt-${Date.now()}-${i}`;
+  await fsp.rename(file, aside);
+  await fsyncDir(path.dirname(file));
+  return aside;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
+/**
+ * lowdb adapter for one JSON file with atomic, fsynced writes and mode 0600.
+ * `read()` returns null if the file does not exist and throws `StateCorruptError` if it is not
+ * valid JSON or `validate` rejects it. `write()` serialises synchronously, before its first
+ * await, so the snapshot written is the data as it was at the call.
+ */
+export class AtomicJsonFile<T> implements Adapter<T> {
+  constructor(
+    readonly file: string,
+    private readonly validate: ((raw: unknown) => T) | null = null,
+  ) {}
+
+  async read(): Promise<T | null> {
+    let text: string;
+    try {
+      text = await fsp.readFile(this.file, 'utf8');
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw new PersistenceError('STATE_READ', `cannot read state file ${this.file}: ${describe(err)}`, { cause: err });
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (cause) {
+      throw new StateCorruptError(this.file, `not valid JSON (${describe(cause)})`, { cause });
+    }
+    if (this.validate === null) return raw as T;
+    try {
+      return this.validate(raw);
+    } catch (cause) {
+      throw new StateCorruptError(this.file, describe(cause), { cause });
+    }
+  }
+
+  write(data: T): Promise<void> {
+    const text = JSON.stringify(data);
+    if (text === undefined) return Promise.reject(new PersistenceError('STATE_WRITE', `cannot serialise state for ${this.file}`));
+    return writeFileAtomic(this.file, text + '\n');
+  }
+}
+
+/**
+ * Coalesces saves: `markDirty()` schedules one run of `save` on the next turn of the event loop,
+ * however many times it is called; a run never overlaps another. `flush()` resolves when every
+ * change marked before the call has been saved (and rejects with the save's error if it failed;
+ * the state then stays dirty and is retried by the next `markDirty()` or `flush()`).
+ * `save` must take its snapshot synchronously, before its first await.
+ * A failed background save with nobody flushing goes to `onError`.
+ */
+export class Coalescer {
+  private dirty = false;
+  private scheduled = false;
+  private markedDuringRun = false;
+  private running: Promise<void> | null = null;
+  private nextWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
+
+  /**
+   * @param delayMs how long a background save waits after the first change: 0 saves on the next
+   *   tick; a longer delay folds many changes into one write. `flush()` never waits for it.
+   */
+  constructor(
+    private readonly save: () => Promise<void>,
+    private readonly onError: (err: unknown) => void = () => undefined,
+    private readonly delayMs = 0,
+  ) {}
+
+  /** True while a change has not yet been handed to a save. */
+  get isDirty(): boolean {
+    return this.dirty;
+  }
+
+  markDirty(): void {
+    this.dirty = true;
+    if (this.running !== null) {
+      this.markedDuringRun = true;
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const run = (): void => {
+      this.scheduled = false;
+      this.kick();
+    };
+    if (this.delayMs > 0) setTimeout(run, this.delayMs).unref();
+    else setImmediate(run);
+  }
+
+  flush(): Promise<void> {
+    if (this.dirty) {
+      const done = new Promise<void>((resolve, reject) => this.nextWaiters.push({ resolve, reject }));
+      this.kick();
+      return done;
+    }
+    return this.running ?? Promise.resolve();
+  }
+
+  private kick(): void {
+    if (this.running !== null || !this.dirty) return;
+    this.dirty = false;
+    this.markedDuringRun = false;
+    const waiters = this.nextWaiters;
+    this.nextWaiters = [];
+    let run: Promise<void>;
+    try {
+      run = this.save();
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    const settled = run.then(
+      () => {
+        for (const w of waiters) w.resolve();
+      },
+      (err: unknown) => {
+        this.dirty = true; // what failed to save is still unsaved
+        if (waiters.length === 0) this.onError(err);
+        for (const w of waiters) w.reject(err);
+        throw err;
+      },
+    );
+    this.running = settled;
+    settled.then(
+      () => this.afterRun(true),
+      () => this.afterRun(false),
+    );
+  }
+
+  private afterRun(succeeded: boolean): void {
+    this.running = null;
+    // After a failure, retry only if someone changed something or is waiting: no busy loop on a dead disk.
+    if (this.dirty && (succeeded || this.markedDuringRun || this.nextWaiters.length > 0)) this.kick();
+  }
+}
+
+export interface StoreOptions {
+  /** Default 'throw'. */
+  onCorrupt?: OnCorrupt;
+  /** Called with the error of a background save that no `flush()` was waiting for. */
+  onWriteError?: (err: unknown) => void;
+  /**
+   * Delay of background saves in ms (default 0: next tick). Stores whose callers `flush()`
+   * before anything depends on durability use a longer delay, so a burst of changes costs one
+   * write per file instead of one per change.
+   */
+  saveDelayMs?: number;
+}
+
+export interface JsonStoreOptions<T> extends StoreOptions {
+  /** Checks and converts what was read; throwing marks the file corrupt. */
+  validate?: (raw: unknown) => T;
+}
+
+/**
+ * One small JSON state file kept in memory as `data`. Change it only through `update()`, which
+ * schedules a coalesced atomic save.
+ */
+export class JsonStore<T> {
+  private closed = false;
+
+  private constructor(
+    private readonly low: Low<T>,
+    private readonly coalescer: Coalescer,
+    readonly file: string,
+  ) {}
+
+  /**
+   * Loads `file` (creating its directory with mode 0700), or starts from a deep copy of
+   * `defaults` if it does not exist. A corrupt file throws `StateCorruptError`, or with
+   * `onCorrupt: 'reset'` is renamed to `<file>.corrupt-<ts>` and the store starts from defaults.
+   */
+  static async open<T>(file: string, defaults: T, options: JsonStoreOptions<T> = {}): Promise<JsonStore<T>> {
+    await ensurePrivateDir(path.dirname(file));
+    await removeLeftoverTemps(file);
+    const adapter = new AtomicJsonFile<T>(file, options.validate ?? null);
+    const low = new Low<T>(adapter, structuredClone(defaults));
+    try {
+      await low.read();
+    } catch (err) {
+      if (!(err instanceof StateCorruptError) || options.onCorrupt !== 'reset') throw err;
+      await moveAside(file);
+      low.data = structuredClone(defaults);
+    }
+    const coalescer = new Coalescer(() => low.write(), options.onWriteError, options.saveDelayMs ?? 0);
+    return new JsonStore(low, coalescer, file);
+  }
+
+  /** The live data. Mutate it only inside `update()`. */
+  get data(): T {
+    return this.low.data;
+  }
+
+  /** Applies `fn` to the data and schedules a save (coalesced with other updates in this tick). */
+  update(fn: (data: T) => void): void {
+    if (this.closed) throw new StoreClosedError(`store ${this.file}`);
+    fn(this.low.data);
+    this.coalescer.markDirty();
+  }
+
+  /** Resolves when every update made before the call is durable on disk. */
+  flush(): Promise<void> {
+    return this.coalescer.flush();
+  }
+
+  /** Flushes, then refuses further updates. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.coalescer.flush();
+  }
+}
+
+interface ShardedMapMeta {
+  format: 'systemsync-sharded-map';
+  version: 1;
+  shards: number;
+}
+
+interface ShardFile<V> {
+  entries: Array<[string, V]>;
+}
+
+export interface ShardedMapOptions<V> extends StoreOptions {
+  /** Number of shard files for a new directory (default 64, 1..4096). An existing directory keeps its own. */
+  shards?: number;
+  /** Checks and converts each value read; throwing marks its shard file corrupt. */
+  validateValue?: (raw: unknown) => V;
+}
+
+const META_FILE = 'meta.json';
+const DEFAULT_SHARDS = 64;
+const MAX_SHARDS = 4096;
+
+/** Stable 32-bit FNV-1a hash of a string's UTF-16 code units. */
+export function hashKey(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+function shardFileName(index: number): string {
+  return `shard-${String(index).padStart(4, '0')}.json`;
+}
+
+function validateMeta(raw: unknown): ShardedMapMeta {
+  const m = raw as Partial<ShardedMapMeta> | null;
+  if (typeof m !== 'object' || m === null || m.format !== 'systemsync-sharded-map' || m.version !== 1) {
+    throw new Error('not a systemsync sharded map meta file (format/version)');
+  }
+  if (!Number.isInteger(m.shards) || (m.shards as number) < 1 || (m.shards as number) > MAX_SHARDS) {
+    throw new Error(`shards: expected an integer 1-${MAX_SHARDS}, got ${JSON.stringify(m.shards)}`);
+  }
+  return m as ShardedMapMeta;
+}
+
+/**
+ * A persistent `Map<string, V>` split across N shard files in one directory by a stable hash of
+ * the key. Reads are in memory. Changes mark their shard dirty; dirty shards are saved coalesced
+ * (many changes in one tick: one write per dirty shard), shards in parallel, one shard never
+ * concurrently with itself. N is fixed when the directory is created (kept in `meta.json`).
+ * Values must be JSON-serialisable; a value mutated in place must be `set` again to be saved.
+ */
+export class ShardedMap<V> {
+  private closed = false;
+  private count = 0;
+
+  private constructor(
+    readonly dir: string,
+    private readonly maps: Array<Map<string, V>>,
+    private readonly coalescers: Coalescer[],
+  ) {
+    for (const m of maps) this.count += m.size;
+  }
+
+  /**
+   * Opens (creating, mode 0700) the directory and loads every shard. A corrupt shard or meta file
+   * throws `StateCorruptError`, or with `onCorrupt: 'reset'` is moved aside and starts empty.
+   */
+  static async open<V>(dir: string, options: ShardedMapOptions<V> = {}): Promise<ShardedMap<V>> {
+    const requested = options.shards ?? DEFAULT_SHARDS;
+    if (!Number.isInteger(requested) || requested < 1 || requested > MAX_SHARDS) {
+      throw new PersistenceError('INVALID_OPTION', `shards: expected an integer 1-${MAX_SHARDS}, got ${String(requested)}`);
+    }
+    await ensurePrivateDir(dir);
+    const names = await fsp.readdir(dir);
+    await Promise.all(names.filter((n) => n.includes(TEMP_INFIX)).map((n) => fsp.rm(path.join(dir, n), { force: true })));
+
+    const metaFile = path.join(dir, META_FILE);
+    const metaAdapter = new AtomicJsonFile<ShardedMapMeta>(metaFile, validateMeta);
+    let meta: ShardedMapMeta | null;
+    try {
+      meta = await metaAdapter.read();
+    } catch (err) {
+      if (!(err instanceof StateCorruptError) || options.onCorrupt !== 'reset') throw err;
+      await moveAside(metaFile);
+      meta = null;
+    }
+    if (meta === null) {
+      // A directory whose meta is missing or was reset keeps the shard count its files show.
+      const existing = names.filter((n) => /^shard-\d{4}\.json$/.test(n)).length;
+      meta = { format: 'systemsync-sharded-map', version: 1, shards: existing > 0 ? existing : requested };
+      await metaAdapter.write(meta);
+    }
+    const shards = meta.shards;
+
+    const validateShard = (raw: unknown): ShardFile<V> => {
+      const f = raw as Partial<ShardFile<V>> | null;
+      if (typeof f !== 'object' || f === null || !Array.isArray(f.entries)) throw new Error('expected {"entries": [...]}');
+      for (const e of f.entries) {
+        if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string') throw new Error('expected entries of [key, value]');
+        if (options.validateValue) e[1] = options.validateValue(e[1]);
+      }
+      return f as ShardFile<V>;
+    };
+
+    const adapters: Array<AtomicJsonFile<ShardFile<V>>> = [];
+    const maps: Array<Map<string, V>> = [];
+    await Promise.all(
+      Array.from({ length: shards }, async (_, i) => {
+        const file = path.join(dir, shardFileName(i));
+        const adapter = new AtomicJsonFile<ShardFile<V>>(file, validateShard);
+        adapters[i] = adapter;
+        let content: ShardFile<V> | null;
+        try {
+          content = await adapter.read();
+        } catch (err) {
+          if (!(err instanceof StateCorruptError) || options.onCorrupt !== 'reset') throw err;
+          await moveAside(file);
+          content = null;
+        }
+        const map = new Map<string, V>();
+        for (const [key, value] of content?.entries ?? []) {
+          if (hashKey(key) % shards !== i) {
+            const err = new StateCorruptError(file, `key ${JSON.stringify(key)} does not belong in shard ${i} of ${shards}`);
+            if (options.onCorrupt !== 'reset') throw err;
+            continue; // dropped; the shard is rewritten below
+          }
+          map.set(key, value);
+        }
+        maps[i] = map;
+      }),
+    );
+    const coalescers = adapters.map(
+      (adapter, i) => new Coalescer(() => adapter.write({ entries: [...(maps[i] as Map<string, V>)] }), options.onWriteError, options.saveDelayMs ?? 0),
+    );
+    return new ShardedMap<V>(dir, maps, coalescers);
+  }
+
+  private shardOf(key: string): number {
+    return hashKey(key) % this.maps.length;
+  }
+
+  private mapOf(key: string): Map<string, V> {
+    return this.maps[this.shardOf(key)] as Map<string, V>;
+  }
+
+  /** Number of shard files (fixed per directory). */
+  get shardCount(): number {
+    return this.maps.length;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The value, or null if the key is absent. */
+  get(key: string): V | null {
+    const m = this.mapOf(key);
+    return m.has(key) ? (m.get(key) as V) : null;
+  }
+
+  has(key: string): boolean {
+    return this.mapOf(key).has(key);
+  }
+
+  /** Sets the value and schedules a save of its shard. */
+  set(key: string, value: V): void {
+    if (this.closed) throw new StoreClosedError(`sharded map ${this.dir}`);
+    if (typeof key !== 'string') throw new PersistenceError('INVALID_KEY', `sharded map keys must be strings, got ${typeof key}`);
+    const i = this.shardOf(key);
+    const m = this.maps[i] as Map<string, V>;
+    if (!m.has(key)) this.count++;
+    m.set(key, value);
+    (this.coalescers[i] as Coalescer).markDirty();
+  }
+
+  /** Deletes the key; returns whether it was present. Schedules a save of its shard if it was. */
+  delete(key: string): boolean {
+    if (this.closed) throw new StoreClosedError(`sharded map ${this.dir}`);
+    const i = this.shardOf(key);
+    if (!(this.maps[i] as Map<string, V>).delete(key)) return false;
+    this.count--;
+    (this.coalescers[i] as Coalescer).markDirty();
+    return true;
+  }
+
+  *keys(): IterableIterator<string> {
+    for (const m of this.maps) yield* m.keys();
+  }
+
+  *entries(): IterableIterator<[string, V]> {
+    for (const m of this.maps) yield* m.entries();
+  }
+
+  /** Resolves when every change made before the call is durable on disk; rejects with the first failed shard's error. */
+  async flush(): Promise<void> {
+    const results = await Promise.allSettled(this.coalescers.map((c) => c.flush()));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Flushes, then refuses further changes. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.flush();
+  }
+}
