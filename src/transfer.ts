@@ -1,0 +1,957 @@
+/**
+ * ssh2 wrapped in promises: connect with host key verification against known_hosts, one SFTP
+ * session per connection, pipelined uploads and downloads that hash while streaming, and
+ * `openssh_forwardOutStreamLocal` streams to a Unix socket on the server (the RPC channel).
+ *
+ * Every failure is a `TransferError` with a stable string `code`; callers branch on `code`.
+ */
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { constants as fsConstants } from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import ssh2, { type Client as SshClient, type ClientChannel, type SFTPWrapper, type Stats } from 'ssh2';
+
+const { Client, utils: ssh2Utils } = ssh2;
+import {
+  fingerprintSha256,
+  formatKnownHostsLine,
+  hostLookupName,
+  keyTypeOfBlob,
+  knownKeyTypesFor,
+  lookupHostKey,
+  type KnownHostKey,
+} from './knownhosts.js';
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** Base of every error this module throws. `code` is stable; the message is for people. */
+export class TransferError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** TCP connect failed, timed out, or the SSH handshake broke off. */
+export class ConnectError extends TransferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONNECT_FAILED', message, options);
+  }
+}
+
+/** The server refused every authentication method we offered (the key is not authorized). */
+export class AuthFailedError extends TransferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('AUTH_FAILED', message, options);
+  }
+}
+
+/** The private key could not be read or parsed (missing file, wrong format, passphrase). */
+export class IdentityError extends TransferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('IDENTITY_INVALID', message, options);
+  }
+}
+
+/** known_hosts exists but could not be read, or could not be written under accept-new. */
+export class KnownHostsError extends TransferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KNOWN_HOSTS_UNUSABLE', message, options);
+  }
+}
+
+/** host_key_check = yes and known_hosts has no key for this host. */
+export class HostKeyUnknownError extends TransferError {
+  constructor(
+    message: string,
+    readonly fingerprint: string,
+    /** The line that would trust this key, ready to append to known_hosts. */
+    readonly knownHostsLine: string,
+  ) {
+    super('HOST_KEY_UNKNOWN', message);
+  }
+}
+
+/** known_hosts lists other keys for this host: refused whatever host_key_check says. */
+export class HostKeyChangedError extends TransferError {
+  constructor(
+    message: string,
+    readonly knownFingerprints: string[],
+    readonly offeredFingerprint: string,
+  ) {
+    super('HOST_KEY_CHANGED', message);
+  }
+}
+
+/** The offered host key is marked @revoked in known_hosts. */
+export class HostKeyRevokedError extends TransferError {
+  constructor(message: string, readonly fingerprint: string) {
+    super('HOST_KEY_REVOKED', message);
+  }
+}
+
+/** A downloaded file's sha256 differs from the one the sender recorded. The file was removed. */
+export class HashMismatchError extends TransferError {
+  constructor(
+    readonly remotePath: string,
+    readonly expectedHash: string,
+    readonly actualHash: string,
+  ) {
+    super('HASH_MISMATCH', `content of ${remotePath} has sha256 ${actualHash}, expected ${expectedHash}`);
+  }
+}
+
+/** The caller's AbortSignal fired. */
+export class TransferAbortedError extends TransferError {
+  constructor(what: string, options?: { cause?: unknown }) {
+    super('ABORTED', `${what}: aborted`, options);
+  }
+}
+
+/** A local file could not be read or written; `errno` is Node's code ("ENOENT", "EISDIR", ...). */
+export class LocalFileError extends TransferError {
+  readonly errno: string | null;
+  constructor(message: string, options: { cause: unknown }) {
+    super('LOCAL_IO', message, options);
+    const cause = options.cause as { code?: unknown } | null;
+    this.errno = typeof cause?.code === 'string' ? cause.code : null;
+  }
+}
+
+/** A stream to a Unix socket on the server could not be opened (no daemon there, not allowed). */
+export class StreamOpenError extends TransferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STREAM_OPEN_FAILED', message, options);
+  }
+}
+
+/** The SSH session is closed (or was lost); nothing more can be done on it. */
+export class SessionClosedError extends TransferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SESSION_CLOSED', message, options);
+  }
+}
+
+export type SftpErrorCode =
+  | 'EOF'
+  | 'NO_SUCH_FILE'
+  | 'PERMISSION_DENIED'
+  | 'FAILURE'
+  | 'BAD_MESSAGE'
+  | 'NO_CONNECTION'
+  | 'CONNECTION_LOST'
+  | 'OP_UNSUPPORTED';
+
+/**
+ * An SFTP request failed. `code` names the SFTP status; `permanent` says whether retrying the same
+ * request can help (false for FAILURE and lost connections, true for NO_SUCH_FILE and the like).
+ */
+export class SftpError extends TransferError {
+  declare readonly code: SftpErrorCode;
+  constructor(
+    code: SftpErrorCode,
+    readonly permanent: boolean,
+    readonly operation: string,
+    readonly remotePath: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+const SFTP_STATUS: ReadonlyArray<{ code: SftpErrorCode; permanent: boolean }> = [
+  /* 0 OK */ { code: 'FAILURE', permanent: false },
+  /* 1 */ { code: 'EOF', permanent: true },
+  /* 2 */ { code: 'NO_SUCH_FILE', permanent: true },
+  /* 3 */ { code: 'PERMISSION_DENIED', permanent: true },
+  /* 4 */ { code: 'FAILURE', permanent: false },
+  /* 5 */ { code: 'BAD_MESSAGE', permanent: true },
+  /* 6 */ { code: 'NO_CONNECTION', permanent: false },
+  /* 7 */ { code: 'CONNECTION_LOST', permanent: false },
+  /* 8 */ { code: 'OP_UNSUPPORTED', permanent: true },
+];
+
+/**
+ * The one mapping from whatever ssh2's SFTP layer reports (a numeric status `code`, "No response
+ * from server" when the channel closed, a thrown "Not connected" or "Server does not support")
+ * to an `SftpError`.
+ */
+export function toSftpError(err: unknown, operation: string, remotePath: string): SftpError {
+  if (err instanceof SftpError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const status = (err as { code?: unknown } | null)?.code;
+  let kind: { code: SftpErrorCode; permanent: boolean };
+  if (typeof status === 'number' && SFTP_STATUS[status] !== undefined) kind = SFTP_STATUS[status]!;
+  else if (/does not support/i.test(message)) kind = { code: 'OP_UNSUPPORTED', permanent: true };
+  else if (/no response from server|not connected|channel.*clos|connection lost/i.test(message)) {
+    kind = { code: 'CONNECTION_LOST', permanent: false };
+  } else kind = { code: 'FAILURE', permanent: false };
+  return new SftpError(kind.code, kind.permanent, operation, remotePath, `sftp ${operation} ${remotePath}: ${message}`, {
+    cause: err,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+
+export interface SshTarget {
+  host: string;
+  port: number;
+  username: string;
+  /** The private key itself (Buffer) or the path of its file (string). */
+  privateKey: Buffer | string;
+  knownHostsPath: string;
+  /** `yes`: only keys already in known_hosts. `accept-new`: an unknown host's key is added. */
+  hostKeyCheck: 'yes' | 'accept-new';
+  readyTimeoutMs?: number;
+  keepaliveIntervalMs?: number;
+}
+
+const DEFAULT_READY_TIMEOUT_MS = 20_000;
+const DEFAULT_KEEPALIVE_INTERVAL_MS = 15_000;
+const KEEPALIVE_COUNT_MAX = 3;
+
+/** ssh2's default host key algorithms, in its order; reordered to prefer types known_hosts has. */
+const HOST_KEY_ALGORITHMS = [
+  'ssh-ed25519',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'rsa-sha2-512',
+  'rsa-sha2-256',
+  'ssh-rsa',
+] as const;
+type HostKeyAlgorithm = (typeof HOST_KEY_ALGORITHMS)[number];
+
+/**
+ * Connects, verifies the host key against known_hosts, authenticates with the private key and
+ * opens one SFTP session. Rejects with ConnectError, AuthFailedError, IdentityError,
+ * KnownHostsError, HostKeyUnknownError, HostKeyChangedError or HostKeyRevokedError.
+ */
+export async function connectSsh(target: SshTarget): Promise<SshSession> {
+  const privateKey = await loadPrivateKey(target.privateKey);
+  const knownHostsText = await readKnownHosts(target.knownHostsPath);
+  const where = hostLookupName(target.host, target.port);
+  const client = new Client();
+  // ssh2 may report more errors after the first (e.g. "Connection lost before handshake" after a
+  // timeout); the handlers below classify the one that matters, the rest must not crash the process.
+  client.on('error', () => {});
+  let hostKeyFailure: TransferError | null = null;
+
+  const verifyHostKey = (keyBlob: Buffer, verify: (ok: boolean) => void): void => {
+    checkHostKey(target, keyBlob)
+      .then(() => verify(true))
+      .catch((err: unknown) => {
+        hostKeyFailure = err instanceof TransferError ? err : new KnownHostsError(String(err), { cause: err });
+        verify(false);
+      });
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    const onReady = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onError = (err: Error & { level?: string; code?: string }): void => {
+      cleanup();
+      client.end();
+      reject(hostKeyFailure ?? classifyConnectError(err, where, target.username));
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(hostKeyFailure ?? new ConnectError(`ssh ${where}: connection closed during handshake`));
+    };
+    const cleanup = (): void => {
+      client.off('ready', onReady);
+      client.off('error', onError);
+      client.off('close', onClose);
+    };
+    client.on('ready', onReady);
+    client.on('error', onError);
+    client.on('close', onClose);
+    try {
+      client.connect({
+        host: target.host,
+        port: target.port,
+        username: target.username,
+        privateKey,
+        readyTimeout: target.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
+        keepaliveInterval: target.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS,
+        keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+        hostVerifier: verifyHostKey,
+        algorithms: { serverHostKey: hostKeyAlgorithmsPreferring(knownKeyTypesFor(knownHostsText, target.host, target.port)) },
+      });
+    } catch (err) {
+      cleanup();
+      reject(new ConnectError(`ssh ${where}: ${(err as Error).message}`, { cause: err }));
+    }
+  });
+
+  let sftp: SFTPWrapper;
+  try {
+    sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
+      client.sftp((err, wrapper) => (err ? reject(err) : resolve(wrapper)));
+    });
+  } catch (err) {
+    client.end();
+    throw new ConnectError(`ssh ${where}: could not start the sftp subsystem: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return new SshSession(client, sftp, where);
+}
+
+async function loadPrivateKey(key: Buffer | string): Promise<Buffer> {
+  let data: Buffer;
+  const source = typeof key === 'string' ? key : 'the private key';
+  if (typeof key === 'string') {
+    try {
+      data = await fsp.readFile(key);
+    } catch (err) {
+      throw new IdentityError(`cannot read the private key ${key}: ${(err as Error).message}`, { cause: err });
+    }
+  } else data = key;
+  const parsed = ssh2Utils.parseKey(data);
+  if (parsed instanceof Error) {
+    const hint = /encrypted|passphrase/i.test(parsed.message)
+      ? ' (passphrase-protected keys are not supported: use a key without a passphrase)'
+      : '';
+    throw new IdentityError(`cannot use ${source}: ${parsed.message}${hint}`, { cause: parsed });
+  }
+  const first = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!first || first.isPrivateKey?.() === false) {
+    throw new IdentityError(`cannot use ${source}: it holds no private key`);
+  }
+  return data;
+}
+
+async function readKnownHosts(knownHostsPath: string): Promise<string> {
+  try {
+    return await fsp.readFile(knownHostsPath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw new KnownHostsError(`cannot read known_hosts ${knownHostsPath}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function checkHostKey(target: SshTarget, keyBlob: Buffer): Promise<void> {
+  const text = await readKnownHosts(target.knownHostsPath);
+  const { status, knownKeys } = lookupHostKey(text, target.host, target.port, keyBlob);
+  const where = hostLookupName(target.host, target.port);
+  const keyType = keyTypeOfBlob(keyBlob) ?? 'unknown-key-type';
+  const fingerprint = fingerprintSha256(keyBlob);
+  switch (status) {
+    case 'match':
+      return;
+    case 'revoked':
+      throw new HostKeyRevokedError(
+        `host key ${keyType} ${fingerprint} of ${where} is marked @revoked in ${target.knownHostsPath}: refusing to connect`,
+        fingerprint,
+      );
+    case 'mismatch':
+      throw hostKeyChanged(target, where, keyType, fingerprint, knownKeys);
+    case 'unknown': {
+      const line = formatKnownHostsLine(target.host, target.port, keyType, keyBlob);
+      if (target.hostKeyCheck === 'accept-new') {
+        await appendKnownHostsLine(target.knownHostsPath, text, line);
+        return;
+      }
+      const portFlag = target.port === 22 ? '' : `-p ${target.port} `;
+      throw new HostKeyUnknownError(
+        `host key of ${where} is not known: ${keyType} ${fingerprint} is not in ${target.knownHostsPath}` +
+          ' (host_key_check = yes). If that fingerprint is the server\'s (check with "ssh-keygen -lf' +
+          ' /etc/ssh/ssh_host_*_key.pub" on the server), add it with:' +
+          ` ssh-keyscan ${portFlag}${target.host} >> ${target.knownHostsPath}` +
+          ' or set host_key_check = accept-new for the first connection.',
+        fingerprint,
+        line,
+      );
+    }
+  }
+}
+
+function hostKeyChanged(
+  target: SshTarget,
+  where: string,
+  keyType: string,
+  fingerprint: string,
+  knownKeys: KnownHostKey[],
+): HostKeyChangedError {
+  const known = knownKeys.map((k) => `${k.keyType} ${fingerprintSha256(k.keyBlob)} (line ${k.line})`);
+  return new HostKeyChangedError(
+    `HOST KEY CHANGED for ${where}: ${target.knownHostsPath} lists ${known.join(', ')},` +
+      ` but the server offered ${keyType} ${fingerprint}. Someone may be intercepting the connection,` +
+      ' or the server was reinstalled. Refusing to connect. If the new key is genuine, remove the old' +
+      ` entry with: ssh-keygen -R "${where}" -f ${target.knownHostsPath}, then connect again.`,
+    knownKeys.map((k) => fingerprintSha256(k.keyBlob)),
+    fingerprint,
+  );
+}
+
+async function appendKnownHostsLine(knownHostsPath: string, currentText: string, line: string): Promise<void> {
+  try {
+    await fsp.mkdir(path.dirname(knownHostsPath), { recursive: true, mode: 0o700 });
+    const separator = currentText.length > 0 && !currentText.endsWith('\n') ? '\n' : '';
+    await fsp.appendFile(knownHostsPath, `${separator}${line}\n`, { mode: 0o600 });
+  } catch (err) {
+    throw new KnownHostsError(`cannot add the host key to ${knownHostsPath}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+function hostKeyAlgorithmsPreferring(knownTypes: string[]): HostKeyAlgorithm[] {
+  const algorithmsOf = (type: string): HostKeyAlgorithm[] =>
+    type === 'ssh-rsa'
+      ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']
+      : HOST_KEY_ALGORITHMS.filter((algorithm) => algorithm === type);
+  const preferred = knownTypes.flatMap(algorithmsOf);
+  return [...new Set([...preferred, ...HOST_KEY_ALGORITHMS])];
+}
+
+function classifyConnectError(err: Error & { level?: string; code?: string }, where: string, user: string): TransferError {
+  if (err.level === 'client-authentication') {
+    return new AuthFailedError(
+      `ssh ${user}@${where}: authentication failed: the server did not accept the key (is its public key in ~${user}/.ssh/authorized_keys there?)`,
+      { cause: err },
+    );
+  }
+  if (err.level === 'client-timeout') {
+    return new ConnectError(`ssh ${where}: timed out waiting for the SSH handshake`, { cause: err });
+  }
+  const detail = err.code ? `${err.code} ${err.message}` : err.message;
+  return new ConnectError(`ssh ${where}: cannot connect: ${detail}`, { cause: err });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session
+
+/** Size of one SFTP read or write request. */
+const CHUNK_SIZE = 64 * 1024;
+/** Requests in flight for one file. */
+const MAX_REQUESTS_PER_FILE = 32;
+/** Requests in flight for the whole session (bounds memory: this many chunks at most). */
+const MAX_REQUESTS_PER_SESSION = 128;
+/** Remote files open at once (transfers beyond this wait their turn). */
+const MAX_OPEN_FILES = 64;
+
+export interface RemoteStat {
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  /** Permission bits only. */
+  mode: number;
+  /** Modification time in ms (SFTP v3 carries whole seconds). */
+  mtimeMs: number;
+}
+
+export interface TransferResult {
+  /** sha256 of the bytes transferred, lowercase hex. */
+  hash: string;
+  size: number;
+}
+
+export interface UploadOptions {
+  onProgress?(done: number, total: number): void;
+  signal?: AbortSignal;
+  /** Ask the server to fsync the file before closing it (fsync@openssh.com). Default false. */
+  fsync?: boolean;
+}
+
+export interface DownloadOptions {
+  /** sha256 (hex) the content must have; otherwise HashMismatchError and the local file is removed. */
+  expectedHash?: string;
+  onProgress?(done: number, total: number): void;
+  signal?: AbortSignal;
+  /** fsync the local file before resolving. Default false. */
+  fsync?: boolean;
+}
+
+/**
+ * One authenticated SSH connection with one SFTP session. Many transfers may run at once on it;
+ * they share bounded request and open-file budgets. Emits nothing itself: use `onClose`.
+ */
+export class SshSession {
+  readonly sftp: SFTPWrapper;
+  /** Resolves once the connection is closed, with the error that ended it (null: ended by close()). */
+  readonly closed: Promise<TransferError | null>;
+  private readonly client: SshClient;
+  private readonly where: string;
+  private readonly events = new EventEmitter();
+  private readonly requestSlots = new Semaphore(MAX_REQUESTS_PER_SESSION);
+  private readonly fileSlots: Semaphore;
+  private endError: TransferError | null = null;
+  private isClosedFlag = false;
+  private isSftpClosed = false;
+  private isCloseRequested = false;
+
+  /** Use connectSsh(). */
+  constructor(client: SshClient, sftp: SFTPWrapper, where: string) {
+    this.client = client;
+    this.sftp = sftp;
+    this.where = where;
+    const handleLimit = (sftp as unknown as { maxOpenHandles?: number }).maxOpenHandles;
+    const openFiles = typeof handleLimit === 'number' && handleLimit > 8 ? Math.min(MAX_OPEN_FILES, handleLimit - 4) : MAX_OPEN_FILES;
+    this.fileSlots = new Semaphore(openFiles);
+    this.closed = new Promise((resolve) => this.events.once('close', resolve));
+    client.on('error', (err: Error & { level?: string }) => {
+      this.endError ??=
+        err.level === 'client-timeout'
+          ? new SessionClosedError(`ssh ${where}: the server stopped answering keepalives`, { cause: err })
+          : new SessionClosedError(`ssh ${where}: connection lost: ${err.message}`, { cause: err });
+    });
+    client.on('close', () => {
+      this.isClosedFlag = true;
+      this.isSftpClosed = true;
+      if (!this.isCloseRequested) this.endError ??= new SessionClosedError(`ssh ${where}: the server closed the connection`);
+      this.events.emit('close', this.endError);
+    });
+    sftp.on('close', () => {
+      // Requests sent on a closed channel would never be answered: refuse them from now on.
+      this.isSftpClosed = true;
+      // Without its SFTP session this connection is of no use: end it.
+      if (!this.isClosedFlag) {
+        this.endError ??= new SessionClosedError(`ssh ${where}: the sftp session closed`);
+        client.end();
+      }
+    });
+  }
+
+  /** True once the connection has closed. */
+  get isClosed(): boolean {
+    return this.isClosedFlag;
+  }
+
+  /** Calls `callback` once when the connection closes, with the error that ended it (null: by close()). Returns an unsubscribe function. */
+  onClose(callback: (error: TransferError | null) => void): () => void {
+    if (this.isClosedFlag) {
+      queueMicrotask(() => callback(this.endError));
+      return () => {};
+    }
+    this.events.once('close', callback);
+    return () => this.events.off('close', callback);
+  }
+
+  /** Ends the connection and waits until it has closed. Safe to call twice. */
+  async close(): Promise<void> {
+    this.isCloseRequested = true;
+    if (!this.isClosedFlag) this.client.end();
+    await this.closed;
+  }
+
+  /** The canonical absolute path on the server (resolves ".", "~"-less relative paths, symlinks). */
+  async realpath(remotePath: string): Promise<string> {
+    return this.call<string>('realpath', remotePath, (cb) => this.sftp.realpath(remotePath, cb));
+  }
+
+  /** Stat following symlinks; null if nothing is there. */
+  async stat(remotePath: string): Promise<RemoteStat | null> {
+    return this.statWith('stat', remotePath);
+  }
+
+  /** Stat of the path itself (a symlink is reported as one); null if nothing is there. */
+  async lstat(remotePath: string): Promise<RemoteStat | null> {
+    return this.statWith('lstat', remotePath);
+  }
+
+  /** Creates the directory and its missing parents (mode applies to the ones it creates). */
+  async mkdirp(remotePath: string, mode = 0o700): Promise<void> {
+    const absolute = remotePath.startsWith('/');
+    const parts = remotePath.split('/').filter((part) => part !== '' && part !== '.');
+    let current = absolute ? '' : '.';
+    for (const part of parts) {
+      current = `${current}/${part}`;
+      const existing = await this.stat(current);
+      if (existing?.type === 'dir') continue;
+      if (existing !== null) {
+        throw new SftpError('FAILURE', true, 'mkdir', current, `sftp mkdir ${current}: exists and is not a directory`);
+      }
+      try {
+        await this.call<void>('mkdir', current, (cb) => this.sftp.mkdir(current, { mode }, cb));
+      } catch (err) {
+        // Lost a race with another creator: fine if it is a directory now.
+        if ((await this.stat(current))?.type !== 'dir') throw err;
+      }
+    }
+  }
+
+  /** Removes a file (or symlink). */
+  async unlink(remotePath: string): Promise<void> {
+    await this.call<void>('unlink', remotePath, (cb) => this.sftp.unlink(remotePath, cb));
+  }
+
+  /** Removes an empty directory. */
+  async rmdir(remotePath: string): Promise<void> {
+    await this.call<void>('rmdir', remotePath, (cb) => this.sftp.rmdir(remotePath, cb));
+  }
+
+  /** Renames atomically, replacing `to` if it exists (posix-rename@openssh.com). */
+  async posixRename(from: string, to: string): Promise<void> {
+    await this.call<void>('posix-rename', from, (cb) => this.sftp.ext_openssh_rename(from, to, cb));
+  }
+
+  /** Sets permission bits and/or modification time (atime is set to the same value). */
+  async setAttributes(remotePath: string, attrs: { mode?: number; mtimeMs?: number }): Promise<void> {
+    const sftpAttrs: { mode?: number; atime?: number; mtime?: number } = {};
+    if (attrs.mode !== undefined) sftpAttrs.mode = attrs.mode & 0o7777;
+    if (attrs.mtimeMs !== undefined) {
+      sftpAttrs.mtime = Math.floor(attrs.mtimeMs / 1000);
+      sftpAttrs.atime = sftpAttrs.mtime;
+    }
+    await this.call<void>('setstat', remotePath, (cb) => this.sftp.setstat(remotePath, sftpAttrs, cb));
+  }
+
+  /** Opens a byte stream to the Unix socket `socketPath` on the server (direct-streamlocal@openssh.com). */
+  async openUnixStream(socketPath: string): Promise<Duplex> {
+    this.throwIfClosed();
+    return new Promise<Duplex>((resolve, reject) => {
+      const fail = (err: unknown): void =>
+        reject(
+          new StreamOpenError(`ssh ${this.where}: cannot open a stream to ${socketPath}: ${(err as Error).message}`, {
+            cause: err,
+          }),
+        );
+      try {
+        this.client.openssh_forwardOutStreamLocal(socketPath, (err: Error | undefined, channel: ClientChannel) =>
+          err ? fail(err) : resolve(channel),
+        );
+      } catch (err) {
+        fail(err);
+      }
+    });
+  }
+
+  /**
+   * Uploads a local file to `remotePath` (created with mode 0600, truncated if it exists) with many
+   * writes in flight, hashing the bytes as they are read. Memory stays bounded whatever the size.
+   * The hash and size are those of the bytes sent. On failure the remote file is removed (best effort).
+   */
+  async uploadFile(localPath: string, remotePath: string, opts: UploadOptions = {}): Promise<TransferResult> {
+    const releaseFile = await this.fileSlots.acquire();
+    let local: fsp.FileHandle | null = null;
+    let remote: Buffer | null = null;
+    try {
+      throwIfAborted(opts.signal, `upload ${localPath}`);
+      this.throwIfClosed();
+      try {
+        local = await fsp.open(localPath, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+      } catch (err) {
+        throw new LocalFileError(`cannot read ${localPath}: ${(err as Error).message}`, { cause: err });
+      }
+      const total = (await local.stat()).size;
+      const handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'w', { mode: 0o600 }, cb));
+      remote = handle;
+      const hash = createHash('sha256');
+      const window = new RequestWindow();
+      let position = 0;
+      let done = 0;
+      for (;;) {
+        throwIfAborted(opts.signal, `upload ${localPath}`);
+        await window.waitForRoom(MAX_REQUESTS_PER_FILE);
+        const releaseRequest = await this.requestSlots.acquire();
+        const chunk = Buffer.allocUnsafe(CHUNK_SIZE);
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await local.read(chunk, 0, CHUNK_SIZE, position));
+        } catch (err) {
+          releaseRequest();
+          throw new LocalFileError(`cannot read ${localPath}: ${(err as Error).message}`, { cause: err });
+        }
+        if (bytesRead === 0) {
+          releaseRequest();
+          break;
+        }
+        hash.update(chunk.subarray(0, bytesRead));
+        const offset = position;
+        position += bytesRead;
+        window.add(
+          this.call<void>('write', remotePath, (cb) => this.sftp.write(handle, chunk, 0, bytesRead, offset, cb))
+            .finally(releaseRequest)
+            .then(() => {
+              done += bytesRead;
+              opts.onProgress?.(done, Math.max(total, position));
+            }),
+        );
+      }
+      await window.drain();
+      if (opts.fsync) await this.call<void>('fsync', remotePath, (cb) => this.sftp.ext_openssh_fsync(handle, cb));
+      remote = null;
+      await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb));
+      return { hash: hash.digest('hex'), size: position };
+    } catch (err) {
+      if (remote !== null) {
+        const handle = remote;
+        await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb)).catch(() => {});
+        await this.unlink(remotePath).catch(() => {});
+      }
+      throw err;
+    } finally {
+      await local?.close().catch(() => {});
+      releaseFile();
+    }
+  }
+
+  /**
+   * Downloads `remotePath` to `localPath` (created with mode 0600, replacing a file there) with many
+   * reads in flight, hashing the bytes as they are written. With `expectedHash`, a different hash
+   * rejects with HashMismatchError. On any failure `localPath` is removed.
+   */
+  async downloadFile(remotePath: string, localPath: string, opts: DownloadOptions = {}): Promise<TransferResult> {
+    const releaseFile = await this.fileSlots.acquire();
+    let local: fsp.FileHandle | null = null;
+    let remote: Buffer | null = null;
+    let createdLocal = false;
+    let abandonReads = (): void => {};
+    try {
+      throwIfAborted(opts.signal, `download ${remotePath}`);
+      this.throwIfClosed();
+      const handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'r', cb));
+      remote = handle;
+      const attrs = await this.call<Stats>('fstat', remotePath, (cb) => this.sftp.fstat(handle, cb));
+      if (typeof attrs.mode === 'number' && !attrs.isFile()) {
+        throw new SftpError('FAILURE', true, 'open', remotePath, `sftp open ${remotePath}: not a regular file`);
+      }
+      const knownSize = typeof attrs.size === 'number' ? attrs.size : null;
+      try {
+        local = await fsp.open(
+          localPath,
+          fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW,
+          0o600,
+        );
+        createdLocal = true;
+      } catch (err) {
+        throw new LocalFileError(`cannot write ${localPath}: ${(err as Error).message}`, { cause: err });
+      }
+      const hash = createHash('sha256');
+      // Each queued read holds a session request slot until its data is written locally (or the
+      // transfer ends), so buffered data stays bounded. Slots are granted in FIFO order, so a file's
+      // head read always holds one before its later reads do, and every holder can make progress.
+      const queue: PendingRead[] = [];
+      let nextOffset = 0;
+      let written = 0;
+      const issueRead = (offset: number): PendingRead => {
+        let releaseSlot: () => void = () => {};
+        const data = this.requestSlots.acquire().then((release) => {
+          releaseSlot = release;
+          return this.readChunk(handle, remotePath, offset, CHUNK_SIZE);
+        });
+        data.catch(() => {}); // observed when dequeued; never unhandled if abandoned
+        const release = (): void => {
+          data.then(
+            () => releaseSlot(),
+            () => releaseSlot(),
+          );
+        };
+        return { offset, data, release };
+      };
+      const fill = (): void => {
+        while (queue.length < MAX_REQUESTS_PER_FILE && (knownSize === null || nextOffset < knownSize)) {
+          queue.push(issueRead(nextOffset));
+          nextOffset += CHUNK_SIZE;
+        }
+      };
+      abandonReads = () => queue.splice(0).forEach((pending) => pending.release());
+      let reachedEnd = knownSize === 0;
+      while (!reachedEnd) {
+        throwIfAborted(opts.signal, `download ${remotePath}`);
+        fill();
+        const head = queue.shift();
+        if (head === undefined) break;
+        // SFTP allows short reads: fetch the rest of this chunk unless the file ends there.
+        const chunkEnd = head.offset + CHUNK_SIZE;
+        let position = head.offset;
+        let data: Buffer;
+        try {
+          data = await head.data;
+        } finally {
+          head.release();
+        }
+        for (;;) {
+          if (data.length === 0) {
+            reachedEnd = true;
+            break;
+          }
+          await writeLocal(local, localPath, data, position);
+          hash.update(data);
+          position += data.length;
+          written += data.length;
+          if (position >= chunkEnd) break;
+          if (knownSize !== null && position >= knownSize) break;
+          data = await this.readChunk(handle, remotePath, position, chunkEnd - position);
+        }
+        opts.onProgress?.(written, Math.max(knownSize ?? 0, written));
+        if (knownSize !== null && written >= knownSize) reachedEnd = true;
+      }
+      remote = null;
+      await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb));
+      if (opts.fsync) await local.sync();
+      await local.close();
+      local = null;
+      const actual = hash.digest('hex');
+      if (opts.expectedHash !== undefined && opts.expectedHash.toLowerCase() !== actual) {
+        throw new HashMismatchError(remotePath, opts.expectedHash, actual);
+      }
+      return { hash: actual, size: written };
+    } catch (err) {
+      if (remote !== null) {
+        const handle = remote;
+        await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb)).catch(() => {});
+      }
+      await local?.close().catch(() => {});
+      local = null;
+      if (createdLocal) await fsp.rm(localPath, { force: true }).catch(() => {});
+      throw err;
+    } finally {
+      abandonReads();
+      await local?.close().catch(() => {});
+      releaseFile();
+    }
+  }
+
+  private readChunk(handle: Buffer, remotePath: string, offset: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length);
+    return new Promise<Buffer>((resolve, reject) => {
+      if (this.isSftpClosed) {
+        reject(this.lostError('read', remotePath));
+        return;
+      }
+      try {
+        this.sftp.read(handle, buffer, 0, length, offset, (err, bytesRead) =>
+          err ? reject(toSftpError(err, 'read', remotePath)) : resolve(buffer.subarray(0, bytesRead)),
+        );
+      } catch (err) {
+        reject(toSftpError(err, 'read', remotePath));
+      }
+    });
+  }
+
+  private async statWith(operation: 'stat' | 'lstat', remotePath: string): Promise<RemoteStat | null> {
+    try {
+      const stats = await this.call<Stats>(operation, remotePath, (cb) => this.sftp[operation](remotePath, cb));
+      return toRemoteStat(stats);
+    } catch (err) {
+      if (err instanceof SftpError && err.code === 'NO_SUCH_FILE') return null;
+      throw err;
+    }
+  }
+
+  private lostError(operation: string, remotePath: string): SftpError {
+    const why = this.endError?.message ?? 'the sftp session is closed';
+    return new SftpError('CONNECTION_LOST', false, operation, remotePath, `sftp ${operation} ${remotePath}: ${why}`, {
+      cause: this.endError ?? undefined,
+    });
+  }
+
+  private throwIfClosed(): void {
+    if (this.isClosedFlag) {
+      throw new SessionClosedError(`ssh ${this.where}: the session is closed`, { cause: this.endError ?? undefined });
+    }
+  }
+
+  /** Runs one ssh2 SFTP call; sync throws and callback errors both become SftpError. */
+  private call<T>(operation: string, remotePath: string, start: (cb: (err: Error | null | undefined, value?: T) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.isSftpClosed) {
+        reject(this.lostError(operation, remotePath));
+        return;
+      }
+      try {
+        start((err, value) => (err ? reject(toSftpError(err, operation, remotePath)) : resolve(value as T)));
+      } catch (err) {
+        reject(toSftpError(err, operation, remotePath));
+      }
+    });
+  }
+}
+
+interface PendingRead {
+  offset: number;
+  data: Promise<Buffer>;
+  /** Gives the request slot back once the read has settled. Idempotent. */
+  release(): void;
+}
+
+function toRemoteStat(stats: Stats): RemoteStat {
+  const type = stats.isFile() ? 'file' : stats.isDirectory() ? 'dir' : stats.isSymbolicLink() ? 'symlink' : 'other';
+  return { type, size: stats.size, mode: stats.mode & 0o7777, mtimeMs: stats.mtime * 1000 };
+}
+
+async function writeLocal(local: fsp.FileHandle, localPath: string, data: Buffer, position: number): Promise<void> {
+  try {
+    let offset = 0;
+    while (offset < data.length) {
+      const { bytesWritten } = await local.write(data, offset, data.length - offset, position + offset);
+      offset += bytesWritten;
+    }
+  } catch (err) {
+    throw new LocalFileError(`cannot write ${localPath}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new TransferAbortedError(what, { cause: signal.reason });
+}
+
+/** A counting semaphore: acquire() resolves with a release function. */
+class Semaphore {
+  private available: number;
+  private readonly waiters: Array<() => void> = [];
+  constructor(count: number) {
+    this.available = count;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.available > 0) this.available--;
+    else await new Promise<void>((resolve) => this.waiters.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.available++;
+    };
+  }
+}
+
+/** Tracks the requests in flight for one transfer and remembers the first failure. */
+class RequestWindow {
+  private readonly pending = new Set<Promise<void>>();
+  private failure: { error: unknown } | null = null;
+
+  add(request: Promise<void>): void {
+    const tracked: Promise<void> = request.then(
+      () => {
+        this.pending.delete(tracked);
+      },
+      (error: unknown) => {
+        this.pending.delete(tracked);
+        this.failure ??= { error };
+      },
+    );
+    this.pending.add(tracked);
+  }
+
+  /** Waits until fewer than `limit` requests are in flight; throws the first failure seen. */
+  async waitForRoom(limit: number): Promise<void> {
+    this.throwIfFailed();
+    while (this.pending.size >= limit) {
+      await Promise.race(this.pending);
+      this.throwIfFailed();
+    }
+  }
+
+  /** Waits for every request; throws the first failure seen. */
+  async drain(): Promise<void> {
+    await Promise.all(this.pending);
+    this.throwIfFailed();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
+}
