@@ -1,0 +1,238 @@
+/**
+ * Live change hints for a synced folder, from @parcel/watcher. Events are hints only: the
+ * consumer looks at each hinted path (lstat, hash) and compares with its index; the scan is
+ * the truth.
+ *
+ * Two gaps of @parcel/watcher 2.x (inotify) are covered here:
+ * - It reports only the top of a directory tree that appears at once (`mkdir -p a/b/c`, a tree
+ *   moved in): every hinted directory is walked and all its descendants are hinted too.
+ * - It does not watch the subdirectories of such a tree either: later writes inside `a/b/c` are
+ *   never reported. Re-subscribing the root does not help while a subscription is alive (its
+ *   directory tree is cached), so a hinted directory that has subdirectories gets a subscription
+ *   of its own (which crawls and watches its whole subtree) and is walked again once that is
+ *   live. Such extra subscriptions are dropped when their directory goes away.
+ */
+import { promises as fsp, type Stats } from 'node:fs';
+import path from 'node:path';
+import watcher from '@parcel/watcher';
+import { isReservedPath, type IgnoreMatcher } from './core/ignore.js';
+import { SyncError } from './core/errors.js';
+import { isSameOrInside, RESERVED_DIR } from './core/paths.js';
+import { walkTree } from './scan.js';
+
+export interface FolderWatcher {
+  /** Stops watching; no `onHints` call happens after the returned promise resolves. */
+  close(): Promise<void>;
+}
+
+export interface WatchOptions {
+  /** Ignore rules; replace them at runtime with `setIgnore` (when `.syncignore` changes). */
+  ignore: IgnoreMatcher;
+  /**
+   * Folder-relative paths that may have changed (created, modified, deleted), coalesced, each
+   * once per call, never "" and never under `.systemsync/`. A deleted directory may be hinted
+   * without its children: the consumer checks its index for descendants.
+   */
+  onHints(paths: string[]): void;
+  /** A watcher failure (events may have been lost: the consumer should rescan the folder). */
+  onError(err: Error): void;
+  /** Coalescing window after the first event of a batch, in ms (default 10). */
+  settleMs?: number;
+}
+
+interface ExtraSubscription {
+  sub: watcher.AsyncSubscription;
+  ino: number;
+}
+
+function toRelative(root: string, abs: string): string | null {
+  const rel = path.relative(root, abs);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) return null;
+  return path.sep === '/' ? rel : rel.split(path.sep).join('/');
+}
+
+async function lstatOrNull(abs: string): Promise<Stats | null> {
+  try {
+    return await fsp.lstat(abs);
+  } catch {
+    // Missing, or unreadable: either way the consumer finds out when it looks.
+    return null;
+  }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/**
+ * Watches `root` (absolute) and reports hints through `opts.onHints`. Resolves once the watch
+ * is live: any change made after that is hinted. `.systemsync/` is never watched nor hinted;
+ * ignored paths are not hinted (a deleted path is matched as a file, so a deleted directory that
+ * only a directory pattern ignores may still be hinted). The root itself is never hinted.
+ * @throws SyncError 'WATCH_FAILED' when the root cannot be watched.
+ */
+export async function watchFolder(
+  root: string,
+  opts: WatchOptions,
+): Promise<FolderWatcher & { setIgnore(m: IgnoreMatcher): void }> {
+  const settleMs = opts.settleMs ?? 10;
+  let ignore = opts.ignore;
+  let closed = false;
+  let timer: NodeJS.Timeout | null = null;
+  let flushing: Promise<void> | null = null;
+  const pending = new Set<string>();
+  const extra = new Map<string, ExtraSubscription>();
+
+  const report = (err: unknown): void => {
+    if (closed) return;
+    try {
+      opts.onError(asError(err));
+    } catch {
+      // The consumer's handler failed: nothing more we can do with it.
+    }
+  };
+
+  const onEvents = (err: Error | null, events: watcher.Event[]): void => {
+    if (closed) return;
+    if (err !== null) report(new SyncError('WATCH_FAILED', `watching ${root}: ${err.message}`, { cause: err }));
+    for (const event of events) {
+      const rel = toRelative(root, event.path);
+      if (rel !== null && !isReservedPath(rel)) pending.add(rel);
+    }
+    schedule();
+  };
+
+  const schedule = (): void => {
+    if (closed || timer !== null || flushing !== null || pending.size === 0) return;
+    timer = setTimeout(() => {
+      timer = null;
+      flushing = flush()
+        .catch(report)
+        .finally(() => {
+          flushing = null;
+          schedule();
+        });
+    }, settleMs);
+  };
+
+  const dropExtrasGoneUnder = async (rel: string): Promise<void> => {
+    for (const [dir, x] of [...extra]) {
+      if (!isSameOrInside(dir, rel)) continue;
+      const st = await lstatOrNull(path.join(root, dir));
+      if (st !== null && st.isDirectory() && st.ino === x.ino) continue;
+      extra.delete(dir);
+      await x.sub.unsubscribe().catch(() => undefined);
+    }
+  };
+
+  const ensureExtra = async (rel: string, st: Stats): Promise<void> => {
+    const existing = extra.get(rel);
+    if (existing !== undefined && existing.ino === st.ino) return;
+    if (existing !== undefined) {
+      extra.delete(rel);
+      await existing.sub.unsubscribe().catch(() => undefined);
+    }
+    try {
+      const sub = await watcher.subscribe(path.join(root, rel), onEvents);
+      if (closed) await sub.unsubscribe().catch(() => undefined);
+      else extra.set(rel, { sub, ino: st.ino });
+    } catch (err) {
+      // Gone again meanwhile: its delete is hinted anyway. Anything else is worth telling.
+      if ((await lstatOrNull(path.join(root, rel))) !== null) report(err);
+    }
+  };
+
+  /** Descendants of `rel` (not ignored) and whether any of them is a directory. */
+  const descendants = async (rel: string, into: Set<string>): Promise<boolean> => {
+    let hasSubdir = false;
+    for await (const item of walkTree(root, { ignore, under: rel, onProblem: ({ error }) => report(error) })) {
+      into.add(item.path);
+      if (item.type === 'dir') hasSubdir = true;
+    }
+    return hasSubdir;
+  };
+
+  const flush = async (): Promise<void> => {
+    const batch = [...pending];
+    pending.clear();
+    const hints = new Set<string>();
+    for (const rel of batch) {
+      if (closed) return;
+      const st = await lstatOrNull(path.join(root, rel));
+      if (st === null) {
+        if (!ignore.isIgnored(rel, false)) hints.add(rel);
+        await dropExtrasGoneUnder(rel);
+        continue;
+      }
+      const isDir = st.isDirectory();
+      if (ignore.isIgnored(rel, isDir)) continue;
+      hints.add(rel);
+      if (!isDir) continue;
+      try {
+        if (await descendants(rel, hints)) {
+          await ensureExtra(rel, st);
+          // Walk again now that the whole subtree is watched: catches what changed meanwhile.
+          await descendants(rel, hints);
+        }
+      } catch (err) {
+        report(err);
+      }
+    }
+    if (closed || hints.size === 0) return;
+    try {
+      opts.onHints([...hints]);
+    } catch (err) {
+      report(err);
+    }
+  };
+
+  let rootSub: watcher.AsyncSubscription;
+  try {
+    rootSub = await watcher.subscribe(root, onEvents, { ignore: [path.join(root, RESERVED_DIR)] });
+  } catch (cause) {
+    throw new SyncError('WATCH_FAILED', `cannot watch ${root}: ${asError(cause).message}`, { cause });
+  }
+
+  return {
+    setIgnore(m: IgnoreMatcher): void {
+      ignore = m;
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      await flushing?.catch(() => undefined);
+      const subs = [rootSub, ...[...extra.values()].map((x) => x.sub)];
+      extra.clear();
+      await Promise.all(subs.map((s) => s.unsubscribe().catch(() => undefined)));
+    },
+  };
+}
+
+/**
+ * Records the state of `root` in `snapshotFile` (its parent directory is created), so that
+ * `changesSince` can list what changed while nothing watched. `.systemsync/` is left out.
+ */
+export async function writeSnapshot(root: string, snapshotFile: string): Promise<void> {
+  await fsp.mkdir(path.dirname(snapshotFile), { recursive: true });
+  await watcher.writeSnapshot(root, snapshotFile, { ignore: [path.join(root, RESERVED_DIR)] });
+}
+
+/**
+ * Folder-relative paths that changed (created, modified, deleted) in `root` since
+ * `snapshotFile` was written, sorted, without ignored paths, `.systemsync/` and the root.
+ * Null when there is no snapshot file (the caller then does a full scan).
+ */
+export async function changesSince(root: string, snapshotFile: string, ignore: IgnoreMatcher): Promise<string[] | null> {
+  if ((await lstatOrNull(snapshotFile)) === null) return null;
+  const events = await watcher.getEventsSince(root, snapshotFile, { ignore: [path.join(root, RESERVED_DIR)] });
+  const out = new Set<string>();
+  for (const event of events) {
+    const rel = toRelative(root, event.path);
+    if (rel === null || isReservedPath(rel) || out.has(rel)) continue;
+    const st = event.type === 'delete' ? null : await lstatOrNull(event.path);
+    if (!ignore.isIgnored(rel, st?.isDirectory() ?? false)) out.add(rel);
+  }
+  return [...out].sort();
+}
