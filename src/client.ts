@@ -1,0 +1,896 @@
+/**
+ * The client session: one SSH connection (one SFTP session, one RPC stream to the server's
+ * `rpc.sock`), reconnecting with backoff; per folder an outbox that is pushed and a feed that is
+ * pulled. Decisions come from `core/reconcile`; this file does the I/O around them.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Config } from './config.js';
+import type { BaseRecord, Change, Entry, PushOp, PushResult } from './core/types.js';
+import { decidePull, decidePush, hasSameContent, isSameEntry, orderPushOps } from './core/reconcile.js';
+import { isSameOrInside } from './core/paths.js';
+import { pauseReason, needsMarker } from './core/safety.js';
+import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
+import { ClientFolderState } from './clientstate.js';
+import { SerialLock, forEachLimited, sleep } from './lock.js';
+import type { Logger } from './log.js';
+import { showPath } from './log.js';
+import { createRpcPeer, type RpcPeer } from './rpc.js';
+import { readLocal, walkTree, fingerprint, type LocalState } from './scan.js';
+import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
+import { connectSsh, type SshSession } from './transfer.js';
+import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './apply.js';
+import { NodeBase, describeFsError, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
+
+const PUSH_BATCH = 2000;
+const COMMIT_CHUNK = 500;
+const TRANSFER_CONCURRENCY = 32;
+const READ_CONCURRENCY = 32;
+const PULL_PAGE = 2000;
+const PROGRESS_AFTER_MS = 2000;
+const PROGRESS_EVERY_MS = 5000;
+
+interface RemoteFolder {
+  root: string;
+  tmp: string;
+}
+
+interface Link {
+  ssh: SshSession;
+  peer: RpcPeer;
+}
+
+/** Words for a failure, and whether retrying can help. */
+function classify(err: unknown): { message: string; permanent: boolean } {
+  const code = (err as { code?: unknown }).code;
+  const permanentCodes = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
+  return { message: describeFsError(err), permanent: typeof code === 'string' && permanentCodes.includes(code) };
+}
+
+class SyncedFolder {
+  readonly lock = new SerialLock();
+  paused: string | null = null;
+  remote: RemoteFolder | null = null;
+  private ignore: IgnoreMatcher;
+  private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
+  private pushScheduled = false;
+  private pushing = false;
+  private pullWanted = false;
+  private pulling = false;
+  /** Paths whose last rename attempt was stale: push them as put + delete. */
+  private readonly noRename = new Set<string>();
+  private retryTimer: NodeJS.Timeout | null = null;
+  pendingPull = 0;
+
+  constructor(
+    readonly name: string,
+    readonly root: string,
+    readonly state: ClientFolderState,
+    private readonly client: SyncClient,
+    private readonly logger: Logger,
+    private readonly patterns: string[],
+  ) {
+    this.ignore = createIgnoreMatcher(patterns, null);
+  }
+
+  private get snapshotFile(): string {
+    return path.join(this.client.config.node.stateDir, 'client', this.name, 'watcher.snapshot');
+  }
+
+  async start(): Promise<void> {
+    if ((await this.checkPresence()) !== null) return;
+    await this.loadSyncignore();
+    await fs.mkdir(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+    const removed = await cleanTempDir(this.root);
+    if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
+    const offline = await changesSince(this.root, this.snapshotFile, this.ignore).catch(() => null);
+    if (offline !== null && offline.length > 0) {
+      this.logger.info(`${offline.length} path(s) changed while the daemon was stopped`);
+      this.state.markDirty(offline);
+    }
+    this.watcher = await watchFolder(this.root, {
+      ignore: this.ignore,
+      onHints: (paths) => this.onHints(paths),
+      onError: (err) => this.logger.warn(`watcher: ${err.message}`),
+    });
+    await this.scanAgainstBase();
+    this.schedulePush();
+  }
+
+  async stop(): Promise<void> {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    await this.watcher?.close();
+    this.watcher = null;
+    await this.lock.run(async () => {
+      if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).catch(() => undefined);
+      await this.state.close();
+    });
+  }
+
+  async checkPresence(): Promise<string | null> {
+    const rootExists = await fs.stat(this.root).then((s) => s.isDirectory(), () => false);
+    const markerExists = await fs.stat(path.join(this.root, MARKER_DIR)).then((s) => s.isDirectory(), () => false);
+    const presence = { rootExists, markerExists, hasHistory: this.state.hasHistory };
+    if (needsMarker(presence)) await fs.mkdir(path.join(this.root, MARKER_DIR), { recursive: true, mode: 0o700 });
+    const reason = pauseReason(presence);
+    if (reason !== this.paused) {
+      if (reason === null) this.logger.info('folder is back: resuming');
+      else this.logger.error(`paused: ${reason} (${this.root})`);
+    }
+    const wasPaused = this.paused !== null;
+    this.paused = reason;
+    if (wasPaused && reason === null && this.watcher === null) void this.start().catch((err) => this.logger.error(`restart: ${err.message}`));
+    return reason;
+  }
+
+  private async loadSyncignore(): Promise<void> {
+    const text = await fs.readFile(path.join(this.root, '.syncignore'), 'utf8').catch(() => null);
+    this.ignore = createIgnoreMatcher(this.patterns, text);
+    this.watcher?.setIgnore(this.ignore);
+  }
+
+  private onHints(paths: string[]): void {
+    this.state.markDirty(paths);
+    this.schedulePush();
+  }
+
+  /** Compare the whole folder with the base index: the truth behind the watcher's hints. */
+  async scanAgainstBase(): Promise<void> {
+    const seen = new Set<string>();
+    const dirty: string[] = [];
+    for await (const item of walkTree(this.root, { ignore: this.ignore })) {
+      seen.add(item.path);
+      const base = this.state.getBase(item.path);
+      const fp = fingerprint(item.stat);
+      const isClean =
+        base !== null &&
+        base.stat !== null &&
+        (item.type === 'dir'
+          ? base.entry.type === 'dir' && base.entry.mode === (item.stat.mode & 0o7777)
+          : base.stat.ino === fp.ino && base.stat.size === fp.size && base.stat.mtimeMs === fp.mtimeMs && base.stat.ctimeMs === fp.ctimeMs);
+      if (!isClean) dirty.push(item.path);
+    }
+    for (const p of this.state.basePaths()) if (!seen.has(p)) dirty.push(p);
+    if (dirty.length > 0) {
+      this.logger.info(`start-up scan: ${dirty.length} path(s) to check`);
+      this.state.markDirty(dirty);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Push
+
+  schedulePush(delayMs = 0): void {
+    if (this.pushScheduled) return;
+    this.pushScheduled = true;
+    setTimeout(() => {
+      this.pushScheduled = false;
+      void this.pushLoop();
+    }, delayMs);
+  }
+
+  private async pushLoop(): Promise<void> {
+    if (this.pushing) {
+      this.pushScheduled = false;
+      setTimeout(() => this.schedulePush(), 20);
+      return;
+    }
+    this.pushing = true;
+    try {
+      while (this.state.pendingCount > 0) {
+        const link = this.client.link;
+        if (link === null || this.remote === null) return;
+        const batch = this.state.takeDirty(PUSH_BATCH);
+        const progressed = await this.lock.run(() => this.pushBatch(link, batch));
+        if (!progressed) {
+          this.scheduleRetry();
+          return;
+        }
+      }
+    } catch (err) {
+      this.logger.warn(`push: ${(err as Error).message}`);
+      this.scheduleRetry();
+    } finally {
+      this.pushing = false;
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer !== null) return;
+    const now = Date.now();
+    const next = Math.min(...this.state.failed.filter((t) => !t.permanent).map((t) => t.retryAt), now + 2000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.retryDue(false);
+    }, Math.max(50, next - now));
+    this.retryTimer.unref();
+  }
+
+  /** Put due failed tasks back in the outbox (or all of them, for `retry`). */
+  retryDue(all: boolean): number {
+    const now = Date.now();
+    if (all) this.state.resetRetryTimes(now);
+    const due = this.state.dueFailures(now, all);
+    const pushes = due.filter((t) => t.op === 'push' && !t.permanent).map((t) => t.path);
+    this.state.markDirty(pushes);
+    const pulls = due.filter((t) => t.op === 'pull' && !t.permanent);
+    if (pulls.length > 0) void this.lock.run(() => this.retryPulls(pulls.map((t) => t.change!).filter(Boolean))).catch(() => undefined);
+    this.schedulePush();
+    return due.length;
+  }
+
+  /** Read a path and check the ignore rules. */
+  private async readPath(p: string, base: BaseRecord | null): Promise<LocalState | null | 'unsupported' | 'ignored'> {
+    const local = await readLocal(this.root, p, {
+      knownStat: base?.stat ?? null,
+      knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
+    });
+    if (local !== null && local !== 'unsupported' && this.ignore.isIgnored(p, local.entry.type === 'dir')) return 'ignored';
+    if (local === null && this.ignore.isIgnored(p, base?.entry.type === 'dir')) return 'ignored';
+    return local;
+  }
+
+  /**
+   * Look at a batch of dirty paths, push what differs from the base, apply the answers.
+   * Returns false when nothing could be pushed (link down, paused): the caller backs off.
+   */
+  private async pushBatch(link: Link, batch: Array<[string, number]>): Promise<boolean> {
+    if ((await this.checkPresence()) !== null) return false;
+    const startedAt = Date.now();
+    const generations = new Map(batch);
+    // A deleted directory takes its whole subtree with it; a new one brings its subtree.
+    const seen = new Set<string>(generations.keys());
+    const locals = new Map<string, LocalState | null>();
+    let wave = [...generations.keys()];
+    while (wave.length > 0) {
+      const next: string[] = [];
+      const expand = (p: string): void => {
+        if (!seen.has(p)) (seen.add(p), next.push(p));
+      };
+      const newDirs: string[] = [];
+      await forEachLimited(wave, READ_CONCURRENCY, async (p) => {
+        const base = this.state.getBase(p);
+        let local;
+        try {
+          local = await this.readPath(p, base);
+        } catch (err) {
+          this.recordPushFailure(p, err);
+          return;
+        }
+        if (local === 'ignored') return;
+        if (local === 'unsupported') {
+          this.logger.warn(`skipped ${showPath(p)}: sockets, FIFOs and devices are not synced`);
+          return;
+        }
+        locals.set(p, local);
+        if (local === null && base?.entry.type === 'dir') for (const child of this.state.baseUnder(p)) expand(child);
+        if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
+      });
+      // Only the outermost new directories need a walk: it covers the ones inside them.
+      for (const dir of newDirs) {
+        if (newDirs.some((other) => other !== dir && isSameOrInside(dir, other))) continue;
+        for await (const item of walkTree(this.root, { ignore: this.ignore, under: dir })) if (item.path !== dir) expand(item.path);
+      }
+      wave = next;
+    }
+
+    const readAt = Date.now();
+    const ops = this.planOps(locals);
+    this.logger.debug(`push batch: ${batch.length} hinted, ${locals.size} read in ${readAt - startedAt} ms, ${ops.length} op(s)`);
+    let progressed = ops.length === 0;
+    if (ops.length > 0) progressed = await this.runOps(link, ops, locals);
+    for (const [p, generation] of batch) {
+      if (!this.state.failed.some((t) => t.path === p && t.op === 'push' && !t.permanent)) this.state.clearDirty(p, generation);
+    }
+    await this.state.flush();
+    return progressed;
+  }
+
+  /** Turn local states into ops; pairs a vanished base path with a new path on the same inode as a rename. */
+  private planOps(locals: Map<string, LocalState | null>): PushOp[] {
+    const ops: PushOp[] = [];
+    const consumed = new Set<string>();
+    const renamedDirs: Array<[string, string]> = [];
+    for (const [p, local] of locals) {
+      if (local === null || local.stat === null || local.entry.type === 'symlink' || this.noRename.has(p)) continue;
+      const base = this.state.getBase(p);
+      if (base !== null && base.stat?.ino === local.stat.ino) continue;
+      const from = this.state.pathOfInode(local.stat.ino);
+      if (from === null || from === p || consumed.has(from) || locals.get(from) !== null || !locals.has(from)) continue;
+      const fromBase = this.state.getBase(from)!;
+      if (fromBase.entry.type !== local.entry.type || !hasSameContent(fromBase.entry, local.entry)) continue;
+      if (renamedDirs.some(([f, t]) => isSameOrInside(from, f) && isSameOrInside(p, t))) {
+        consumed.add(from).add(p); // moved along with its directory
+        continue;
+      }
+      ops.push({ op: 'rename', from, to: p, base: fromBase.seq, toBase: base?.seq ?? null, entry: local.entry });
+      consumed.add(from).add(p);
+      if (local.entry.type === 'dir') renamedDirs.push([from, p]);
+    }
+    for (const [p, local] of locals) {
+      if (consumed.has(p)) continue;
+      if (renamedDirs.some(([f, t]) => isSameOrInside(p, f) || isSameOrInside(p, t))) continue;
+      const base = this.state.getBase(p);
+      const op = decidePush(p, base, local?.entry ?? null);
+      if (op === null) {
+        if (base !== null && local !== null && local.stat !== null && JSON.stringify(base.stat) !== JSON.stringify(local.stat)) {
+          this.state.setBase(p, { ...base, stat: local.stat });
+        }
+        continue;
+      }
+      if (op.op === 'put' && op.entry.type === 'file' && base?.entry.type === 'file' && hasSameContent(base.entry, op.entry)) {
+        ops.push(op); // metadata only: no upload
+      } else if (op.op === 'put' && op.entry.type === 'file') {
+        ops.push({ ...op, upload: '' }); // filled in after the upload
+      } else {
+        ops.push(op);
+      }
+    }
+    this.noRename.clear();
+    return orderPushOps(ops);
+  }
+
+  /**
+   * Upload what needs uploading and commit in chunks, applying the answers. Commits are
+   * pipelined with uploads: whenever no commit is in flight, everything uploaded so far is
+   * committed, so the other clients start pulling while this one is still pushing.
+   */
+  private async runOps(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Promise<boolean> {
+    const remote = this.remote!;
+    let anyDone = false;
+    let chain = Promise.resolve();
+    let committing = false;
+    const ready: PushOp[] = [];
+    const pump = (): void => {
+      if (committing || ready.length === 0) return;
+      committing = true;
+      const chunk = ready.splice(0, COMMIT_CHUNK);
+      chain = chain
+        .then(() => this.commitChunk(link, chunk, locals))
+        .then((done) => {
+          anyDone ||= done;
+          committing = false;
+          pump();
+        });
+    };
+    const drain = async (): Promise<void> => {
+      pump();
+      while (committing || ready.length > 0) {
+        await chain;
+        pump();
+      }
+    };
+    const needsUpload = (op: PushOp): boolean => op.op === 'put' && op.upload === '';
+    // Directories and renames first (parents exist before children arrive), deletes last.
+    ready.push(...ops.filter((op) => !needsUpload(op) && op.op !== 'delete'));
+    await drain();
+    const uploads = ops.filter(needsUpload) as Array<Extract<PushOp, { op: 'put' }>>;
+    await forEachLimited(uploads, TRANSFER_CONCURRENCY, async (op) => {
+      const uploaded = await this.uploadOne(link, remote, op);
+      if (uploaded === null) return;
+      ready.push(uploaded);
+      pump();
+    });
+    await drain();
+    ready.push(...ops.filter((op) => op.op === 'delete'));
+    await drain();
+    return anyDone;
+  }
+
+  /** Upload one file to the server's temp dir; null when it failed (recorded) or changed meanwhile (re-queued). */
+  private async uploadOne(link: Link, remote: RemoteFolder, op: Extract<PushOp, { op: 'put' }>): Promise<PushOp | null> {
+    if (op.entry.type !== 'file') return op;
+    const name = newTempName('up');
+    const localAbs = path.join(this.root, op.path);
+    const transfer = this.client.beginTransfer(this.name, op.path, 'push', op.entry.size);
+    try {
+      const { hash } = await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
+      if (hash !== op.entry.hash) {
+        // Changed while being sent: never commit a mix; look at it again.
+        await link.ssh.unlink(`${remote.tmp}/${name}`).catch(() => undefined);
+        this.state.markDirty([op.path]);
+        return null;
+      }
+      return { ...op, upload: name };
+    } catch (err) {
+      this.recordPushFailure(op.path, err);
+      await link.ssh.unlink(`${remote.tmp}/${name}`).catch(() => undefined);
+      return null;
+    } finally {
+      transfer.end();
+    }
+  }
+
+  private recordPushFailure(p: string, err: unknown): void {
+    const { message, permanent } = classify(err);
+    const task = this.state.recordFailure({ path: p, op: 'push', lastError: message, permanent }, Date.now());
+    this.logger.warn(`push ${showPath(p)} failed (attempt ${task.attempts}${permanent ? ', permanent' : ''}): ${message}`);
+  }
+
+  private async commitChunk(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Promise<boolean> {
+    let results: PushResult[];
+    const sentAt = Date.now();
+    try {
+      ({ results } = await link.peer.request('push', { folder: this.name, ops }, 600_000));
+      this.logger.debug(`commit of ${ops.length} op(s) took ${Date.now() - sentAt} ms`);
+    } catch (err) {
+      for (const op of ops) this.state.markDirty([op.op === 'rename' ? op.to : op.path]);
+      for (const op of ops) if (op.op === 'rename') this.state.markDirty([op.from]);
+      this.logger.warn(`push to server failed: ${(err as Error).message}`);
+      return false;
+    }
+    for (const [i, op] of ops.entries()) {
+      const result = results[i];
+      if (result === undefined) continue;
+      try {
+        await this.applyPushResult(link, op, result, locals);
+      } catch (err) {
+        this.recordPushFailure(op.op === 'rename' ? op.to : op.path, err);
+      }
+    }
+    this.state.touchLastSync();
+    return true;
+  }
+
+  private async applyPushResult(link: Link, op: PushOp, result: PushResult, locals: Map<string, LocalState | null>): Promise<void> {
+    const p = op.op === 'rename' ? op.to : op.path;
+    const local = locals.get(p) ?? null;
+    if (result.status === 'error') {
+      const task = this.state.recordFailure({ path: p, op: 'push', lastError: `${result.code}: ${result.message}`, permanent: result.permanent }, Date.now());
+      this.logger.warn(`push ${showPath(p)} refused by the server (attempt ${task.attempts}${result.permanent ? ', permanent' : ''}): ${result.message}`);
+      return;
+    }
+    this.state.clearFailure(p, 'push');
+    if (result.status === 'ok') {
+      if (op.op === 'delete') {
+        this.state.deleteBase(op.path);
+        this.logger.info(`pushed delete ${showPath(op.path)}`);
+        return;
+      }
+      this.state.setBase(p, { seq: result.seq, entry: op.entry, stat: local?.stat ?? null });
+      if (op.op === 'rename') {
+        this.state.deleteBase(op.from);
+        for (const child of this.state.baseUnder(op.from)) {
+          const childBase = this.state.getBase(child)!;
+          this.state.deleteBase(child);
+          const target = op.to + child.slice(op.from.length);
+          const seq = result.moved?.find(([moved]) => moved === target)?.[1] ?? childBase.seq;
+          this.state.setBase(target, { ...childBase, seq });
+        }
+        this.logger.info(`pushed rename ${showPath(op.from)} -> ${showPath(op.to)}`);
+        if (op.entry.type === 'dir') this.state.markDirty(this.state.baseUnder(op.to)); // verify what moved
+        return;
+      }
+      this.logger.info(`pushed ${showPath(p)}`);
+      return;
+    }
+    if (result.status === 'same') {
+      if (result.entry !== null && op.op !== 'delete') {
+        this.state.setBase(p, { seq: result.seq, entry: result.entry, stat: local?.stat ?? null });
+        if (!isSameEntry(result.entry, op.entry)) this.state.markDirty([p]); // metadata still differs: push it
+      } else if (op.op === 'delete') {
+        this.state.deleteBase(op.path);
+      }
+      return;
+    }
+    if (result.status === 'conflict') {
+      // The server kept its version at the path; ours lives on as the conflict copy.
+      await movePath(this.root, p, result.copy);
+      const moved = await readLocal(this.root, result.copy, {});
+      this.state.setBase(result.copy, {
+        seq: result.copySeq,
+        entry: op.op === 'delete' ? result.current.entry! : op.entry,
+        stat: moved !== null && moved !== 'unsupported' ? moved.stat : null,
+      });
+      this.state.deleteBase(p);
+      this.logger.warn(`conflict on ${showPath(p)}: the server had another version; ours is now ${showPath(result.copy)}`);
+      await this.applyChange(link, { path: p, ...result.current }, true);
+      return;
+    }
+    // stale: the server's version moved on; re-sync the path from it.
+    if (op.op === 'rename') {
+      this.noRename.add(op.to);
+      this.state.markDirty([op.to, op.from]);
+      return;
+    }
+    this.state.deleteBase(p);
+    if (result.current !== null) await this.applyChange(link, { path: p, ...result.current }, true);
+    this.logger.info(`${showPath(p)} changed on the server meanwhile: took the server's version`);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Pull
+
+  requestPull(): void {
+    this.pullWanted = true;
+    if (!this.pulling) void this.pullLoop();
+  }
+
+  private async pullLoop(): Promise<void> {
+    this.pulling = true;
+    try {
+      while (this.pullWanted) {
+        this.pullWanted = false;
+        const link = this.client.link;
+        if (link === null || this.remote === null || this.paused !== null) return;
+        for (;;) {
+          const page = await link.peer.request(
+            'changes',
+            { folder: this.name, after: this.state.cursor, limit: PULL_PAGE },
+            120_000,
+          );
+          this.pendingPull = Math.max(0, page.head - this.state.cursor);
+          if (page.reset) {
+            await this.lock.run(() => this.fullResync(link));
+            continue;
+          }
+          if (page.changes.length === 0) break;
+          await this.lock.run(() => this.applyPage(link, page.changes));
+          const last = page.changes[page.changes.length - 1]!.seq;
+          this.state.setCursor(last);
+          await this.state.flush();
+          link.peer.request('ack', { folder: this.name, seq: last }, 30_000).catch(() => undefined);
+        }
+        this.pendingPull = 0;
+      }
+    } catch (err) {
+      this.logger.warn(`pull: ${(err as Error).message}`);
+      this.pullWanted = true;
+      setTimeout(() => this.requestPull(), 1000).unref();
+    } finally {
+      this.pulling = false;
+    }
+  }
+
+  /** The server forgot what we had seen (or never knew us): compare everything. */
+  private async fullResync(link: Link): Promise<void> {
+    this.logger.warn('full re-sync with the server');
+    const listed = new Set<string>();
+    let after = 0;
+    let head = 0;
+    const live: Change[] = [];
+    for (;;) {
+      const page = await link.peer.request('changes', { folder: this.name, after, limit: PULL_PAGE }, 120_000);
+      head = page.head;
+      if (page.changes.length === 0) break;
+      for (const c of page.changes) (listed.add(c.path), live.push(c));
+      after = page.changes[page.changes.length - 1]!.seq;
+    }
+    const gone: Change[] = [];
+    for (const p of this.state.basePaths()) if (!listed.has(p)) gone.push({ path: p, seq: head, entry: null, origin: '?' });
+    await this.applyPage(link, [...gone.reverse(), ...live]);
+    this.state.setCursor(head);
+    await this.state.flush();
+  }
+
+  private async applyPage(link: Link, changes: Change[]): Promise<void> {
+    if ((await this.checkPresence()) !== null) throw new Error(`folder paused: ${this.paused}`);
+    const inFlight = new Map<string, Promise<void>>();
+    const waitAll = async (): Promise<void> => {
+      await Promise.all(inFlight.values());
+    };
+    let syncignoreChanged = false;
+    for (const change of changes) {
+      if (this.ignore.isIgnored(change.path, change.entry?.type === 'dir')) continue;
+      if (change.path === '.syncignore') syncignoreChanged = true;
+      this.state.clearFailure(change.path, 'pull');
+      const isDownload = change.entry?.type === 'file';
+      if (!isDownload || inFlight.has(change.path)) await waitAll();
+      if (isDownload) {
+        while (inFlight.size >= TRANSFER_CONCURRENCY) await Promise.race(inFlight.values());
+        const job = this.applyChange(link, change, false).finally(() => inFlight.delete(change.path));
+        inFlight.set(change.path, job);
+      } else {
+        await this.applyChange(link, change, false);
+      }
+    }
+    await waitAll();
+    if (syncignoreChanged) await this.loadSyncignore();
+  }
+
+  private async retryPulls(changes: Change[]): Promise<void> {
+    const link = this.client.link;
+    if (link === null) return;
+    for (const change of changes) await this.applyChange(link, change, false);
+    await this.state.flush();
+  }
+
+  /** Apply one change from the feed to the local disk, recording failures as tasks. */
+  async applyChange(link: Link, change: Change, force: boolean): Promise<void> {
+    try {
+      await this.applyChangeOrThrow(link, change, force);
+      this.state.clearFailure(change.path, 'pull');
+    } catch (err) {
+      const { message, permanent } = classify(err);
+      const task = this.state.recordFailure({ path: change.path, op: 'pull', lastError: message, permanent, change }, Date.now());
+      this.logger.warn(`pull ${showPath(change.path)} failed (attempt ${task.attempts}${permanent ? ', permanent' : ''}): ${message}`);
+      this.scheduleRetry();
+    }
+  }
+
+  private async readForPull(p: string, base: BaseRecord | null): Promise<Entry | null> {
+    const local = await readLocal(this.root, p, {
+      knownStat: base?.stat ?? null,
+      knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
+    });
+    if (local === 'unsupported') throw Object.assign(new Error('a socket, FIFO or device stands at this path'), { code: 'EINVAL' });
+    return local?.entry ?? null;
+  }
+
+  private async applyChangeOrThrow(link: Link, change: Change, force: boolean): Promise<void> {
+    const p = change.path;
+    const base = force ? null : this.state.getBase(p);
+    const local = await this.readForPull(p, this.state.getBase(p));
+    let fromBase: BaseRecord | null = null;
+    let fromLocal: Entry | null = null;
+    if (change.from !== undefined) {
+      fromBase = this.state.getBase(change.from);
+      fromLocal = await this.readForPull(change.from, fromBase).catch(() => null);
+    }
+    const decision = decidePull(change, base, local, fromBase, fromLocal);
+    const record = async (entry: Entry): Promise<void> => {
+      const after = await readLocal(this.root, p, {});
+      const stat = after !== null && after !== 'unsupported' ? after.stat : null;
+      this.state.setBase(p, { seq: change.seq, entry, stat });
+    };
+    switch (decision.action) {
+      case 'skip':
+        return;
+      case 'record':
+        await record(change.entry!);
+        return;
+      case 'forget':
+        this.state.deleteBase(p);
+        return;
+      case 'keep-local':
+        this.state.markDirty([p]);
+        this.schedulePush();
+        return;
+      case 'delete': {
+        const removed = await removePath(this.root, p);
+        if (removed) {
+          this.state.deleteBase(p);
+          this.logger.info(`pulled delete ${showPath(p)}`);
+        } else {
+          // Something we never pushed is still inside: keep the directory, push what is there.
+          this.state.deleteBase(p);
+          this.state.markDirty([p]);
+          this.schedulePush();
+        }
+        return;
+      }
+      case 'rename':
+        await movePath(this.root, decision.from, p);
+        this.state.deleteBase(decision.from);
+        await record(change.entry!);
+        this.logger.info(`pulled rename ${showPath(decision.from)} -> ${showPath(p)}`);
+        return;
+      case 'fetch':
+        await this.fetch(link, change, local);
+        return;
+    }
+  }
+
+  /** Create or replace the local path from the server's version. */
+  private async fetch(link: Link, change: Change, localBefore: Entry | null): Promise<void> {
+    const p = change.path;
+    const entry = change.entry!;
+    if (entry.type === 'dir') {
+      await placeDir(this.root, p, entry);
+      const after = await readLocal(this.root, p, {});
+      this.state.setBase(p, { seq: change.seq, entry, stat: after !== null && after !== 'unsupported' ? after.stat : null });
+      return;
+    }
+    if (entry.type === 'symlink') {
+      await placeSymlink(this.root, p, entry.target);
+      this.state.setBase(p, { seq: change.seq, entry, stat: null });
+      this.logger.info(`pulled link ${showPath(p)}`);
+      return;
+    }
+    if (localBefore?.type === 'file' && hasSameContent(localBefore, entry)) {
+      const stat = await restampFile(this.root, p, entry);
+      this.state.setBase(p, { seq: change.seq, entry, stat });
+      return;
+    }
+    const remote = this.remote!;
+    const tmpAbs = path.join(tmpDirOf(this.root), newTempName('down'));
+    await fs.mkdir(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+    const transfer = this.client.beginTransfer(this.name, p, 'pull', entry.size);
+    try {
+      await link.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, onProgress: (done) => transfer.progress(done) });
+    } catch (err) {
+      await fs.rm(tmpAbs, { force: true });
+      throw err;
+    } finally {
+      transfer.end();
+    }
+    // Check before writing: the local path must still be what we decided on.
+    const base = this.state.getBase(p);
+    const now = await this.readForPull(p, base);
+    if (!isSameEntry(now, localBefore)) {
+      await fs.rm(tmpAbs, { force: true });
+      this.state.markDirty([p]);
+      this.schedulePush();
+      throw Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
+    }
+    const stat = await placeFile(this.root, tmpAbs, p, entry);
+    this.state.setBase(p, { seq: change.seq, entry, stat });
+    this.logger.info(`pulled ${showPath(p)}`);
+  }
+
+  status(): FolderStatus {
+    return {
+      name: this.name,
+      path: this.root,
+      files: this.state.files,
+      bytes: this.state.bytes,
+      pendingPush: this.state.pendingCount,
+      pendingPull: this.pendingPull,
+      conflicts: this.state.conflictCount(),
+      failed: this.state.failed.length,
+      paused: this.paused,
+      lastSync: this.state.lastSync,
+      cursor: this.state.cursor,
+    };
+  }
+
+  tasks(): TaskInfo[] {
+    const failedPaths = new Set(this.state.failed.filter((t) => t.op === 'push').map((t) => t.path));
+    const queued: TaskInfo[] = this.state.takeDirty(1000)
+      .filter(([p]) => !failedPaths.has(p))
+      .map(([p]) => ({ folder: this.name, path: p, op: 'push', state: 'queued', attempts: 0, lastError: null, permanent: false, since: '' }));
+    const failed: TaskInfo[] = this.state.failed.map((t) => ({
+      folder: this.name,
+      path: t.path,
+      op: t.op,
+      state: 'failed',
+      attempts: t.attempts,
+      lastError: t.lastError,
+      permanent: t.permanent,
+      since: t.since,
+    }));
+    return [...failed.sort((a, b) => (a.since < b.since ? -1 : 1)), ...queued];
+  }
+}
+
+export class SyncClient extends NodeBase {
+  private readonly folders = new Map<string, SyncedFolder>();
+  link: Link | null = null;
+  private stopped = false;
+  private readonly stopController = new AbortController();
+  private loop: Promise<void> | null = null;
+
+  constructor(config: Config, logger: Logger) {
+    super(config, logger);
+  }
+
+  protected override async startRole(): Promise<void> {
+    for (const folder of this.config.folders) {
+      const state = await ClientFolderState.open(path.join(this.config.node.stateDir, 'client', folder.name));
+      const synced = new SyncedFolder(folder.name, folder.path, state, this, this.logger.child(folder.name), this.config.ignore.patterns);
+      this.folders.set(folder.name, synced);
+      try {
+        await synced.start();
+      } catch (err) {
+        synced.paused = `could not start: ${(err as Error).message}`;
+        this.logger.child(folder.name).error(synced.paused);
+      }
+    }
+    this.loop = this.connectLoop();
+    const presence = setInterval(() => {
+      for (const folder of this.folders.values()) {
+        void folder.checkPresence().catch(() => undefined);
+        folder.retryDue(false);
+      }
+    }, 2000);
+    presence.unref();
+    this.stopController.signal.addEventListener('abort', () => clearInterval(presence));
+  }
+
+  beginTransfer(folder: string, p: string, direction: 'push' | 'pull', total: number): { progress(done: number): void; end(): void } {
+    const board = this.transfers.begin(folder, p, direction, total);
+    const started = Date.now();
+    let lastLog = 0;
+    return {
+      progress: (done) => {
+        board.progress(done);
+        const now = Date.now();
+        if (now - started >= PROGRESS_AFTER_MS && now - lastLog >= PROGRESS_EVERY_MS) {
+          lastLog = now;
+          const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+          const rate = done / ((now - started) / 1000) / (1024 * 1024);
+          this.logger.info(`[${folder}] ${direction} ${showPath(p)}: ${pct}% (${done}/${total} bytes, ${rate.toFixed(1)} MiB/s)`);
+        }
+      },
+      end: () => board.end(),
+    };
+  }
+
+  private async connectLoop(): Promise<void> {
+    const server = this.config.server!;
+    let backoff = 250;
+    while (!this.stopped) {
+      let ssh: SshSession | null = null;
+      try {
+        ssh = await connectSsh({
+          host: server.host,
+          port: server.port,
+          username: server.user,
+          privateKey: server.identity,
+          knownHostsPath: server.knownHosts,
+          hostKeyCheck: server.hostKeyCheck,
+          readyTimeoutMs: server.connectTimeoutMs,
+          keepaliveIntervalMs: 5000,
+        });
+        const socketPath = server.rpcSocket.startsWith('~/')
+          ? `${(await ssh.realpath('.')).replace(/\/$/, '')}/${server.rpcSocket.slice(2)}`
+          : server.rpcSocket;
+        const stream = await ssh.openUnixStream(socketPath);
+        const peer = createRpcPeer(stream, {
+          context: null,
+          log: (level, message) => this.logger[level](`rpc: ${message}`),
+          handlers: {
+            changed: (params) => {
+              this.folders.get(params.folder)?.requestPull();
+            },
+          },
+        });
+        const hello = await peer.request(
+          'hello',
+          { node: this.config.node.name, folders: [...this.folders.keys()], protocol: 1 },
+          30_000,
+        );
+        for (const name of hello.missing) this.logger.child(name).error(`the server ${hello.server} does not serve folder ${name}`);
+        for (const [name, folder] of this.folders) {
+          const info = hello.folders[name];
+          folder.remote = info === undefined ? null : { root: info.root, tmp: info.tmp };
+        }
+        this.link = { ssh, peer };
+        backoff = 250;
+        this.logger.info(`connected to ${hello.server} (${server.host}:${server.port})`);
+        for (const folder of this.folders.values()) {
+          folder.requestPull();
+          folder.schedulePush();
+        }
+        await Promise.race([peer.closed, ssh.closed, new Promise((r) => this.stopController.signal.addEventListener('abort', r))]);
+        if (!this.stopped) this.logger.warn('connection to the server lost; reconnecting');
+      } catch (err) {
+        if (!this.stopped) this.logger.warn(`cannot reach the server: ${(err as Error).message}; retrying in ${(backoff / 1000).toFixed(1)} s`);
+      } finally {
+        this.link = null;
+        for (const folder of this.folders.values()) folder.remote = null;
+        await ssh?.close().catch(() => undefined);
+      }
+      if (this.stopped) break;
+      await sleep(backoff * (0.8 + Math.random() * 0.4), this.stopController.signal);
+      backoff = Math.min(backoff * 2, 30_000);
+    }
+  }
+
+  protected override async stopRole(): Promise<void> {
+    this.stopped = true;
+    // Let a batch in progress finish (its results land in the base index), then close.
+    await Promise.all([...this.folders.values()].map((f) => f.lock.run(() => undefined)));
+    this.stopController.abort();
+    await this.loop;
+    for (const folder of this.folders.values()) await folder.stop();
+  }
+
+  protected override folderStatuses(): FolderStatus[] {
+    return [...this.folders.values()].map((f) => f.status());
+  }
+
+  protected override extraStatus(): Partial<StatusReport> {
+    return { connected: this.link !== null };
+  }
+
+  override tasks(): TaskInfo[] {
+    return [...this.folders.values()].flatMap((f) => f.tasks());
+  }
+
+  override retry(): number {
+    let n = 0;
+    for (const folder of this.folders.values()) n += folder.retryDue(true);
+    return n;
+  }
+}

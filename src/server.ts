@@ -1,0 +1,673 @@
+/**
+ * The hub. Serves each configured folder: accepts commits from clients over JSON-RPC (one
+ * connection per client, reaching `rpc.sock` through the client's SSH connection), keeps the
+ * change log, tells every other client what changed, and watches its own folders (promise 11).
+ */
+import fs from 'node:fs/promises';
+import { constants as FS } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { Config } from './config.js';
+import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core/types.js';
+import { conflictCopyPath, formatStamp } from './core/conflict.js';
+import { decideDelete, decidePut, decideRename, hasSameContent, isSameEntry } from './core/reconcile.js';
+import { parentOf, isSameOrInside } from './core/paths.js';
+import { pauseReason, needsMarker } from './core/safety.js';
+import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
+import { ChangeLog, type ServerRecord } from './changelog.js';
+import { SerialLock, forEachLimited } from './lock.js';
+import type { Logger } from './log.js';
+import { showPath } from './log.js';
+import { createRpcPeer, type RpcPeer } from './rpc.js';
+import { readLocal, walkTree } from './scan.js';
+import { watchFolder, type FolderWatcher } from './watch.js';
+import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
+import { ensurePrivateDir } from './persistence.js';
+import { describeFsError, NodeBase, type FolderStatus, type StatusReport } from './node.js';
+
+const TRASH_DIR = 'trash';
+const VERIFY_CONCURRENCY = 8;
+const APPLY_CONCURRENCY = 16;
+
+interface Session {
+  id: number;
+  peer: RpcPeer;
+  node: string | null;
+  folders: Set<string>;
+  connectedAt: Date;
+}
+
+/** Strip the server-private fields from a record before it goes on the wire. */
+function toWire(record: ServerRecord | null): Version | null {
+  if (record === null) return null;
+  const version: Version = { seq: record.seq, entry: record.entry, origin: record.origin };
+  if (record.from !== undefined) version.from = record.from;
+  return version;
+}
+
+class OpError extends Error {
+  constructor(readonly code: string, message: string, readonly permanent: boolean) {
+    super(message);
+  }
+}
+
+/** One served folder: its change log, its lock, its watcher, and how ops are committed to disk. */
+class ServedFolder {
+  readonly lock = new SerialLock();
+  paused: string | null = null;
+  lastSync: Date | null = null;
+  private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
+  private pendingHints = new Set<string>();
+  private hintTimer: NodeJS.Timeout | null = null;
+  private ignore: IgnoreMatcher;
+  /** Highest seq known to be on disk: the feed never shows more. */
+  durableHead = 0;
+
+  constructor(
+    readonly name: string,
+    readonly root: string,
+    readonly log: ChangeLog,
+    private readonly server: SyncServer,
+    private readonly logger: Logger,
+    private readonly patterns: string[],
+  ) {
+    this.ignore = createIgnoreMatcher(patterns, null);
+    this.durableHead = log.head;
+  }
+
+  get tmpDir(): string {
+    return tmpDirOf(this.root);
+  }
+
+  async start(): Promise<void> {
+    await this.checkPresence();
+    if (this.paused !== null) return;
+    await this.loadSyncignore();
+    const removed = await cleanTempDir(this.root);
+    if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
+    this.watcher = await watchFolder(this.root, {
+      ignore: this.ignore,
+      onHints: (paths) => this.hint(paths),
+      onError: (err) => this.logger.warn(`watcher: ${err.message}`),
+    });
+    await this.fullScan();
+  }
+
+  async stop(): Promise<void> {
+    if (this.hintTimer !== null) clearTimeout(this.hintTimer);
+    await this.watcher?.close();
+    this.watcher = null;
+    await this.lock.run(() => this.log.close());
+  }
+
+  /** Pause when the root or its marker is gone; create the marker for a folder new to us. */
+  async checkPresence(): Promise<string | null> {
+    const rootExists = await fs.stat(this.root).then((s) => s.isDirectory(), () => false);
+    const markerExists = await fs.stat(path.join(this.root, MARKER_DIR)).then((s) => s.isDirectory(), () => false);
+    const presence = { rootExists, markerExists, hasHistory: !this.log.isEmpty };
+    if (needsMarker(presence)) await fs.mkdir(path.join(this.root, MARKER_DIR), { recursive: true, mode: 0o700 });
+    const reason = pauseReason(presence);
+    if (reason !== this.paused) {
+      if (reason === null) this.logger.info('folder is back: resuming');
+      else this.logger.error(`paused: ${reason} (${this.root})`);
+    }
+    this.paused = reason;
+    await fs.mkdir(this.tmpDir, { recursive: true, mode: 0o700 }).catch(() => undefined);
+    return reason;
+  }
+
+  private async loadSyncignore(): Promise<void> {
+    const text = await fs.readFile(path.join(this.root, '.syncignore'), 'utf8').catch(() => null);
+    this.ignore = createIgnoreMatcher(this.patterns, text);
+    this.watcher?.setIgnore(this.ignore);
+  }
+
+  isIgnored(p: string, isDir: boolean): boolean {
+    return this.ignore.isIgnored(p, isDir);
+  }
+
+  /** Watcher hints: coalesced, then compared with the log under the lock. */
+  hint(paths: string[]): void {
+    for (const p of paths) this.pendingHints.add(p);
+    if (this.hintTimer !== null) return;
+    this.hintTimer = setTimeout(() => {
+      this.hintTimer = null;
+      const batch = [...this.pendingHints];
+      this.pendingHints.clear();
+      void this.lock.run(() => this.recordLocalChanges(batch)).catch((err) => this.logger.error(`local scan: ${err.message}`));
+    }, 5);
+  }
+
+  /** Walk the whole folder and every recorded path: finds edits made while the daemon was down. */
+  async fullScan(): Promise<void> {
+    const seen: string[] = [];
+    for await (const item of walkTree(this.root, { ignore: this.ignore })) seen.push(item.path);
+    const all = new Set([...seen, ...this.log.livePaths()]);
+    await this.lock.run(() => this.recordLocalChanges([...all]));
+  }
+
+  /**
+   * Record edits made directly in the server's folder as versions with the server as origin.
+   * Must run under the lock. Also the check-before-write of a commit: what is on disk now is
+   * recorded before a pushed op is decided against it.
+   */
+  async recordLocalChanges(paths: string[]): Promise<void> {
+    if ((await this.checkPresence()) !== null) return;
+    if (paths.includes('.syncignore')) await this.loadSyncignore();
+    const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+    let changed = 0;
+    for (const p of sorted) changed += await this.absorbLocal(p);
+    if (changed > 0) await this.commitDurably(null);
+  }
+
+  /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
+  private async absorbLocal(p: string): Promise<number> {
+    const record = this.log.get(p);
+    const known = record?.entry ?? null;
+    let local;
+    try {
+      local = await readLocal(this.root, p, {
+        knownStat: record?.stat ?? null,
+        knownHash: known?.type === 'file' ? known.hash : null,
+      });
+    } catch (err) {
+      this.logger.warn(`cannot read ${showPath(p)}: ${describeFsError(err)}`);
+      return 0;
+    }
+    if (local === 'unsupported') {
+      this.logger.warn(`skipped ${showPath(p)}: sockets, FIFOs and devices are not synced`);
+      return 0;
+    }
+    if (local !== null && this.isIgnored(p, local.entry.type === 'dir')) return 0;
+    if (local === null) {
+      if (known === null) return 0;
+      let made = 0;
+      if (known.type === 'dir') {
+        for (const child of this.log.liveUnder(p)) {
+          this.log.assign(child, null, this.server.nodeName);
+          made++;
+        }
+      }
+      this.log.assign(p, null, this.server.nodeName);
+      this.logger.info(`local delete ${showPath(p)}`);
+      return made + 1;
+    }
+    if (isSameEntry(local.entry, known)) {
+      if (record !== null && JSON.stringify(record.stat) !== JSON.stringify(local.stat)) this.log.setStat(p, local.stat);
+      return 0;
+    }
+    this.log.assign(p, local.entry, this.server.nodeName, { stat: local.stat });
+    this.logger.info(`local change ${showPath(p)}`);
+    return 1;
+  }
+
+  /** Flush the log, advance the durable head, and tell the clients. */
+  async commitDurably(origin: Session | null): Promise<void> {
+    await this.log.flush();
+    this.durableHead = this.log.head;
+    this.lastSync = new Date();
+    this.server.notifyChanged(this.name, this.durableHead, origin);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Commits
+
+  /** Hard-link a file about to be replaced or removed into `.systemsync/trash/<stamp>/<rel>`. */
+  readonly trashFile: BeforeReplace = async (absPath, rel) => {
+    const stampDir = path.join(this.root, MARKER_DIR, TRASH_DIR, formatStamp(new Date()));
+    let dest = path.join(stampDir, rel);
+    await fs.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+    for (let n = 1; ; n++) {
+      try {
+        await fs.link(absPath, dest);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        dest = path.join(stampDir, `${rel}.${n}`);
+      }
+    }
+  };
+
+  /** Remove trash older than `retentionDays`. */
+  async pruneTrash(retentionDays: number, now: Date): Promise<void> {
+    const dir = path.join(this.root, MARKER_DIR, TRASH_DIR);
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    const cutoff = formatStamp(new Date(now.getTime() - retentionDays * 86_400_000));
+    for (const name of names) {
+      if (/^\d{8}-\d{6}$/.test(name) && name < cutoff) {
+        await fs.rm(path.join(dir, name), { recursive: true, force: true });
+        this.logger.info(`trash ${name} expired and was removed`);
+      }
+    }
+  }
+
+  /** Open a pushed temp file without following links and check it is what the client said. */
+  private async verifyUpload(upload: string, entry: Entry): Promise<string> {
+    if (entry.type !== 'file') throw new OpError('BAD_OP', 'only files carry an upload', true);
+    const tmpAbs = path.join(this.tmpDir, upload);
+    let handle;
+    try {
+      handle = await fs.open(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
+    } catch (err) {
+      throw new OpError('UPLOAD_MISSING', `upload ${upload}: ${describeFsError(err)}`, false);
+    }
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new OpError('BAD_UPLOAD', `upload ${upload} is not a regular file`, true);
+      const hash = crypto.createHash('sha256');
+      for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+      const digest = hash.digest('hex');
+      if (digest !== entry.hash || st.size !== entry.size) {
+        await fs.rm(tmpAbs, { force: true });
+        throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
+      }
+    } finally {
+      await handle.close();
+    }
+    return tmpAbs;
+  }
+
+  /** Record versions for parent directories that exist on disk but not (live) in the log. */
+  private async recordParents(p: string, origin: string): Promise<void> {
+    const missing: string[] = [];
+    for (let dir = parentOf(p); dir !== null; dir = parentOf(dir)) {
+      if (this.log.get(dir)?.entry != null) break;
+      missing.unshift(dir);
+    }
+    for (const dir of missing) {
+      const st = await fs.lstat(path.join(this.root, dir));
+      this.log.assign(dir, { type: 'dir', mode: st.mode & 0o7777 }, origin);
+    }
+  }
+
+  private async placeEntry(p: string, entry: Entry, tmpAbs: string | null): Promise<StatFingerprint | null> {
+    if (entry.type === 'file') {
+      return tmpAbs === null ? restampFile(this.root, p, entry) : placeFile(this.root, tmpAbs, p, entry, this.trashFile);
+    }
+    if (entry.type === 'dir') await placeDir(this.root, p, entry, this.trashFile);
+    else await placeSymlink(this.root, p, entry.target, this.trashFile);
+    return null;
+  }
+
+  private async commitPut(op: Extract<PushOp, { op: 'put' }>, node: string, tmpAbs: string | null): Promise<PushResult> {
+    await this.absorbLocal(op.path);
+    const current = this.log.get(op.path);
+    const decision = decidePut(current, op.base, op.entry);
+    const isMetadataOnly = op.entry.type === 'file' && tmpAbs === null;
+    if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) {
+      // Only metadata was pushed, for content the server no longer holds: the server's wins.
+      return { status: 'stale', current: toWire(current) };
+    }
+    if (decision === 'same' && current !== null) {
+      if (tmpAbs !== null) await fs.rm(tmpAbs, { force: true });
+      return { status: 'same', seq: current.seq, entry: current.entry };
+    }
+    if (decision === 'conflict' && current !== null) {
+      const copy = conflictCopyPath(op.path, new Date(), node, (c) => this.log.get(c)?.entry != null);
+      const stat = await this.placeEntry(copy, op.entry, tmpAbs);
+      await this.recordParents(copy, node);
+      const copySeq = this.log.assign(copy, op.entry, node, { stat });
+      this.logger.warn(`conflict on ${showPath(op.path)}: kept the server's version, stored ${node}'s as ${showPath(copy)}`);
+      return { status: 'conflict', copy, copySeq, current: toWire(current)! };
+    }
+    const stat = await this.placeEntry(op.path, op.entry, tmpAbs);
+    await this.recordParents(op.path, node);
+    const seq = this.log.assign(op.path, op.entry, node, { stat });
+    return { status: 'ok', seq };
+  }
+
+  private async commitDelete(op: Extract<PushOp, { op: 'delete' }>, node: string): Promise<PushResult> {
+    await this.absorbLocal(op.path);
+    const current = this.log.get(op.path);
+    const decision = decideDelete(current, op.base);
+    if (decision === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
+    if (decision === 'stale') return { status: 'stale', current: toWire(current) };
+    if (current?.entry?.type === 'dir' && this.log.liveUnder(op.path).length > 0) {
+      return { status: 'stale', current: toWire(current) };
+    }
+    const removed = await removePath(this.root, op.path, this.trashFile);
+    if (!removed) return { status: 'stale', current: toWire(current) };
+    const seq = this.log.assign(op.path, null, node);
+    return { status: 'ok', seq };
+  }
+
+  private async commitRename(op: Extract<PushOp, { op: 'rename' }>, node: string): Promise<PushResult> {
+    await this.absorbLocal(op.from);
+    await this.absorbLocal(op.to);
+    const currentFrom = this.log.get(op.from);
+    const currentTo = this.log.get(op.to);
+    if (decideRename(currentFrom, currentTo, op.base, op.toBase) === 'stale' || currentFrom?.entry == null) {
+      return { status: 'stale', current: toWire(currentFrom) };
+    }
+    if (isSameOrInside(op.to, op.from)) throw new OpError('BAD_OP', 'cannot move a directory into itself', true);
+    if (currentTo?.entry?.type === 'dir' && this.log.liveUnder(op.to).length > 0) {
+      return { status: 'stale', current: toWire(currentFrom) };
+    }
+    const children = currentFrom.entry.type === 'dir' ? this.log.liveUnder(op.from).reverse() : [];
+    await movePath(this.root, op.from, op.to, this.trashFile);
+    await this.recordParents(op.to, node);
+    const stat = currentFrom.entry.type === 'file' ? (await readLocal(this.root, op.to, {}).then((l) => (l !== null && l !== 'unsupported' ? l.stat : null))) : null;
+    // The new paths come before the tombstones, so a client applying the feed in order renames
+    // its local copy instead of deleting it.
+    const seq = this.log.assign(op.to, op.entry, node, { from: op.from, stat });
+    const moved: Array<[string, number]> = [];
+    for (const child of children) {
+      const childRecord = this.log.get(child)!;
+      const target = op.to + child.slice(op.from.length);
+      moved.push([target, this.log.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat })]);
+    }
+    for (const child of [...children].reverse()) this.log.assign(child, null, node);
+    this.log.assign(op.from, null, node);
+    return moved.length > 0 ? { status: 'ok', seq, moved } : { status: 'ok', seq };
+  }
+
+  /** Commit a client's ops in order. Slow checks (hashing uploads) run before taking the lock. */
+  async commit(ops: PushOp[], session: Session): Promise<PushResult[]> {
+    const node = session.node!;
+    const started = Date.now();
+    const verified: Array<string | Error | null> = ops.map(() => null);
+    await forEachLimited(ops.keys(), VERIFY_CONCURRENCY, async (i) => {
+      const op = ops[i]!;
+      if (op.op !== 'put' || op.upload === null) return;
+      try {
+        verified[i] = await this.verifyUpload(op.upload, op.entry);
+      } catch (err) {
+        verified[i] = err as Error;
+      }
+    });
+    const verifiedAt = Date.now();
+    return this.lock.run(async () => {
+      const lockedAt = Date.now();
+      const results: PushResult[] = [];
+      if ((await this.checkPresence()) !== null) {
+        for (const _ of ops) results.push({ status: 'error', code: 'FOLDER_PAUSED', message: `folder ${this.name} is paused on the server: ${this.paused}`, permanent: false });
+        return results;
+      }
+      // Puts of files and links on distinct paths are independent: they run side by side.
+      // Anything else (directories, deletes, renames) waits for what came before it.
+      const inFlight = new Map<string, Promise<void>>();
+      const settleAll = async (): Promise<void> => {
+        await Promise.all(inFlight.values());
+      };
+      const commitOne = async (i: number, op: PushOp): Promise<void> => {
+        const upload = verified[i] ?? null;
+        try {
+          if (upload instanceof Error) throw upload;
+          const result =
+            op.op === 'put' ? await this.commitPut(op, node, upload) : op.op === 'delete' ? await this.commitDelete(op, node) : await this.commitRename(op, node);
+          results[i] = result;
+          if (result.status === 'ok' || result.status === 'conflict') {
+            const what = op.op === 'rename' ? `rename ${showPath(op.from)} -> ${showPath(op.to)}` : `${op.op} ${showPath(op.path)}`;
+            this.logger.debug(`committed ${what} from ${node}`);
+          }
+          if (op.op === 'put' && op.path === '.syncignore') await this.loadSyncignore();
+        } catch (err) {
+          results[i] = toErrorResult(err);
+          const where = op.op === 'rename' ? `${showPath(op.from)} -> ${showPath(op.to)}` : showPath(op.path);
+          this.logger.warn(`${op.op} ${where} from ${node} failed: ${(err as Error).message}`);
+          if (upload !== null && !(upload instanceof Error)) await fs.rm(upload, { force: true });
+        }
+      };
+      for (const [i, op] of ops.entries()) {
+        const isIndependent = op.op === 'put' && op.entry.type !== 'dir' && !inFlight.has(op.path);
+        if (!isIndependent) {
+          await settleAll();
+          await commitOne(i, op);
+          continue;
+        }
+        while (inFlight.size >= APPLY_CONCURRENCY) await Promise.race(inFlight.values());
+        inFlight.set(op.path, commitOne(i, op).finally(() => inFlight.delete(op.path)));
+      }
+      await settleAll();
+      const appliedAt = Date.now();
+      await this.commitDurably(session);
+      this.logger.debug(
+        `push of ${ops.length} op(s) from ${node}: verify ${verifiedAt - started} ms, wait ${lockedAt - verifiedAt} ms, ` +
+          `apply ${appliedAt - lockedAt} ms, flush ${Date.now() - appliedAt} ms`,
+      );
+      return results;
+    });
+  }
+}
+
+function toErrorResult(err: unknown): PushResult {
+  if (err instanceof OpError) return { status: 'error', code: err.code, message: err.message, permanent: err.permanent };
+  const code = (err as { code?: unknown }).code;
+  const message = describeFsError(err);
+  const permanentCodes = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'EROFS', 'UNSAFE_PATH', 'BAD_PATH', 'EISDIR', 'ENOTDIR'];
+  return {
+    status: 'error',
+    code: typeof code === 'string' ? code : 'INTERNAL',
+    message,
+    permanent: typeof code === 'string' && permanentCodes.includes(code),
+  };
+}
+
+export class SyncServer extends NodeBase {
+  private readonly folders = new Map<string, ServedFolder>();
+  private readonly sessions = new Set<Session>();
+  private rpcServer: net.Server | null = null;
+  private nextSessionId = 1;
+  private maintenanceTimer: NodeJS.Timeout | null = null;
+
+  constructor(config: Config, logger: Logger) {
+    super(config, logger);
+  }
+
+  get nodeName(): string {
+    return this.config.node.name;
+  }
+
+  protected override async startRole(): Promise<void> {
+    for (const folder of this.config.folders) {
+      const log = await ChangeLog.open(path.join(this.config.node.stateDir, 'server', folder.name));
+      const served = new ServedFolder(folder.name, folder.path, log, this, this.logger.child(folder.name), this.config.ignore.patterns);
+      this.folders.set(folder.name, served);
+      try {
+        await served.start();
+      } catch (err) {
+        served.paused = `could not start: ${(err as Error).message}`;
+        this.logger.child(folder.name).error(served.paused);
+      }
+    }
+    await this.listenRpc(this.config.rpc.socket);
+    await this.maintenance();
+    this.maintenanceTimer = setInterval(() => void this.maintenance(), 5_000);
+    this.maintenanceTimer.unref();
+    this.logger.info(`server ${this.nodeName} serving ${this.folders.size} folder(s) on ${this.config.rpc.socket}`);
+  }
+
+  /** Periodic: resume paused folders that came back, prune trash and pulled tombstones. */
+  private async maintenance(): Promise<void> {
+    for (const folder of this.folders.values()) {
+      try {
+        if (folder.paused !== null) {
+          const wasPaused = folder.paused;
+          if ((await folder.checkPresence()) === null && wasPaused !== null) await folder.start();
+          continue;
+        }
+        await folder.pruneTrash(this.config.trash.retentionDays, new Date());
+        await folder.lock.run(async () => {
+          if (folder.log.pruneTombstones() > 0) await folder.log.flush();
+        });
+      } catch (err) {
+        this.logger.child(folder.name).warn(`maintenance: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  private async listenRpc(socketPath: string): Promise<void> {
+    await ensurePrivateDir(path.dirname(socketPath));
+    await removeStaleSocket(socketPath);
+    const server = net.createServer((socket) => this.accept(socket));
+    const previousMask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, () => resolve());
+      });
+    } finally {
+      process.umask(previousMask);
+    }
+    await fs.chmod(socketPath, 0o600);
+    server.on('error', (err) => this.logger.error(`rpc socket: ${err.message}`));
+    this.rpcServer = server;
+  }
+
+  private accept(socket: net.Socket): void {
+    const session: Session = { id: this.nextSessionId++, peer: null as unknown as RpcPeer, node: null, folders: new Set(), connectedAt: new Date() };
+    session.peer = createRpcPeer(socket, {
+      context: session,
+      log: (level, message) => this.logger[level](`rpc session ${session.id}${session.node ? ` (${session.node})` : ''}: ${message}`),
+      handlers: {
+        hello: (params) => this.hello(session, params),
+        push: (params) => this.push(session, params),
+        changes: (params) => this.changes(session, params),
+        ack: (params) => this.ack(session, params),
+      },
+    });
+    this.sessions.add(session);
+    void session.peer.closed.then(() => {
+      this.sessions.delete(session);
+      if (session.node !== null) {
+        this.logger.info(`client ${session.node} disconnected`);
+        for (const name of session.folders) this.folders.get(name)?.log.touchClient(session.node, new Date());
+      }
+    });
+  }
+
+  private requireHello(session: Session): string {
+    if (session.node === null) throw Object.assign(new Error('call hello first'), { code: 'NO_HELLO' });
+    return session.node;
+  }
+
+  private folderFor(session: Session, name: string): ServedFolder {
+    this.requireHello(session);
+    const folder = this.folders.get(name);
+    if (folder === undefined || !session.folders.has(name)) {
+      throw Object.assign(new Error(`folder ${JSON.stringify(name)} is not served here`), { code: 'UNKNOWN_FOLDER' });
+    }
+    return folder;
+  }
+
+  private async hello(session: Session, params: { node: string; folders: string[]; protocol: number }) {
+    if (params.node === this.nodeName) {
+      throw Object.assign(new Error(`node name ${params.node} is the server's own name: give the client another [node] name`), { code: 'NAME_TAKEN' });
+    }
+    for (const other of this.sessions) {
+      if (other !== session && other.node === params.node) {
+        this.logger.warn(`client ${params.node} connected again: closing its previous session`);
+        other.peer.close();
+      }
+    }
+    session.node = params.node;
+    const folders: Record<string, { root: string; tmp: string; head: number; cursor: number; floor: number }> = {};
+    const missing: string[] = [];
+    for (const name of params.folders) {
+      const folder = this.folders.get(name);
+      if (folder === undefined) {
+        missing.push(name);
+        continue;
+      }
+      session.folders.add(name);
+      folder.log.touchClient(params.node, new Date());
+      folders[name] = {
+        root: folder.root,
+        tmp: folder.tmpDir,
+        head: folder.durableHead,
+        cursor: folder.log.clientCursor(params.node)?.cursor ?? 0,
+        floor: folder.log.floor,
+      };
+    }
+    this.logger.info(`client ${params.node} connected (${Object.keys(folders).length} folder(s)${missing.length ? `, not served here: ${missing.join(', ')}` : ''})`);
+    return { server: this.nodeName, folders, missing };
+  }
+
+  private async push(session: Session, params: { folder: string; ops: PushOp[] }) {
+    const folder = this.folderFor(session, params.folder);
+    const results = await folder.commit(params.ops, session);
+    return { results };
+  }
+
+  private async changes(session: Session, params: { folder: string; after: number; limit: number }) {
+    const folder = this.folderFor(session, params.folder);
+    if (folder.paused !== null) throw Object.assign(new Error(`folder ${folder.name} is paused on the server: ${folder.paused}`), { code: 'FOLDER_PAUSED' });
+    const page = folder.log.changesAfter(params.after, params.limit);
+    return { ...page, changes: page.changes.filter((c) => c.seq <= folder.durableHead) };
+  }
+
+  private async ack(session: Session, params: { folder: string; seq: number }) {
+    const folder = this.folderFor(session, params.folder);
+    folder.log.setCursor(session.node!, params.seq, new Date());
+    return {};
+  }
+
+  /** Tell every connected client that has this folder, except the one that made the change. */
+  notifyChanged(folder: string, head: number, origin: Session | null): void {
+    for (const session of this.sessions) {
+      if (session === origin || !session.folders.has(folder)) continue;
+      session.peer.notify('changed', { folder, head });
+    }
+  }
+
+  protected override async stopRole(): Promise<void> {
+    if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
+    for (const session of this.sessions) session.peer.close();
+    await new Promise<void>((resolve) => (this.rpcServer ? this.rpcServer.close(() => resolve()) : resolve()));
+    await fs.rm(this.config.rpc.socket, { force: true });
+    for (const folder of this.folders.values()) await folder.stop();
+  }
+
+  protected override folderStatuses(): FolderStatus[] {
+    return [...this.folders.values()].map((f) => ({
+      name: f.name,
+      path: f.root,
+      files: f.log.files,
+      bytes: f.log.bytes,
+      pendingPush: 0,
+      pendingPull: 0,
+      conflicts: 0,
+      failed: 0,
+      paused: f.paused,
+      lastSync: f.lastSync?.toISOString() ?? null,
+      head: f.log.head,
+    }));
+  }
+
+  protected override extraStatus(): Partial<StatusReport> {
+    const clients = new Map<string, { name: string; connected: boolean; lastSeen: string | null; behind: number }>();
+    for (const folder of this.folders.values()) {
+      for (const [name, cursor] of folder.log.clients()) {
+        const entry = clients.get(name) ?? { name, connected: false, lastSeen: null, behind: 0 };
+        entry.behind += folder.log.countAfter(cursor.cursor);
+        if (entry.lastSeen === null || cursor.lastSeen > entry.lastSeen) entry.lastSeen = cursor.lastSeen;
+        clients.set(name, entry);
+      }
+    }
+    for (const session of this.sessions) {
+      if (session.node === null) continue;
+      const entry = clients.get(session.node) ?? { name: session.node, connected: true, lastSeen: null, behind: 0 };
+      entry.connected = true;
+      entry.lastSeen = new Date().toISOString();
+      clients.set(session.node, entry);
+    }
+    return { connected: true, clients: [...clients.values()] };
+  }
+}
+
+/** A socket file left by a killed daemon is removed; a live one (someone answers) is an error. */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  const exists = await fs.lstat(socketPath).then(() => true, () => false);
+  if (!exists) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw Object.assign(new Error(`${socketPath} is in use: another daemon is running with this state_dir`), { code: 'ALREADY_RUNNING' });
+  await fs.rm(socketPath, { force: true });
+}

@@ -1,0 +1,161 @@
+/**
+ * The whole sync path, end to end: a real sshd, one server daemon and two client daemons as
+ * separate processes, real folders. Every step ends when all three trees are identical by path,
+ * type, content hash, mode and mtime.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import path from 'node:path';
+import { startAll, startCluster, waitIdle, type Cluster } from './helpers/daemons.js';
+import { startProxy, type TestProxy } from './helpers/proxy.js';
+import { snapshotTree, cleanupTempDirs } from './helpers/tree.js';
+import { waitForTreesEqual } from './helpers/wait.js';
+
+let cluster: Cluster;
+let proxy: TestProxy;
+let hub: string, alpha: string, beta: string;
+
+async function converge(timeoutMs = 60_000): Promise<void> {
+  await waitForTreesEqual([hub, alpha, beta], { timeoutMs });
+}
+
+async function writeRandomFile(file: string, bytes: number): Promise<string> {
+  const hash = crypto.createHash('sha256');
+  const out = createWriteStream(file);
+  const chunk = 1 << 20;
+  for (let done = 0; done < bytes; done += chunk) {
+    const block = crypto.randomBytes(Math.min(chunk, bytes - done));
+    hash.update(block);
+    if (!out.write(block)) await new Promise((r) => out.once('drain', r));
+  }
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  return hash.digest('hex');
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = crypto.createHash('sha256');
+  const handle = await fs.open(file);
+  for await (const chunk of handle.createReadStream({ highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+beforeAll(async () => {
+  // alpha reaches sshd through a counting proxy, to see how many bytes it sends.
+  cluster = await startCluster({ clients: 2, noStart: true });
+  proxy = await startProxy({ targetPort: cluster.sshd.port });
+  cluster.trustPort(proxy.port);
+  cluster.writeClientConfig(cluster.clients[0]!, proxy.port);
+  await startAll(cluster);
+  [hub, alpha, beta] = [cluster.server.folder(), cluster.clients[0]!.folder(), cluster.clients[1]!.folder()];
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+  await proxy?.close();
+  await cleanupTempDirs();
+});
+
+describe('sync between a server and two clients over a real sshd', () => {
+  it('creates a file', async () => {
+    await fs.writeFile(path.join(alpha, 'hello.txt'), 'hello world\n');
+    await converge();
+    expect(await fs.readFile(path.join(beta, 'hello.txt'), 'utf8')).toBe('hello world\n');
+  });
+
+  it('creates nested mkdir -p trees with files deep inside', async () => {
+    await fs.mkdir(path.join(alpha, 'a/b/c/d'), { recursive: true });
+    await fs.writeFile(path.join(alpha, 'a/b/c/d/deep.txt'), 'deep');
+    await fs.writeFile(path.join(alpha, 'a/b/mid.txt'), 'mid');
+    await converge();
+    expect(await fs.readFile(path.join(beta, 'a/b/c/d/deep.txt'), 'utf8')).toBe('deep');
+  });
+
+  it('modifies a file and its mode', async () => {
+    await fs.writeFile(path.join(alpha, 'hello.txt'), 'hello again\n');
+    await fs.chmod(path.join(alpha, 'a/b/mid.txt'), 0o640);
+    await converge();
+    expect(await fs.readFile(path.join(beta, 'hello.txt'), 'utf8')).toBe('hello again\n');
+    expect((await fs.stat(path.join(beta, 'a/b/mid.txt'))).mode & 0o777).toBe(0o640);
+  });
+
+  it('syncs an empty directory and a symlink (as a link, never followed)', async () => {
+    await fs.mkdir(path.join(alpha, 'empty'));
+    await fs.symlink('hello.txt', path.join(alpha, 'link-to-hello'));
+    await fs.symlink('/etc/passwd', path.join(alpha, 'link-outside'));
+    await converge();
+    expect((await fs.lstat(path.join(beta, 'empty'))).isDirectory()).toBe(true);
+    expect(await fs.readlink(path.join(beta, 'link-to-hello'))).toBe('hello.txt');
+    expect(await fs.readlink(path.join(hub, 'link-outside'))).toBe('/etc/passwd');
+  });
+
+  it('deletes a file and a whole tree', async () => {
+    await fs.rm(path.join(alpha, 'hello.txt'));
+    await fs.rm(path.join(alpha, 'a'), { recursive: true });
+    await converge();
+    await expect(fs.lstat(path.join(beta, 'a'))).rejects.toThrow(/ENOENT/);
+    await expect(fs.lstat(path.join(beta, 'hello.txt'))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('renames a large file and a directory without sending the bytes again', async () => {
+    const size = 32 * 1024 * 1024;
+    await fs.mkdir(path.join(alpha, 'dir1/sub'), { recursive: true });
+    const digest = await writeRandomFile(path.join(alpha, 'big.bin'), size);
+    await fs.writeFile(path.join(alpha, 'dir1/sub/x.txt'), 'x');
+    await converge(120_000);
+    await waitIdle(cluster.all);
+    const before = proxy.bytesForwarded().up;
+    await fs.rename(path.join(alpha, 'big.bin'), path.join(alpha, 'renamed.bin'));
+    await fs.rename(path.join(alpha, 'dir1'), path.join(alpha, 'dir2'));
+    await converge();
+    const sent = proxy.bytesForwarded().up - before;
+    expect(sent).toBeLessThan(size / 8);
+    expect(await sha256(path.join(beta, 'renamed.bin'))).toBe(digest);
+    expect(await fs.readFile(path.join(beta, 'dir2/sub/x.txt'), 'utf8')).toBe('x');
+    expect(cluster.clients[0]!.log()).toMatch(/pushed rename big\.bin -> renamed\.bin/);
+    expect(cluster.clients[0]!.log()).toMatch(/pushed rename dir1 -> dir2/);
+    expect(cluster.clients[1]!.log()).toMatch(/pulled rename big\.bin -> renamed\.bin/);
+  });
+
+  it('propagates an edit made directly on the server', async () => {
+    await fs.writeFile(path.join(hub, 'from-server.txt'), 'made on the hub');
+    await converge();
+    expect(await fs.readFile(path.join(alpha, 'from-server.txt'), 'utf8')).toBe('made on the hub');
+  });
+
+  it('syncs 2,000 small files written at once', async () => {
+    await Promise.all(
+      Array.from({ length: 2000 }, async (_, i) => {
+        const dir = path.join(alpha, 'many', `d${i % 20}`);
+        await fs.mkdir(dir, { recursive: true });
+        await fs.writeFile(path.join(dir, `f${i}.txt`), `file ${i}\n`.repeat(1 + (i % 7)));
+      }),
+    );
+    await converge(180_000);
+    expect((await snapshotTree(beta)).size).toBeGreaterThan(2000);
+  });
+
+  it('syncs a 200 MiB file, checked by sha256', async () => {
+    const digest = await writeRandomFile(path.join(alpha, 'huge.bin'), 200 * 1024 * 1024);
+    await converge(300_000);
+    expect(await sha256(path.join(beta, 'huge.bin'))).toBe(digest);
+    expect(await sha256(path.join(hub, 'huge.bin'))).toBe(digest);
+  });
+
+  it('sends nothing back once all nodes are idle (no echo)', async () => {
+    await waitIdle(cluster.all);
+    const headBefore = await serverHead();
+    const bytesBefore = proxy.bytesForwarded();
+    await new Promise((r) => setTimeout(r, 5000));
+    expect(await serverHead()).toBe(headBefore);
+    const bytesAfter = proxy.bytesForwarded();
+    // SSH keepalives and status polls are tiny; any re-sent file or commit would not be.
+    expect(bytesAfter.up - bytesBefore.up).toBeLessThan(4096);
+  });
+});
+
+async function serverHead(): Promise<number> {
+  const status = (await cluster.server.control<{ folders: Array<{ head: number }> }>('status'));
+  return status.folders[0]!.head;
+}

@@ -1,0 +1,265 @@
+/**
+ * Real daemons in real processes: a server and clients started from `dist/monitor.js` with
+ * their own configs and state dirs, against the test sshd. They can be stopped with SIGTERM,
+ * killed with SIGKILL and started again.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { startSshd, type TestSshd } from './sshd.js';
+import { tempDir } from './tree.js';
+import { waitFor } from './wait.js';
+
+const execFileAsync = promisify(execFile);
+export const MONITOR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/monitor.js');
+
+export interface DaemonOptions {
+  name: string;
+  role: 'client' | 'server';
+  dir: string;
+  folders: Record<string, string>;
+  /** Extra config text appended to the file. */
+  extra?: string;
+}
+
+export class Daemon {
+  process: ChildProcess | null = null;
+  readonly configPath: string;
+  readonly stateDir: string;
+  readonly logPath: string;
+  private exited: Promise<number | null> = Promise.resolve(null);
+  private output = '';
+
+  constructor(
+    readonly name: string,
+    readonly role: 'client' | 'server',
+    readonly dir: string,
+    readonly folders: Record<string, string>,
+  ) {
+    this.configPath = path.join(dir, `${name}.cfg`);
+    this.stateDir = path.join(dir, `${name}-state`);
+    this.logPath = path.join(dir, `${name}.out`);
+  }
+
+  /** Path of folder `name` on this node (the first folder by default). */
+  folder(name?: string): string {
+    return name === undefined ? Object.values(this.folders)[0]! : this.folders[name]!;
+  }
+
+  writeConfig(text: string): void {
+    fs.writeFileSync(this.configPath, text);
+  }
+
+  start(args: string[] = []): void {
+    if (this.process !== null && this.process.exitCode === null && this.process.signalCode === null) throw new Error(`${this.name} is already running`);
+    const out = fs.openSync(this.logPath, 'a');
+    // SYSTEMSYNC_TEST_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to profile the daemons.
+    const nodeArgs = (process.env.SYSTEMSYNC_TEST_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, MONITOR, 'monitor', '--role', this.role, '--config', this.configPath, '--log-level', 'debug', ...args], {
+      stdio: ['ignore', out, out],
+    });
+    fs.closeSync(out);
+    this.process = child;
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  }
+
+  get pid(): number {
+    return this.process?.pid ?? -1;
+  }
+
+  get isRunning(): boolean {
+    return this.process !== null && this.process.exitCode === null && this.process.signalCode === null;
+  }
+
+  /** SIGTERM (graceful) or SIGKILL the process this helper started, and wait for it to exit. */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM', timeoutMs = 30_000): Promise<number | null> {
+    if (!this.isRunning) return this.process?.exitCode ?? null;
+    this.process!.kill(signal);
+    const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
+    const result = await Promise.race([this.exited, timer]);
+    if (result === 'timeout') {
+      this.process!.kill('SIGKILL');
+      await this.exited;
+      throw new Error(`${this.name} did not exit within ${timeoutMs} ms of ${signal}\n${this.log().slice(-4000)}`);
+    }
+    return result;
+  }
+
+  waitExit(): Promise<number | null> {
+    return this.exited;
+  }
+
+  log(): string {
+    try {
+      this.output = fs.readFileSync(this.logPath, 'utf8');
+    } catch {
+      /* not started yet */
+    }
+    return this.output;
+  }
+
+  /** Run a CLI command against this node's config. */
+  async cli(args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await execFileAsync(process.execPath, [MONITOR, ...args, '--config', this.configPath], { timeout: timeoutMs });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    }
+  }
+
+  /** Ask the daemon's control socket directly (one JSON-RPC line), as the CLI does but faster. */
+  async control<T>(method: string, timeoutMs = 10_000): Promise<T> {
+    const socketPath = path.join(this.stateDir, 'control.sock');
+    return new Promise<T>((resolve, reject) => {
+      const socket = net.connect(socketPath);
+      let buffer = '';
+      const timer = setTimeout(() => (socket.destroy(), reject(new Error(`${this.name} ${method}: no answer in ${timeoutMs} ms`))), timeoutMs);
+      socket.once('error', (err) => (clearTimeout(timer), reject(err)));
+      socket.on('data', (chunk) => {
+        buffer += chunk.toString('utf8');
+        const newline = buffer.indexOf('\n');
+        if (newline < 0) return;
+        clearTimeout(timer);
+        socket.destroy();
+        const reply = JSON.parse(buffer.slice(0, newline)) as { result?: T; error?: { message: string } };
+        if (reply.error !== undefined) reject(new Error(`${this.name} ${method}: ${reply.error.message}`));
+        else resolve(reply.result as T);
+      });
+      socket.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: {} }) + '\n');
+    });
+  }
+
+  status(): Promise<StatusJson> {
+    return this.control<StatusJson>('status');
+  }
+}
+
+export interface StatusJson {
+  node: string;
+  role: string;
+  connected: boolean;
+  folders: Array<{ name: string; path: string; files: number; bytes: number; pendingPush: number; pendingPull: number; conflicts: number; failed: number; paused: string | null; lastSync: string | null }>;
+  transfers: Array<{ folder: string; path: string; direction: string; done: number; total: number }>;
+  clients?: Array<{ name: string; connected: boolean; lastSeen: string | null; behind: number }>;
+}
+
+export interface ClusterOptions {
+  clients?: number;
+  folders?: string[];
+  /** Client names, default alpha, beta, gamma… */
+  names?: string[];
+  /** Port clients dial instead of sshd's (a proxy in front of it), per client index. */
+  portFor?: (index: number, sshdPort: number) => number;
+  serverExtra?: string;
+  clientExtra?: string;
+  /** Do not start the daemons (the test fills folders first). */
+  noStart?: boolean;
+}
+
+export interface Cluster {
+  dir: string;
+  sshd: TestSshd;
+  server: Daemon;
+  clients: Daemon[];
+  all: Daemon[];
+  /** Write a client's config again, e.g. to point it at another port. */
+  writeClientConfig(client: Daemon, port: number): void;
+  /** Add `[127.0.0.1]:port` for this sshd's host key to the shared known_hosts (for a proxy port). */
+  trustPort(port: number): void;
+  stop(): Promise<void>;
+}
+
+const CLIENT_NAMES = ['alpha', 'beta', 'gamma', 'delta'];
+
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+  const dir = await tempDir('systemsync-e2e-');
+  const sshd = await startSshd({ dir: path.join(dir, 'sshd') });
+  const folders = options.folders ?? ['docs'];
+  const names = options.names ?? CLIENT_NAMES;
+  const folderMap = (node: string): Record<string, string> =>
+    Object.fromEntries(folders.map((f) => [f, path.join(dir, node, f)]));
+
+  const server = new Daemon('hub', 'server', dir, folderMap('hub'));
+  const rpcSocket = path.join(server.stateDir, 'rpc.sock');
+  server.writeConfig(
+    `[node]\nname = hub\nrole = server\nstate_dir = ${server.stateDir}\n\n[rpc]\nsocket = ${rpcSocket}\n\n[folders]\n` +
+      folders.map((f) => `${f} = ${server.folders[f]}`).join('\n') +
+      `\n${options.serverExtra ?? ''}\n`,
+  );
+  const clients: Daemon[] = [];
+  const writeClientConfig = (client: Daemon, port: number): void => {
+    client.writeConfig(
+      `[node]\nname = ${client.name}\nrole = client\nstate_dir = ${client.stateDir}\n\n` +
+        `[server]\nhost = 127.0.0.1\nport = ${port}\nuser = ${sshd.user}\nidentity = ${sshd.clientKeyPath}\n` +
+        `known_hosts = ${sshd.knownHostsPath}\nhost_key_check = yes\nrpc_socket = ${rpcSocket}\nconnect_timeout = 5\n\n[folders]\n` +
+        folders.map((f) => `${f} = ${client.folders[f]}`).join('\n') +
+        `\n${options.clientExtra ?? ''}\n`,
+    );
+  };
+  for (let i = 0; i < (options.clients ?? 2); i++) {
+    const name = names[i] ?? `client${i}`;
+    const client = new Daemon(name, 'client', dir, folderMap(name));
+    writeClientConfig(client, options.portFor?.(i, sshd.port) ?? sshd.port);
+    clients.push(client);
+  }
+  for (const daemon of [server, ...clients]) for (const f of Object.values(daemon.folders)) fs.mkdirSync(f, { recursive: true });
+
+  const cluster: Cluster = {
+    dir,
+    sshd,
+    server,
+    clients,
+    all: [server, ...clients],
+    writeClientConfig,
+    trustPort(port: number) {
+      fs.appendFileSync(sshd.knownHostsPath, `[127.0.0.1]:${port} ${sshd.hostPublicKey}\n`);
+    },
+    async stop() {
+      for (const daemon of [...clients, server]) await daemon.stop('SIGTERM').catch(() => daemon.stop('SIGKILL'));
+      await sshd.stop();
+    },
+  };
+  if (!options.noStart) await startAll(cluster);
+  return cluster;
+}
+
+/** Start the server, wait until its socket answers, then the clients, and wait until they are connected. */
+export async function startAll(cluster: Cluster): Promise<void> {
+  await startDaemon(cluster.server);
+  for (const client of cluster.clients) client.start();
+  for (const client of cluster.clients) await waitConnected(client);
+}
+
+export async function startDaemon(daemon: Daemon): Promise<void> {
+  daemon.start();
+  await waitFor(async () => daemon.isRunning && (await daemon.status().then(() => true, () => false)), {
+    timeoutMs: 30_000,
+    what: `${daemon.name} to answer on its control socket\n${daemon.log().slice(-3000)}`,
+  });
+}
+
+export async function waitConnected(client: Daemon): Promise<void> {
+  await waitFor(async () => client.isRunning && (await client.status().catch(() => null))?.connected === true, {
+    timeoutMs: 30_000,
+    what: `${client.name} to connect`,
+  });
+}
+
+/** Wait until every node is idle: nothing pending, nothing in flight. */
+export async function waitIdle(daemons: Daemon[], timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    async () => {
+      for (const d of daemons) {
+        const s = await d.status().catch(() => null);
+        if (s === null || s.transfers.length > 0 || s.folders.some((f) => f.pendingPush > 0 || f.pendingPull > 0)) return false;
+      }
+      return true;
+    },
+    { timeoutMs, what: 'all nodes to be idle' },
+  );
+}
