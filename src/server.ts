@@ -16,6 +16,7 @@ import { parentOf, isSameOrInside } from './core/paths.js';
 import { pauseReason, needsMarker } from './core/safety.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ChangeLog, type ServerRecord } from './changelog.js';
+import { SyncError } from './core/errors.js';
 import { SerialLock, forEachLimited } from './lock.js';
 import type { Logger } from './log.js';
 import { showPath } from './log.js';
@@ -113,7 +114,8 @@ class ServedFolder {
       else this.logger.error(`paused: ${reason} (${this.root})`);
     }
     this.paused = reason;
-    await fs.mkdir(this.tmpDir, { recursive: true, mode: 0o700 }).catch(() => undefined);
+    // Only inside a present, marked folder: `mkdir -p` must never bring back a vanished root.
+    if (reason === null) await fs.mkdir(this.tmpDir, { recursive: true, mode: 0o700 }).catch(() => undefined);
     return reason;
   }
 
@@ -207,7 +209,7 @@ class ServedFolder {
     await this.log.flush();
     this.durableHead = this.log.head;
     this.lastSync = new Date();
-    this.server.notifyChanged(this.name, this.durableHead, origin);
+    this.server.notifyChanged(this.name, this.durableHead);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -538,7 +540,7 @@ export class SyncServer extends NodeBase {
   }
 
   private requireHello(session: Session): string {
-    if (session.node === null) throw Object.assign(new Error('call hello first'), { code: 'NO_HELLO' });
+    if (session.node === null) throw new SyncError('NO_HELLO', 'call hello first');
     return session.node;
   }
 
@@ -546,14 +548,14 @@ export class SyncServer extends NodeBase {
     this.requireHello(session);
     const folder = this.folders.get(name);
     if (folder === undefined || !session.folders.has(name)) {
-      throw Object.assign(new Error(`folder ${JSON.stringify(name)} is not served here`), { code: 'UNKNOWN_FOLDER' });
+      throw new SyncError('UNKNOWN_FOLDER', `folder ${JSON.stringify(name)} is not served here`);
     }
     return folder;
   }
 
   private async hello(session: Session, params: { node: string; folders: string[]; protocol: number }) {
     if (params.node === this.nodeName) {
-      throw Object.assign(new Error(`node name ${params.node} is the server's own name: give the client another [node] name`), { code: 'NAME_TAKEN' });
+      throw new SyncError('NAME_TAKEN', `node name ${params.node} is the server's own name: give the client another [node] name`);
     }
     for (const other of this.sessions) {
       if (other !== session && other.node === params.node) {
@@ -592,7 +594,7 @@ export class SyncServer extends NodeBase {
 
   private async changes(session: Session, params: { folder: string; after: number; limit: number }) {
     const folder = this.folderFor(session, params.folder);
-    if (folder.paused !== null) throw Object.assign(new Error(`folder ${folder.name} is paused on the server: ${folder.paused}`), { code: 'FOLDER_PAUSED' });
+    if (folder.paused !== null) throw new SyncError('FOLDER_PAUSED', `folder ${folder.name} is paused on the server: ${folder.paused}`);
     const page = folder.log.changesAfter(params.after, params.limit);
     return { ...page, changes: page.changes.filter((c) => c.seq <= folder.durableHead) };
   }
@@ -603,10 +605,13 @@ export class SyncServer extends NodeBase {
     return {};
   }
 
-  /** Tell every connected client that has this folder, except the one that made the change. */
-  notifyChanged(folder: string, head: number, origin: Session | null): void {
+  /**
+   * Tell every connected client that has this folder. The one that made the change is told
+   * too: its pull skips its own versions without I/O, and its cursor moves past them.
+   */
+  notifyChanged(folder: string, head: number): void {
     for (const session of this.sessions) {
-      if (session === origin || !session.folders.has(folder)) continue;
+      if (!session.folders.has(folder)) continue;
       session.peer.notify('changed', { folder, head });
     }
   }
@@ -640,7 +645,7 @@ export class SyncServer extends NodeBase {
     for (const folder of this.folders.values()) {
       for (const [name, cursor] of folder.log.clients()) {
         const entry = clients.get(name) ?? { name, connected: false, lastSeen: null, behind: 0 };
-        entry.behind += folder.log.countAfter(cursor.cursor);
+        entry.behind += folder.log.countAfter(cursor.cursor, name);
         if (entry.lastSeen === null || cursor.lastSeen > entry.lastSeen) entry.lastSeen = cursor.lastSeen;
         clients.set(name, entry);
       }
@@ -668,6 +673,6 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive) throw Object.assign(new Error(`${socketPath} is in use: another daemon is running with this state_dir`), { code: 'ALREADY_RUNNING' });
+  if (alive) throw new SyncError('ALREADY_RUNNING', `${socketPath} is in use: another daemon is running with this state_dir`);
   await fs.rm(socketPath, { force: true });
 }
