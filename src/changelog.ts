@@ -148,10 +148,10 @@ export class ChangeLog {
     return { changes, head, reset: false };
   }
 
-  /** How many versions a client at `cursor` still has to pull. */
-  countAfter(cursor: number): number {
+  /** How many versions made by other nodes a client at `cursor` still has to pull. */
+  countAfter(cursor: number, node: string): number {
     let n = 0;
-    for (const seq of this.bySeq.keys()) if (seq > cursor) n++;
+    for (const [seq, p] of this.bySeq) if (seq > cursor && this.records.get(p)?.origin !== node) n++;
     return n;
   }
 
