@@ -14,7 +14,7 @@ import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './clientstate.js';
 import { SerialLock, forEachLimited, sleep } from './lock.js';
 import type { Logger } from './log.js';
-import { showPath } from './log.js';
+import { createProgress, showPath } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { readLocal, walkTree, fingerprint, type LocalState } from './scan.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
@@ -27,8 +27,6 @@ const COMMIT_CHUNK = 500;
 const TRANSFER_CONCURRENCY = 32;
 const READ_CONCURRENCY = 32;
 const PULL_PAGE = 2000;
-const PROGRESS_AFTER_MS = 2000;
-const PROGRESS_EVERY_MS = 5000;
 
 interface RemoteFolder {
   root: string;
@@ -789,20 +787,19 @@ export class SyncClient extends NodeBase {
 
   beginTransfer(folder: string, p: string, direction: 'push' | 'pull', total: number): { progress(done: number): void; end(): void } {
     const board = this.transfers.begin(folder, p, direction, total);
-    const started = Date.now();
-    let lastLog = 0;
+    const shown = createProgress(`[${folder}] ${direction} ${showPath(p)}`, total, {
+      logger: this.logger,
+      tty: process.stderr.isTTY ? process.stderr : null,
+    });
     return {
       progress: (done) => {
         board.progress(done);
-        const now = Date.now();
-        if (now - started >= PROGRESS_AFTER_MS && now - lastLog >= PROGRESS_EVERY_MS) {
-          lastLog = now;
-          const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
-          const rate = done / ((now - started) / 1000) / (1024 * 1024);
-          this.logger.info(`[${folder}] ${direction} ${showPath(p)}: ${pct}% (${done}/${total} bytes, ${rate.toFixed(1)} MiB/s)`);
-        }
+        shown.update(done);
       },
-      end: () => board.end(),
+      end: () => {
+        board.end();
+        shown.end();
+      },
     };
   }
 

@@ -100,3 +100,51 @@ export function createLogger(options: LogSinkOptions): Logger & { close(): void 
 export function showPath(path: string): string {
   return /^[\w./@+-]+$/.test(path) ? path : JSON.stringify(path);
 }
+
+export interface ProgressOptions {
+  logger: Logger;
+  /** Where a TTY progress bar is drawn; null when stderr is not a terminal. */
+  tty: NodeJS.WriteStream | null;
+  /** Show nothing for transfers shorter than this. */
+  afterMs?: number;
+  /** Without a TTY, at most one log line per this many ms. */
+  everyMs?: number;
+}
+
+/**
+ * Progress of one long transfer: after `afterMs`, a bar redrawn in place on a TTY, or else a
+ * log line at most every `everyMs`.
+ */
+export function createProgress(label: string, total: number, options: ProgressOptions): { update(done: number): void; end(): void } {
+  const started = Date.now();
+  const afterMs = options.afterMs ?? 2000;
+  const everyMs = options.everyMs ?? 5000;
+  let lastShown = 0;
+  let drewBar = false;
+  const describe = (done: number, now: number): string => {
+    const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+    const rate = done / Math.max(0.001, (now - started) / 1000) / (1024 * 1024);
+    return `${label}: ${pct}% (${done}/${total} bytes, ${rate.toFixed(1)} MiB/s)`;
+  };
+  return {
+    update(done) {
+      const now = Date.now();
+      if (now - started < afterMs) return;
+      if (options.tty !== null) {
+        if (now - lastShown < 200) return;
+        lastShown = now;
+        const width = 24;
+        const filled = total > 0 ? Math.min(width, Math.round((done / total) * width)) : width;
+        options.tty.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${describe(done, now)}\x1b[K`);
+        drewBar = true;
+        return;
+      }
+      if (now - lastShown < everyMs) return;
+      lastShown = now;
+      options.logger.info(describe(done, now));
+    },
+    end() {
+      if (drewBar) options.tty?.write('\n');
+    },
+  };
+}
