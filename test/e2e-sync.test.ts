@@ -28,7 +28,7 @@ async function writeRandomFile(file: string, bytes: number): Promise<string> {
   for (let done = 0; done < bytes; done += chunk) {
     const block = crypto.randomBytes(Math.min(chunk, bytes - done));
     hash.update(block);
-    if (!out.write(block)) await new Promise((r) => out.once('drain', r));
+    if (!out.write(block)) await new Promise<void>((r) => out.once('drain', () => r()));
   }
   await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
   return hash.digest('hex');
