@@ -1,0 +1,180 @@
+#!/usr/bin/env node
+// `npm run demo`: a server and two clients on this machine, in temporary folders, against a
+// private sshd on 127.0.0.1. It uses the real commands (init, check, monitor, status), shows a
+// file syncing from one client to the other, then stops everything it started and cleans up.
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startSshd } from './private-sshd.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const monitor = path.resolve(here, '../dist/monitor.js');
+if (!fs.existsSync(monitor)) {
+  console.error(`${monitor} is missing: run \`npm install\` first (it builds dist/).`);
+  process.exit(1);
+}
+
+const started = [];
+let sshd = null;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'systemsync-demo-'));
+
+function say(text) {
+  process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
+}
+
+/** Run the CLI as a node whose HOME is its own temp home (keys and known_hosts stay in there). */
+function run(node, args) {
+  return execFileSync(process.execPath, [monitor, ...args, '--config', node.config], {
+    env: { ...process.env, HOME: node.home },
+    encoding: 'utf8',
+  });
+}
+
+/** The same, printing what the command printed. */
+function cli(node, args) {
+  const out = run(node, args);
+  process.stdout.write(out.replace(/^(?=.)/gm, `  ${node.name}| `));
+  return out;
+}
+
+/** Set `key = value` in `[section]` of an INI text, replacing the line if the key is there. */
+function setKey(text, section, key, value) {
+  const lines = text.split('\n');
+  const header = lines.findIndex((l) => l.trim().startsWith(`[${section}]`));
+  if (header < 0) return `${text.trimEnd()}\n\n[${section}]\n${key} = ${value}\n`;
+  let end = lines.findIndex((l, i) => i > header && /^\s*\[/.test(l));
+  if (end < 0) end = lines.length;
+  const existing = lines.findIndex((l, i) => i > header && i < end && new RegExp(`^\\s*${key}\\s*=`).test(l));
+  if (existing >= 0) lines[existing] = `${key} = ${value}`;
+  else lines.splice(header + 1, 0, `${key} = ${value}`);
+  return lines.join('\n');
+}
+
+/** Replace the body of `[folders]` with one folder. */
+function setFolders(text, name, folderPath) {
+  const lines = text.split('\n');
+  const header = lines.findIndex((l) => l.trim().startsWith('[folders]'));
+  let end = lines.findIndex((l, i) => i > header && /^\s*\[/.test(l));
+  if (end < 0) end = lines.length;
+  const kept = lines.slice(header + 1, end).filter((l) => /^\s*;/.test(l) || l.trim() === '');
+  lines.splice(header + 1, end - header - 1, ...kept, `${name} = ${folderPath}`, '');
+  return lines.join('\n');
+}
+
+function makeNode(name) {
+  const node = { name, home: path.join(dir, `${name}-home`), config: path.join(dir, `${name}.cfg`), folder: path.join(dir, name, 'docs') };
+  fs.mkdirSync(node.home, { recursive: true });
+  fs.mkdirSync(node.folder, { recursive: true });
+  return node;
+}
+
+function startDaemon(node, role) {
+  const log = fs.openSync(path.join(dir, `${node.name}.log`), 'a');
+  const child = spawn(process.execPath, [monitor, 'monitor', '--role', role, '--config', node.config], {
+    env: { ...process.env, HOME: node.home },
+    stdio: ['ignore', log, log],
+  });
+  fs.closeSync(log);
+  started.push(child);
+  return child;
+}
+
+async function waitFor(what, check, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function cleanup() {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  await Promise.all(started.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+  await sshd?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+async function main() {
+  say(`a private sshd on 127.0.0.1 (files in ${dir})`);
+  sshd = await startSshd({ dir: path.join(dir, 'sshd') });
+  console.log(`  sshd listening on 127.0.0.1:${sshd.port}`);
+
+  const hub = makeNode('hub');
+  say('systemsync init --role server');
+  cli(hub, ['init', '--role', 'server']);
+  let text = fs.readFileSync(hub.config, 'utf8');
+  text = setKey(text, 'node', 'name', 'hub');
+  text = setKey(text, 'node', 'state_dir', path.join(dir, 'hub-state'));
+  text = setFolders(text, 'docs', hub.folder);
+  fs.writeFileSync(hub.config, text);
+  const rpcSocket = path.join(dir, 'hub-state', 'rpc.sock');
+
+  const clients = [makeNode('alpha'), makeNode('beta')];
+  for (const node of clients) {
+    say(`systemsync init --role client   (${node.name})`);
+    const out = cli(node, ['init', '--role', 'client']);
+    const keyLine = out.split('\n').find((l) => l.includes('ssh-ed25519 '));
+    sshd.authorizeKey(keyLine.trim());
+    fs.mkdirSync(path.join(node.home, '.ssh'), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(node.home, '.ssh', 'known_hosts'), `[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`, { mode: 0o600 });
+    let t = fs.readFileSync(node.config, 'utf8');
+    t = setKey(t, 'node', 'name', node.name);
+    t = setKey(t, 'node', 'state_dir', path.join(dir, `${node.name}-state`));
+    t = setKey(t, 'server', 'host', '127.0.0.1');
+    t = setKey(t, 'server', 'port', String(sshd.port));
+    t = setKey(t, 'server', 'user', sshd.user);
+    t = setKey(t, 'server', 'rpc_socket', rpcSocket);
+    t = setFolders(t, 'docs', node.folder);
+    fs.writeFileSync(node.config, t);
+  }
+
+  say('systemsync monitor --role server');
+  startDaemon(hub, 'server');
+  await waitFor('the server to listen', () => fs.existsSync(rpcSocket));
+
+  say('systemsync check   (alpha)');
+  cli(clients[0], ['check']);
+
+  say('systemsync monitor --role client   (alpha, beta)');
+  for (const node of clients) startDaemon(node, 'client');
+  for (const node of clients) {
+    await waitFor(`${node.name} to connect`, () => JSON.parse(run(node, ['status', '--json'])).connected === true);
+  }
+
+  say('alpha writes hello.txt; waiting for it on beta');
+  const from = path.join(clients[0].folder, 'hello.txt');
+  const to = path.join(clients[1].folder, 'hello.txt');
+  const content = `hello from alpha at ${new Date().toISOString()}\n`;
+  const t0 = Date.now();
+  fs.writeFileSync(from, content);
+  await waitFor('hello.txt on beta', () => fs.readFileSync(to, 'utf8') === content);
+  console.log(`  beta has it after ${Date.now() - t0} ms: ${JSON.stringify(fs.readFileSync(to, 'utf8'))}`);
+
+  say('systemsync status   (hub)');
+  cli(hub, ['status']);
+  say('systemsync status   (beta)');
+  cli(clients[1], ['status']);
+}
+
+let code = 0;
+try {
+  await main();
+  say('done: stopping everything the demo started');
+} catch (err) {
+  console.error(`demo failed: ${err.message}`);
+  for (const name of ['hub', 'alpha', 'beta']) {
+    const log = path.join(dir, `${name}.log`);
+    if (fs.existsSync(log)) console.error(`--- ${name}.log\n${fs.readFileSync(log, 'utf8').slice(-3000)}`);
+  }
+  code = 1;
+} finally {
+  await cleanup();
+}
+process.exit(code);
