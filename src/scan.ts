@@ -107,7 +107,8 @@ export async function readLocal(
     }
     return { entry: { type: 'symlink', target }, stat: null };
   }
-  if (st.isDirectory()) return { entry: { type: 'dir', mode: st.mode & 0o7777 }, stat: null };
+  // A directory's fingerprint serves its inode (rename detection); its mtime moves with its children.
+  if (st.isDirectory()) return { entry: { type: 'dir', mode: st.mode & 0o7777 }, stat: fingerprint(st) };
   if (!st.isFile()) return 'unsupported';
 
   let fp = fingerprint(st);
