@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setMtime } from '../../src/scan.js';
 
 /** One node of a tree spec: file content, a symlink, an empty directory, or a file with metadata. */
 export type TreeSpecItem =
@@ -71,7 +72,8 @@ export async function makeTree(spec: TreeSpec, root?: string): Promise<string> {
       if (item.mtime !== undefined) mtimes.push([abs, item.mtime instanceof Date ? item.mtime : new Date(item.mtime)]);
     }
   }
-  for (const [abs, mtime] of mtimes) await fsp.utimes(abs, mtime, mtime);
+  // setMtime reads back exactly the integer ms that was set (plain utimes often gives ms - 0.001).
+  for (const [abs, mtime] of mtimes) await setMtime(abs, Math.floor(mtime.getTime()));
   return base;
 }
 
