@@ -37,6 +37,8 @@ export interface ChangesPage {
 export class ChangeLog {
   /** seq → path, for every record (live or tombstone). */
   private readonly bySeq = new Map<number, string>();
+  /** Paths whose current record is a tombstone (pruning looks only at these). */
+  private readonly tombstones = new Set<string>();
   private liveCount = 0;
   private liveBytes = 0;
 
@@ -63,6 +65,10 @@ export class ChangeLog {
   private index(p: string, record: ServerRecord, sign: 1 | -1): void {
     if (sign > 0) this.bySeq.set(record.seq, p);
     else if (this.bySeq.get(record.seq) === p) this.bySeq.delete(record.seq);
+    if (record.entry === null) {
+      if (sign > 0) this.tombstones.add(p);
+      else this.tombstones.delete(p);
+    }
     if (record.entry !== null) {
       this.liveCount += sign;
       if (record.entry.type === 'file') this.liveBytes += sign * record.entry.size;
@@ -181,18 +187,23 @@ export class ChangeLog {
    * Drop tombstones every known client has already pulled, so the log does not grow without
    * bound. A client that comes back below the new floor is told to re-sync fully.
    */
-  pruneTombstones(): number {
-    const cursors = Object.values(this.meta.data.clients).map((c) => c.cursor);
-    const safe = cursors.length === 0 ? this.head : Math.min(...cursors);
+  pruneTombstones(now: Date, forgetClientsAfterMs: number): number {
+    if (this.tombstones.size === 0) return 0;
+    // A client gone for longer than `forgetClientsAfterMs` no longer holds the log back; if it
+    // comes back below the floor it merges with the full listing, which never deletes anything.
+    const cursors = Object.values(this.meta.data.clients)
+      .filter((c) => now.getTime() - Date.parse(c.lastSeen) <= forgetClientsAfterMs)
+      .map((c) => c.cursor);
+    const safe = cursors.reduce((min, c) => Math.min(min, c), this.head);
     let pruned = 0;
     let floor = this.floor;
-    for (const [p, record] of [...this.records.entries()]) {
-      if (record.entry === null && record.seq <= safe) {
-        this.index(p, record, -1);
-        this.records.delete(p);
-        floor = Math.max(floor, record.seq);
-        pruned++;
-      }
+    for (const p of [...this.tombstones]) {
+      const record = this.records.get(p);
+      if (record === null || record.entry !== null || record.seq > safe) continue;
+      this.index(p, record, -1);
+      this.records.delete(p);
+      floor = Math.max(floor, record.seq);
+      pruned++;
     }
     if (floor !== this.floor) this.meta.update((m) => (m.floor = floor));
     return pruned;

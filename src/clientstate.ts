@@ -161,15 +161,20 @@ export class ClientFolderState {
     return this.dirty.size;
   }
 
-  /** Up to `limit` dirty paths with their generation, oldest first. */
-  takeDirty(limit: number): Array<[string, number]> {
+  /**
+   * Up to `limit` dirty paths with their generation, oldest first, leaving out paths whose last
+   * push failed and whose time to retry (backoff) has not come yet.
+   */
+  takeDirty(limit: number, now = Date.now()): Array<[string, number]> {
+    const waiting = new Set(this.meta.data.failed.filter((t) => t.op === 'push' && t.retryAt > now).map((t) => t.path));
     const out: Array<[string, number]> = [];
     for (const item of this.dirty) {
       if (out.length >= limit) break;
-      out.push(item);
+      if (!waiting.has(item[0])) out.push(item);
     }
     return out;
   }
+
 
   /** Clear a path from the outbox unless it was marked again after `generation`. */
   clearDirty(p: string, generation: number): void {
