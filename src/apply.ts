@@ -166,8 +166,11 @@ export async function movePath(root: string, from: string, to: string, beforeRep
   await safeRename(root, fromAbs, to);
 }
 
-/** Remove leftovers of interrupted transfers: everything in `.systemsync/tmp`. */
-export async function cleanTempDir(root: string): Promise<number> {
+/**
+ * Remove leftovers of interrupted transfers from `.systemsync/tmp`: everything, or with
+ * `olderThan` only what was last modified before that time (transfers in flight keep writing).
+ */
+export async function cleanTempDir(root: string, olderThan: Date | null = null): Promise<number> {
   const dir = tmpDirOf(root);
   let removed = 0;
   let names: string[];
@@ -177,7 +180,12 @@ export async function cleanTempDir(root: string): Promise<number> {
     return 0;
   }
   for (const name of names) {
-    await fs.rm(path.join(dir, name), { recursive: true, force: true });
+    const abs = path.join(dir, name);
+    if (olderThan !== null) {
+      const st = await lstatOrNull(abs).catch(() => null);
+      if (st === null || st.mtimeMs >= olderThan.getTime()) continue;
+    }
+    await fs.rm(abs, { recursive: true, force: true });
     removed++;
   }
   return removed;

@@ -91,8 +91,35 @@ class SyncedFolder {
       onHints: (paths) => this.onHints(paths),
       onError: (err) => this.logger.warn(`watcher: ${err.message}`),
     });
+    await this.finishInterruptedPull();
     await this.scanAgainstBase();
     this.schedulePush();
+  }
+
+  /**
+   * A kill may fall between placing a pulled version on disk and saving its base. Such a path
+   * now holds exactly the version of the change being applied: record that, so the path is not
+   * pushed back as a local edit (a needless conflict when the server has moved on since).
+   */
+  private async finishInterruptedPull(): Promise<void> {
+    let recorded = 0;
+    for (const change of this.state.pendingApply()) {
+      const base = this.state.getBase(change.path);
+      if (base !== null && base.seq >= change.seq) continue;
+      const local = await this.readPath(change.path, base).catch(() => 'unsupported' as const);
+      if (local === 'unsupported' || local === 'ignored') continue;
+      if (change.entry === null) {
+        if (local === null && base !== null) (this.state.deleteBase(change.path), recorded++);
+      } else if (local !== null && isSameEntry(local.entry, change.entry)) {
+        this.state.setBase(change.path, { seq: change.seq, entry: change.entry, stat: local.stat });
+        recorded++;
+      }
+    }
+    if (this.state.pendingApply().length > 0) {
+      if (recorded > 0) this.logger.info(`recorded ${recorded} path(s) pulled just before the daemon stopped`);
+      this.state.endApply();
+      await this.state.flush();
+    }
   }
 
   async stop(): Promise<void> {
@@ -117,8 +144,30 @@ class SyncedFolder {
     }
     const wasPaused = this.paused !== null;
     this.paused = reason;
-    if (wasPaused && reason === null && this.watcher === null) void this.start().catch((err) => this.logger.error(`restart: ${err.message}`));
+    if (wasPaused && reason === null) void this.resume();
     return reason;
+  }
+
+  private resuming: Promise<void> | null = null;
+
+  /**
+   * The folder came back after a pause: watch it afresh (the old watcher may be on a directory
+   * that is gone), compare it with the base again, and pull what was missed while paused.
+   */
+  private resume(): Promise<void> {
+    this.resuming ??= (async () => {
+      try {
+        await this.watcher?.close();
+        this.watcher = null;
+        await this.start();
+        this.requestPull();
+      } catch (err) {
+        this.logger.error(`restart: ${(err as Error).message}`);
+      } finally {
+        this.resuming = null;
+      }
+    })();
+    return this.resuming;
   }
 
   private async loadSyncignore(): Promise<void> {
@@ -523,10 +572,14 @@ class SyncedFolder {
             continue;
           }
           if (page.changes.length === 0) break;
-          await this.lock.run(() => this.applyPage(link, page.changes));
+          await this.lock.run(async () => {
+            await this.state.beginApply(page.changes);
+            await this.applyPage(link, page.changes);
+          });
           const last = page.changes[page.changes.length - 1]!.seq;
           this.state.setCursor(last);
           await this.state.flush();
+          this.state.endApply();
           link.peer.request('ack', { folder: this.name, seq: last }, 30_000).catch(() => undefined);
         }
         this.pendingPull = 0;
@@ -657,12 +710,22 @@ class SyncedFolder {
         }
         return;
       }
-      case 'rename':
+      case 'rename': {
         await movePath(this.root, decision.from, p);
+        // What moved with a directory keeps what we agreed on, under its new path: the feed's
+        // versions of the moved children then find them clean (or fetch a newer content),
+        // instead of taking them for local edits.
+        const children = this.state.baseUnder(decision.from);
+        for (const child of children) {
+          const childBase = this.state.getBase(child)!;
+          this.state.deleteBase(child);
+          this.state.setBase(p + child.slice(decision.from.length), childBase);
+        }
         this.state.deleteBase(decision.from);
         await record(change.entry!);
         this.logger.info(`pulled rename ${showPath(decision.from)} -> ${showPath(p)}`);
         return;
+      }
       case 'fetch':
         await this.fetch(link, change, local);
         return;

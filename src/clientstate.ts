@@ -46,6 +46,7 @@ export class ClientFolderState {
   private constructor(
     private readonly base: ShardedMap<BaseRecord>,
     private readonly meta: JsonStore<FolderMeta>,
+    private readonly applying: JsonStore<{ changes: Change[] }>,
   ) {
     for (const [p, record] of base.entries()) this.index(p, record, +1);
     for (const p of meta.data.outbox) this.dirty.set(p, 0);
@@ -55,7 +56,30 @@ export class ClientFolderState {
     // Callers flush() before telling the server anything; background saves only catch up.
     const base = await ShardedMap.open<BaseRecord>(path.join(dir, 'base'), { saveDelayMs: BACKGROUND_SAVE_MS });
     const meta = await JsonStore.open<FolderMeta>(path.join(dir, 'meta.json'), { cursor: 0, outbox: [], failed: [], lastSync: null }, { saveDelayMs: BACKGROUND_SAVE_MS });
-    return new ClientFolderState(base, meta);
+    const applying = await JsonStore.open<{ changes: Change[] }>(path.join(dir, 'applying.json'), { changes: [] }, { saveDelayMs: BACKGROUND_SAVE_MS });
+    return new ClientFolderState(base, meta, applying);
+  }
+
+  // -- pull journal -----------------------------------------------------------------------------
+
+  /**
+   * Record, durably, the page of changes about to be applied to the disk. A kill between placing
+   * a file and saving its base leaves the file here: at start, `pendingApply()` tells which
+   * version it is, so it is not taken for a local edit (which would make a needless conflict).
+   */
+  async beginApply(changes: Change[]): Promise<void> {
+    this.applying.update((a) => (a.changes = changes));
+    await this.flush(); // with the bases of anything applied before
+  }
+
+  /** The page is applied and its bases are saved (call after `flush()`). */
+  endApply(): void {
+    if (this.applying.data.changes.length > 0) this.applying.update((a) => (a.changes = []));
+  }
+
+  /** The changes of a page whose application a kill interrupted. */
+  pendingApply(): readonly Change[] {
+    return this.applying.data.changes;
   }
 
   private index(p: string, record: BaseRecord, sign: 1 | -1): void {
@@ -244,11 +268,11 @@ export class ClientFolderState {
 
   async flush(): Promise<void> {
     if (this.outboxTimer !== null) this.writeOutboxNow();
-    await Promise.all([this.base.flush(), this.meta.flush()]);
+    await Promise.all([this.base.flush(), this.meta.flush(), this.applying.flush()]);
   }
 
   async close(): Promise<void> {
     await this.flush();
-    await Promise.all([this.base.close(), this.meta.close()]);
+    await Promise.all([this.base.close(), this.meta.close(), this.applying.close()]);
   }
 }

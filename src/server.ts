@@ -30,6 +30,8 @@ import { describeFsError, NodeBase, type FolderStatus, type StatusReport } from 
 const TRASH_DIR = 'trash';
 const VERIFY_CONCURRENCY = 8;
 const APPLY_CONCURRENCY = 16;
+/** A temp file untouched for this long belongs to no transfer in flight. */
+const ORPHAN_UPLOAD_MS = 60 * 60 * 1000;
 
 interface Session {
   id: number;
@@ -64,6 +66,8 @@ class ServedFolder {
   private ignore: IgnoreMatcher;
   /** Highest seq known to be on disk: the feed never shows more. */
   durableHead = 0;
+  /** start() got past its presence check once: later pauses end with a resume, not a start. */
+  isStarted = false;
 
   constructor(
     readonly name: string,
@@ -84,15 +88,34 @@ class ServedFolder {
   async start(): Promise<void> {
     await this.checkPresence();
     if (this.paused !== null) return;
-    await this.loadSyncignore();
+    this.isStarted = true;
     const removed = await cleanTempDir(this.root);
     if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
+    await this.watchAndScan();
+  }
+
+  private async watchAndScan(): Promise<void> {
+    await this.loadSyncignore();
+    await this.watcher?.close();
     this.watcher = await watchFolder(this.root, {
       ignore: this.ignore,
       onHints: (paths) => this.hint(paths),
       onError: (err) => this.logger.warn(`watcher: ${err.message}`),
     });
     await this.fullScan();
+  }
+
+  private resuming: Promise<void> | null = null;
+
+  /**
+   * The folder came back after a pause: watch it afresh (the old watcher may be on a directory
+   * that is gone) and record what changed in it meanwhile. Temp files are left alone: uploads
+   * of connected clients may be in flight.
+   */
+  private resume(): void {
+    this.resuming ??= this.watchAndScan()
+      .catch((err) => this.logger.error(`resume: ${(err as Error).message}`))
+      .finally(() => (this.resuming = null));
   }
 
   async stop(): Promise<void> {
@@ -113,9 +136,11 @@ class ServedFolder {
       if (reason === null) this.logger.info('folder is back: resuming');
       else this.logger.error(`paused: ${reason} (${this.root})`);
     }
+    const wasPaused = this.paused !== null;
     this.paused = reason;
     // Only inside a present, marked folder: `mkdir -p` must never bring back a vanished root.
     if (reason === null) await fs.mkdir(this.tmpDir, { recursive: true, mode: 0o700 }).catch(() => undefined);
+    if (wasPaused && reason === null && this.isStarted) this.resume();
     return reason;
   }
 
@@ -484,14 +509,20 @@ export class SyncServer extends NodeBase {
   private async maintenance(): Promise<void> {
     for (const folder of this.folders.values()) {
       try {
-        if (folder.paused !== null) {
-          const wasPaused = folder.paused;
-          if ((await folder.checkPresence()) === null && wasPaused !== null) await folder.start();
+        // A root that vanished pauses the folder even when no event or commit looks at it; one
+        // that came back resumes (checkPresence restarts its watcher and rescans it).
+        if (!folder.isStarted) {
+          if ((await folder.checkPresence()) === null) await folder.start();
           continue;
         }
+        if ((await folder.checkPresence()) !== null) continue;
         await folder.pruneTrash(this.config.trash.retentionDays, new Date());
+        // Uploads of a client killed before it committed them are never claimed: drop them
+        // once nothing has written to them for a long while.
+        const orphans = await cleanTempDir(folder.root, new Date(Date.now() - ORPHAN_UPLOAD_MS));
+        if (orphans > 0) this.logger.child(folder.name).info(`removed ${orphans} abandoned upload(s)`);
         await folder.lock.run(async () => {
-          if (folder.log.pruneTombstones() > 0) await folder.log.flush();
+          if (folder.log.pruneTombstones(new Date(), this.config.trash.retentionDays * 86_400_000) > 0) await folder.log.flush();
         });
       } catch (err) {
         this.logger.child(folder.name).warn(`maintenance: ${(err as Error).message}`);
