@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
@@ -52,6 +53,62 @@ export interface StatusReport {
   folders: FolderStatus[];
   transfers: TransferStatus[];
   clients?: ClientStatus[];
+  /** Present when the event-loop monitor is on (env SYSTEMSYNC_EVENT_LOOP_MONITOR=1). */
+  eventLoop?: EventLoopStats;
+}
+
+/**
+ * Event-loop delays, in milliseconds. The window runs from the previous `status` call (or the
+ * start) to this one: reading the status starts a new window. `maxStallMs` covers the whole run.
+ */
+export interface EventLoopStats {
+  maxStallMs: number;
+  windowMaxStallMs: number;
+  windowP99Ms: number;
+  windowMeanMs: number;
+  windowMs: number;
+}
+
+/** Whether the opt-in event-loop monitor is asked for by the environment. */
+export function eventLoopMonitorWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.SYSTEMSYNC_EVENT_LOOP_MONITOR === '1';
+}
+
+/**
+ * Longest event-loop stalls, for operators and `npm run bench`: a `perf_hooks` delay histogram
+ * sampled every 10 ms. `read()` returns the stats of the current window and starts a new one.
+ */
+export class EventLoopMonitor {
+  private readonly histogram: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
+  private windowStart = Date.now();
+  private maxEverMs = 0;
+
+  constructor() {
+    this.histogram.enable();
+  }
+
+  read(): EventLoopStats {
+    const h = this.histogram;
+    const toMs = (ns: number): number => Math.round((ns / 1e6) * 10) / 10;
+    const hasSamples = h.count > 0;
+    const windowMax = hasSamples ? toMs(h.max) : 0;
+    this.maxEverMs = Math.max(this.maxEverMs, windowMax);
+    const now = Date.now();
+    const stats: EventLoopStats = {
+      maxStallMs: this.maxEverMs,
+      windowMaxStallMs: windowMax,
+      windowP99Ms: hasSamples ? toMs(h.percentile(99)) : 0,
+      windowMeanMs: hasSamples ? toMs(h.mean) : 0,
+      windowMs: now - this.windowStart,
+    };
+    h.reset();
+    this.windowStart = now;
+    return stats;
+  }
+
+  stop(): void {
+    this.histogram.disable();
+  }
 }
 
 export interface TaskInfo {
@@ -109,6 +166,7 @@ export abstract class NodeBase {
   private control: net.Server | null = null;
   private readonly controlPeers = new Set<RpcPeer>();
   private stopping: Promise<void> | null = null;
+  private readonly eventLoop: EventLoopMonitor | null = eventLoopMonitorWanted() ? new EventLoopMonitor() : null;
   private resolveStopRequest!: () => void;
   /** Resolves when someone asked this daemon to stop through the control socket. */
   readonly stopRequested = new Promise<void>((resolve) => (this.resolveStopRequest = resolve));
@@ -146,6 +204,7 @@ export abstract class NodeBase {
       await new Promise<void>((resolve) => (this.control ? this.control.close(() => resolve()) : resolve()));
       await fs.rm(controlSocketPath(this.config), { force: true });
       await this.stopRole();
+      this.eventLoop?.stop();
       this.logger.info('stopped');
     })();
     return this.stopping;
@@ -160,6 +219,7 @@ export abstract class NodeBase {
       folders: this.folderStatuses(),
       transfers: this.transfers.list(),
       ...this.extraStatus(),
+      ...(this.eventLoop !== null ? { eventLoop: this.eventLoop.read() } : {}),
     };
   }
 

@@ -33,18 +33,31 @@ export async function hashFile(absPath: string, signal?: AbortSignal): Promise<{
   // O_NONBLOCK: a FIFO swapped in after the caller's lstat must not block the open.
   const handle = await fsp.open(absPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
-    if (!(await handle.stat()).isFile()) throw new SyncError('NOT_A_FILE', `${absPath}: not a regular file`);
-    const hash = createHash('sha256');
-    let size = 0;
-    const stream = handle.createReadStream({ highWaterMark: HASH_CHUNK, autoClose: false, signal });
-    for await (const chunk of stream) {
-      hash.update(chunk as Buffer);
-      size += (chunk as Buffer).length;
-    }
-    return { hash: hash.digest('hex'), size };
+    const st = await handle.stat();
+    if (!st.isFile()) throw new SyncError('NOT_A_FILE', `${absPath}: not a regular file`);
+    return await hashOpenFile(handle, st.size, signal);
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/**
+ * sha256 of an open file from its start to EOF, with plain reads into one buffer sized for the
+ * file (`sizeHint` + 1, at most 1 MiB): a small file costs two reads and no stream machinery.
+ * The file may grow or shrink meanwhile; the bytes hashed are counted, not assumed.
+ */
+export async function hashOpenFile(handle: fsp.FileHandle, sizeHint: number, signal?: AbortSignal): Promise<{ hash: string; size: number }> {
+  const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(HASH_CHUNK, sizeHint + 1)));
+  let size = 0;
+  for (;;) {
+    signal?.throwIfAborted();
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    size += bytesRead;
+  }
+  return { hash: hash.digest('hex'), size };
 }
 
 /** The cheap identity of a file (see StatFingerprint). */

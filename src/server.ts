@@ -21,7 +21,7 @@ import { SerialLock, forEachLimited } from './lock.js';
 import type { Logger } from './log.js';
 import { showPath } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
-import { readLocal, walkTree } from './scan.js';
+import { hashOpenFile, readLocal, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
 import { ensurePrivateDir } from './persistence.js';
@@ -282,10 +282,8 @@ class ServedFolder {
     try {
       const st = await handle.stat();
       if (!st.isFile()) throw new OpError('BAD_UPLOAD', `upload ${upload} is not a regular file`, true);
-      const hash = crypto.createHash('sha256');
-      for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-      const digest = hash.digest('hex');
-      if (digest !== entry.hash || st.size !== entry.size) {
+      const { hash: digest, size } = await hashOpenFile(handle, st.size);
+      if (digest !== entry.hash || size !== entry.size) {
         await fs.rm(tmpAbs, { force: true });
         throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
       }

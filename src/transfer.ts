@@ -650,14 +650,18 @@ export class SshSession {
       const window = new RequestWindow();
       let position = 0;
       let done = 0;
+      let grew = false;
       for (;;) {
         throwIfAborted(opts.signal, `upload ${localPath}`);
         await window.waitForRoom(MAX_REQUESTS_PER_FILE);
         const releaseRequest = await this.requestSlots.acquire();
-        const chunk = Buffer.allocUnsafe(CHUNK_SIZE);
+        // Sized to what is left: a small file costs a small buffer, and the read that finds EOF
+        // one byte (a file that grew past its size gets full chunks again).
+        const want = position < total ? Math.min(CHUNK_SIZE, total - position) : grew ? CHUNK_SIZE : 1;
+        const chunk = Buffer.allocUnsafe(want);
         let bytesRead: number;
         try {
-          ({ bytesRead } = await local.read(chunk, 0, CHUNK_SIZE, position));
+          ({ bytesRead } = await local.read(chunk, 0, want, position));
         } catch (err) {
           releaseRequest();
           throw new LocalFileError(`cannot read ${localPath}: ${(err as Error).message}`, { cause: err });
@@ -666,6 +670,7 @@ export class SshSession {
           releaseRequest();
           break;
         }
+        if (position + bytesRead > total) grew = true;
         hash.update(chunk.subarray(0, bytesRead));
         const offset = position;
         position += bytesRead;
@@ -738,7 +743,9 @@ export class SshSession {
         let releaseSlot: () => void = () => {};
         const data = this.requestSlots.acquire().then((release) => {
           releaseSlot = release;
-          return this.readChunk(handle, remotePath, offset, CHUNK_SIZE);
+          // The last chunk of a file of known size asks for what is left, not a whole chunk.
+          const length = knownSize !== null && knownSize > offset ? Math.min(CHUNK_SIZE, knownSize - offset) : CHUNK_SIZE;
+          return this.readChunk(handle, remotePath, offset, length);
         });
         data.catch(() => {}); // observed when dequeued; never unhandled if abandoned
         const release = (): void => {
