@@ -7,6 +7,7 @@
 import path from 'node:path';
 import type { Change, Entry, StatFingerprint, Version } from './core/types.js';
 import { isSameOrInside } from './core/paths.js';
+import { isConflictCopy } from './core/conflict.js';
 import { JsonStore, ShardedMap } from './persistence.js';
 
 /** A version plus the server's own local stat fingerprint of the file (never sent on the wire). */
@@ -39,7 +40,8 @@ export class ChangeLog {
   private readonly bySeq = new Map<number, string>();
   /** Paths whose current record is a tombstone (pruning looks only at these). */
   private readonly tombstones = new Set<string>();
-  private liveCount = 0;
+  private liveFiles = 0;
+  private conflictCount = 0;
   private liveBytes = 0;
 
   private constructor(
@@ -70,8 +72,11 @@ export class ChangeLog {
       else this.tombstones.delete(p);
     }
     if (record.entry !== null) {
-      this.liveCount += sign;
-      if (record.entry.type === 'file') this.liveBytes += sign * record.entry.size;
+      if (isConflictCopy(p)) this.conflictCount += sign;
+      if (record.entry.type === 'file') {
+        this.liveFiles += sign;
+        this.liveBytes += sign * record.entry.size;
+      }
     }
   }
 
@@ -83,8 +88,14 @@ export class ChangeLog {
     return this.meta.data.floor;
   }
 
+  /** Live conflict copies in the folder. */
+  get conflicts(): number {
+    return this.conflictCount;
+  }
+
+  /** Live regular files (directories and links not counted), as a client counts them. */
   get files(): number {
-    return this.liveCount;
+    return this.liveFiles;
   }
 
   get bytes(): number {
