@@ -55,7 +55,9 @@ describe('readLocal', () => {
       entry: { type: 'file', size: 5, mtime: Math.floor(st.mtimeMs), mode: 0o640, hash: sha('hello') },
       stat: fingerprint(st),
     });
-    expect(await readLocal(root, 'd')).toEqual({ entry: { type: 'dir', mode: 0o750 }, stat: null });
+    // A directory carries its fingerprint: its inode is what a directory rename is recognised by.
+    const dirStat = await fsp.lstat(path.join(root, "d"));
+    expect(await readLocal(root, 'd')).toEqual({ entry: { type: 'dir', mode: 0o750 }, stat: fingerprint(dirStat) });
     expect(await readLocal(root, 'l')).toEqual({ entry: { type: 'symlink', target: '../outside/nowhere' }, stat: null });
     expect(await readLocal(root, 'missing')).toBeNull();
     expect(await readLocal(root, 'f.txt/below')).toBeNull();
