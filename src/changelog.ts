@@ -167,8 +167,17 @@ export class ChangeLog {
 
   /** How many versions made by other nodes a client at `cursor` still has to pull. */
   countAfter(cursor: number, node: string): number {
+    // Walk the seqs after the cursor, not the whole log: a client that keeps up costs nothing.
     let n = 0;
-    for (const [seq, p] of this.bySeq) if (seq > cursor && this.records.get(p)?.origin !== node) n++;
+    const head = this.head;
+    if (head - cursor > this.bySeq.size) {
+      for (const [seq, p] of this.bySeq) if (seq > cursor && this.records.get(p)?.origin !== node) n++;
+      return n;
+    }
+    for (let seq = cursor + 1; seq <= head; seq++) {
+      const p = this.bySeq.get(seq);
+      if (p !== undefined && this.records.get(p)?.origin !== node) n++;
+    }
     return n;
   }
 

@@ -41,6 +41,8 @@ export class ClientFolderState {
   private readonly dirty = new Map<string, number>();
   private generation = 0;
   private liveBytes = 0;
+  private liveFiles = 0;
+  private conflictCopies = 0;
   private outboxTimer: NodeJS.Timeout | null = null;
 
   private constructor(
@@ -87,7 +89,11 @@ export class ClientFolderState {
       if (sign > 0) this.byIno.set(record.stat.ino, p);
       else if (this.byIno.get(record.stat.ino) === p) this.byIno.delete(record.stat.ino);
     }
-    if (record.entry.type === 'file') this.liveBytes += sign * record.entry.size;
+    if (record.entry.type === 'file') {
+      this.liveFiles += sign;
+      this.liveBytes += sign * record.entry.size;
+    }
+    if (isConflictCopy(p)) this.conflictCopies += sign;
   }
 
   // -- base index -------------------------------------------------------------------------------
@@ -131,9 +137,7 @@ export class ClientFolderState {
   }
 
   get files(): number {
-    let n = 0;
-    for (const [, record] of this.base.entries()) if (record.entry.type === 'file') n++;
-    return n;
+    return this.liveFiles;
   }
 
   get bytes(): number {
@@ -141,9 +145,7 @@ export class ClientFolderState {
   }
 
   conflictCount(): number {
-    let n = 0;
-    for (const p of this.base.keys()) if (isConflictCopy(p)) n++;
-    return n;
+    return this.conflictCopies;
   }
 
   // -- cursor -----------------------------------------------------------------------------------
