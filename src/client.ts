@@ -19,6 +19,7 @@ import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { readLocal, walkTree, fingerprint, type LocalState } from './scan.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
 import { connectSsh, type SshSession } from './transfer.js';
+import { isReachedThroughLink } from './safefs.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './apply.js';
 import { NodeBase, describeFsError, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 
@@ -127,7 +128,8 @@ class SyncedFolder {
     await this.watcher?.close();
     this.watcher = null;
     await this.lock.run(async () => {
-      if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).catch(() => undefined);
+      // @parcel/watcher creates the snapshot 0644: state files are the owner's only.
+      if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).then(() => fs.chmod(this.snapshotFile, 0o600)).catch(() => undefined);
       await this.state.close();
     });
   }
@@ -268,7 +270,8 @@ class SyncedFolder {
 
   /** Read a path and check the ignore rules. */
   private async readPath(p: string, base: BaseRecord | null): Promise<LocalState | null | 'unsupported' | 'ignored'> {
-    const local = await readLocal(this.root, p, {
+    // Under a symlinked (or non-directory) parent a path is not in the folder: never read through it.
+    const local = (await isReachedThroughLink(this.root, p)) ? null : await readLocal(this.root, p, {
       knownStat: base?.stat ?? null,
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
     });
@@ -660,7 +663,7 @@ class SyncedFolder {
   }
 
   private async readForPull(p: string, base: BaseRecord | null): Promise<Entry | null> {
-    const local = await readLocal(this.root, p, {
+    const local = (await isReachedThroughLink(this.root, p)) ? null : await readLocal(this.root, p, {
       knownStat: base?.stat ?? null,
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
     });

@@ -165,6 +165,22 @@ export async function resolveInside(root: string, rel: string, options: SafeOpti
 }
 
 /**
+ * True when an existing parent of `rel` is a symlink, not a directory, or resolves anywhere but
+ * `<root>/<parent>`: whatever lies at `rel` is then not part of the folder and must not be read
+ * as if it were. False when every existing parent is a real directory inside `root`.
+ * @throws PathError for a bad `rel`, RootMissingError when the root is gone.
+ */
+export async function isReachedThroughLink(root: string, rel: string, options: SafeOptions = {}): Promise<boolean> {
+  try {
+    await prepare(root, rel, options);
+    return false;
+  } catch (err) {
+    if (err instanceof UnsafePathError || err instanceof NotADirectoryError) return true;
+    throw err;
+  }
+}
+
+/**
  * Creates the missing parent directories of `rel`, one component at a time (mode default 0o755,
  * subject to umask), re-checking each with lstat after creating it so that a symlink planted in
  * a race is caught. Returns the relative paths of the directories it created, outermost first.

@@ -25,6 +25,7 @@ import { hashOpenFile, readLocal, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
 import { ensurePrivateDir } from './persistence.js';
+import { isReachedThroughLink } from './safefs.js';
 import { describeFsError, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
 const TRASH_DIR = 'trash';
@@ -194,10 +195,13 @@ class ServedFolder {
     const known = record?.entry ?? null;
     let local;
     try {
-      local = await readLocal(this.root, p, {
-        knownStat: record?.stat ?? null,
-        knownHash: known?.type === 'file' ? known.hash : null,
-      });
+      // A path under a symlinked (or non-directory) parent is not in the folder: never read through it.
+      local = (await isReachedThroughLink(this.root, p))
+        ? null
+        : await readLocal(this.root, p, {
+            knownStat: record?.stat ?? null,
+            knownHash: known?.type === 'file' ? known.hash : null,
+          });
     } catch (err) {
       this.logger.warn(`cannot read ${showPath(p)}: ${describeFsError(err)}`);
       return 0;
@@ -456,14 +460,23 @@ class ServedFolder {
   }
 }
 
+/**
+ * The wire allows 4096 bytes per message; an fs error naming a long absolute path can exceed
+ * that, and one invalid result would fail the whole push. 1000 code points are at most 4000 bytes.
+ */
+function boundMessage(message: string): string {
+  const points = [...message];
+  return points.length <= 1000 ? message : `${points.slice(0, 999).join('')}…`;
+}
+
 function toErrorResult(err: unknown): PushResult {
-  if (err instanceof OpError) return { status: 'error', code: err.code, message: err.message, permanent: err.permanent };
+  if (err instanceof OpError) return { status: 'error', code: err.code, message: boundMessage(err.message), permanent: err.permanent };
   const code = (err as { code?: unknown }).code;
-  const message = describeFsError(err);
+  const message = boundMessage(describeFsError(err));
   const permanentCodes = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'EROFS', 'UNSAFE_PATH', 'BAD_PATH', 'EISDIR', 'ENOTDIR'];
   return {
     status: 'error',
-    code: typeof code === 'string' ? code : 'INTERNAL',
+    code: typeof code === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(code) ? code : 'INTERNAL',
     message,
     permanent: typeof code === 'string' && permanentCodes.includes(code),
   };
