@@ -129,7 +129,7 @@ class SyncedFolder {
     this.watcher = null;
     await this.lock.run(async () => {
       // @parcel/watcher creates the snapshot 0644: state files are the owner's only.
-      if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).then(() => fs.chmod(this.snapshotFile, 0o600)).catch(() => undefined);
+      if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).catch(() => undefined);
       await this.state.close();
     });
   }
@@ -226,16 +226,19 @@ class SyncedFolder {
     }
     this.pushing = true;
     try {
-      while (this.state.pendingCount > 0) {
+      for (;;) {
         const link = this.client.link;
         if (link === null || this.remote === null) return;
         const batch = this.state.takeDirty(PUSH_BATCH);
+        if (batch.length === 0) break;
         const progressed = await this.lock.run(() => this.pushBatch(link, batch));
         if (!progressed) {
           this.scheduleRetry();
           return;
         }
       }
+      // What is left waits for its backoff.
+      if (this.state.pendingCount > 0) this.scheduleRetry();
     } catch (err) {
       this.logger.warn(`push: ${(err as Error).message}`);
       this.scheduleRetry();
@@ -314,6 +317,11 @@ class SyncedFolder {
         }
         locals.set(p, local);
         if (local === null && base?.entry.type === 'dir') for (const child of this.state.baseUnder(p)) expand(child);
+        // A path on a known inode may be the far end of a rename: look at where that inode was.
+        if (local !== null && local.stat !== null && base?.stat?.ino !== local.stat.ino) {
+          const from = this.state.pathOfInode(local.stat.ino);
+          if (from !== null) expand(from);
+        }
         if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
       });
       // Only the outermost new directories need a walk: it covers the ones inside them.
@@ -598,7 +606,7 @@ class SyncedFolder {
 
   /** The server forgot what we had seen (or never knew us): compare everything. */
   private async fullResync(link: Link): Promise<void> {
-    this.logger.warn('full re-sync with the server');
+    this.logger.warn('the server no longer has this client\'s place in its log: merging with its full listing');
     const listed = new Set<string>();
     let after = 0;
     let head = 0;
@@ -610,11 +618,17 @@ class SyncedFolder {
       for (const c of page.changes) (listed.add(c.path), live.push(c));
       after = page.changes[page.changes.length - 1]!.seq;
     }
-    const gone: Change[] = [];
-    for (const p of this.state.basePaths()) if (!listed.has(p)) gone.push({ path: p, seq: head, entry: null, origin: '?' });
-    await this.applyPage(link, [...gone.reverse(), ...live]);
+    // The server's numbering may have restarted and its listing may miss what it lost: base
+    // versions mean nothing now. Merge as on a first sync (promise 10) instead of reading "not on
+    // the server" as "deleted": identical files are recorded, differing ones kept both, and
+    // files only here are pushed back. A reset never deletes anything.
+    const known = [...this.state.basePaths()];
+    for (const p of known) this.state.deleteBase(p);
+    await this.applyPage(link, live);
+    this.state.markDirty(known.filter((p) => !listed.has(p) || this.state.getBase(p) === null));
     this.state.setCursor(head);
     await this.state.flush();
+    this.schedulePush();
   }
 
   private async applyPage(link: Link, changes: Change[]): Promise<void> {
@@ -800,7 +814,7 @@ class SyncedFolder {
 
   tasks(): TaskInfo[] {
     const failedPaths = new Set(this.state.failed.filter((t) => t.op === 'push').map((t) => t.path));
-    const queued: TaskInfo[] = this.state.takeDirty(1000)
+    const queued: TaskInfo[] = this.state.takeDirty(1000, 0)
       .filter(([p]) => !failedPaths.has(p))
       .map(([p]) => ({ folder: this.name, path: p, op: 'push', state: 'queued', attempts: 0, lastError: null, permanent: false, since: '' }));
     const failed: TaskInfo[] = this.state.failed.map((t) => ({
