@@ -286,6 +286,8 @@ class ServedFolder {
     try {
       const st = await handle.stat();
       if (!st.isFile()) throw new OpError('BAD_UPLOAD', `upload ${upload} is not a regular file`, true);
+      // A hard link would let a rogue upload name a file outside the folder (chmod, rename).
+      if (st.nlink > 1) throw new OpError('BAD_UPLOAD', `upload ${upload} has other hard links`, true);
       const { hash: digest, size } = await hashOpenFile(handle, st.size);
       if (digest !== entry.hash || size !== entry.size) {
         await fs.rm(tmpAbs, { force: true });
@@ -674,7 +676,7 @@ export class SyncServer extends NodeBase {
       bytes: f.log.bytes,
       pendingPush: 0,
       pendingPull: 0,
-      conflicts: 0,
+      conflicts: f.log.conflicts,
       failed: 0,
       paused: f.paused,
       lastSync: f.lastSync?.toISOString() ?? null,

@@ -47,7 +47,8 @@ interface ExtraSubscription {
 
 function toRelative(root: string, abs: string): string | null {
   const rel = path.relative(root, abs);
-  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) return null;
+  // Outside the root is exactly ".." or "../…": a name like "..foo" or "..." is inside it.
+  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) return null;
   return path.sep === '/' ? rel : rel.split(path.sep).join('/');
 }
 
@@ -215,8 +216,10 @@ export async function watchFolder(
  * `changesSince` can list what changed while nothing watched. `.systemsync/` is left out.
  */
 export async function writeSnapshot(root: string, snapshotFile: string): Promise<void> {
-  await fsp.mkdir(path.dirname(snapshotFile), { recursive: true });
+  await fsp.mkdir(path.dirname(snapshotFile), { recursive: true, mode: 0o700 });
   await watcher.writeSnapshot(root, snapshotFile, { ignore: [path.join(root, RESERVED_DIR)] });
+  // @parcel/watcher writes it 0644; state files are the owner's only.
+  await fsp.chmod(snapshotFile, 0o600);
 }
 
 /**
