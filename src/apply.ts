@@ -10,8 +10,18 @@ import { constants as FS } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { DirEntry, Entry, FileEntry, StatFingerprint } from './core/types.js';
-import { fingerprint, setMtime } from './scan.js';
-import { ensureParentDirs, resolveInside, safeRename, safeUnlink, safeRmdir } from './safefs.js';
+import { SyncError } from './core/errors.js';
+import { fingerprint } from './scan.js';
+import {
+  checkPath,
+  checkSource,
+  recheckPath,
+  renameChecked,
+  rmdirChecked,
+  safeChmod,
+  unlinkChecked,
+  type CheckedPath,
+} from './safefs.js';
 
 export const MARKER_DIR = '.systemsync';
 
@@ -36,40 +46,65 @@ async function lstatOrNull(abs: string): Promise<import('node:fs').Stats | null>
   }
 }
 
+/**
+ * The time argument that stores exactly `mtimeMs` (same rule as scan.ts `setMtime`: a numeric
+ * string, nudged by 0.1 ms so that libuv's nanosecond truncation cannot land below the
+ * millisecond, and a string because Node replaces a negative *number* by "now").
+ */
+function mtimeArg(mtimeMs: number): string {
+  if (!Number.isSafeInteger(mtimeMs)) {
+    throw new SyncError('BAD_MTIME', `setMtime: expected integer milliseconds, got ${String(mtimeMs)}`);
+  }
+  return String((mtimeMs + 0.1) / 1000);
+}
+
 /** Set mode and mtime on a temp file through a descriptor opened without following links. */
 async function stampFile(tmpAbs: string, entry: FileEntry): Promise<void> {
+  const time = mtimeArg(entry.mtime);
   const handle = await fs.open(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {
     await handle.chmod(entry.mode);
+    await handle.utimes(time, time);
   } finally {
     await handle.close();
   }
-  await setMtime(tmpAbs, entry.mtime);
 }
 
 /**
- * Move whatever stands at `rel` out of the way when it is not of the wanted type: a directory
- * being replaced by a file must be empty (its children were deleted first); a file or link is
- * handed to `beforeReplace` and unlinked.
+ * Hand the file at `c` to `beforeReplace` (when given), then check its parent again: the
+ * callback may take a while, and the change that follows must not go through a swapped parent.
  */
-async function clearForType(root: string, rel: string, wanted: Entry['type'], beforeReplace?: BeforeReplace): Promise<void> {
-  const abs = await resolveInside(root, rel);
-  const st = await lstatOrNull(abs);
-  if (st === null) return;
-  const isDir = st.isDirectory();
-  if (wanted === 'dir' && isDir) return;
-  if (isDir) {
-    await safeRmdir(root, rel);
-    return;
+async function setAside(c: CheckedPath, beforeReplace: BeforeReplace | undefined): Promise<void> {
+  if (beforeReplace === undefined) return;
+  await beforeReplace(c.abs, c.rel);
+  await recheckPath(c, 'before the operation');
+}
+
+/**
+ * Make room at the checked path `c` for an entry of type `wanted`. A directory being replaced
+ * must be empty (its children were deleted first) and is removed. A file, symlink or special
+ * file is left for the rename to replace atomically when a file or symlink is wanted (a file is
+ * first handed to `beforeReplace`), and unlinked when a directory is wanted. Returns the lstat
+ * of what remains there (an existing directory when one is wanted), else null.
+ */
+async function clearForType(c: CheckedPath, wanted: Entry['type'], beforeReplace?: BeforeReplace): Promise<import('node:fs').Stats | null> {
+  const st = await lstatOrNull(c.abs);
+  if (st === null) return null;
+  if (st.isDirectory()) {
+    if (wanted === 'dir') return st;
+    await rmdirChecked(c);
+    return null;
   }
-  if (wanted === 'file' && st.isFile()) return; // rename replaces it atomically
-  if (beforeReplace !== undefined && st.isFile()) await beforeReplace(abs, rel);
-  await safeUnlink(root, rel);
+  if (st.isFile()) await setAside(c, beforeReplace);
+  if (wanted === 'dir') await unlinkChecked(c);
+  return null;
 }
 
 /**
  * Put a verified temp file (absolute path, inside this folder's `.systemsync/tmp`) at `rel` with
  * the entry's mode and mtime, replacing what is there. Returns the new local fingerprint.
+ * One parent check for the destination (missing parents created), one for the temp file, the
+ * rename, and a post-check of both.
  */
 export async function placeFile(
   root: string,
@@ -79,13 +114,11 @@ export async function placeFile(
   beforeReplace?: BeforeReplace,
 ): Promise<StatFingerprint> {
   await stampFile(tmpAbs, entry);
-  await ensureParentDirs(root, rel);
-  await clearForType(root, rel, 'file', beforeReplace);
-  const abs = await resolveInside(root, rel);
-  const existing = await lstatOrNull(abs);
-  if (existing?.isFile() && beforeReplace !== undefined) await beforeReplace(abs, rel);
-  await safeRename(root, tmpAbs, rel);
-  return fingerprint(await fs.lstat(abs));
+  const to = await checkPath(root, rel, { createParents: 0o755 });
+  await clearForType(to, 'file', beforeReplace);
+  const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
+  await renameChecked(from, to);
+  return fingerprint(await fs.lstat(to.abs));
 }
 
 /**
@@ -93,42 +126,47 @@ export async function placeFile(
  * the caller checked against its records). Returns the new local fingerprint.
  */
 export async function restampFile(root: string, rel: string, entry: FileEntry): Promise<StatFingerprint> {
-  const abs = await resolveInside(root, rel);
-  const handle = await fs.open(abs, FS.O_RDONLY | FS.O_NOFOLLOW);
+  const time = mtimeArg(entry.mtime);
+  const c = await checkPath(root, rel);
+  const handle = await fs.open(c.abs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {
+    await recheckPath(c, 'while opening the file');
     const st = await handle.stat();
     if (!st.isFile() || st.size !== entry.size) throw new Error(`${rel}: changed on disk while its metadata was being set`);
     await handle.chmod(entry.mode);
+    await handle.utimes(time, time);
+    return fingerprint(await handle.stat());
   } finally {
     await handle.close();
   }
-  await setMtime(abs, entry.mtime);
-  return fingerprint(await fs.lstat(abs));
 }
 
 /** Make `rel` a directory with the entry's mode (parents created as needed). */
 export async function placeDir(root: string, rel: string, entry: DirEntry, beforeReplace?: BeforeReplace): Promise<void> {
-  await ensureParentDirs(root, rel);
-  await clearForType(root, rel, 'dir', beforeReplace);
-  const abs = await resolveInside(root, rel);
-  try {
-    await fs.mkdir(abs, { mode: entry.mode });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  const c = await checkPath(root, rel, { createParents: 0o755 });
+  let st = await clearForType(c, 'dir', beforeReplace);
+  if (st === null) {
+    try {
+      await fs.mkdir(c.abs, { mode: entry.mode });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    await recheckPath(c);
+    st = await fs.lstat(c.abs);
   }
-  const st = await fs.lstat(abs);
   if (!st.isDirectory()) throw new Error(`${rel}: expected a directory after mkdir`);
-  if ((st.mode & 0o7777) !== entry.mode) await fs.chmod(abs, entry.mode);
+  if ((st.mode & 0o7777) !== entry.mode) await safeChmod(root, rel, entry.mode);
 }
 
 /** Make `rel` a symlink to `target`, atomically (created under a temp name, renamed into place). */
 export async function placeSymlink(root: string, rel: string, target: string, beforeReplace?: BeforeReplace): Promise<void> {
-  await ensureParentDirs(root, rel);
-  await clearForType(root, rel, 'symlink', beforeReplace);
+  const to = await checkPath(root, rel, { createParents: 0o755 });
+  await clearForType(to, 'symlink', beforeReplace);
   const tmpAbs = path.join(tmpDirOf(root), newTempName('link'));
   await fs.mkdir(tmpDirOf(root), { recursive: true, mode: 0o700 });
-  await fs.symlink(target, tmpAbs);
-  await safeRename(root, tmpAbs, rel);
+  const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
+  await fs.symlink(target, from.abs);
+  await renameChecked(from, to);
 }
 
 /**
@@ -136,12 +174,12 @@ export async function placeSymlink(root: string, rel: string, target: string, be
  * Returns false when a directory still has children (something the remover did not know of).
  */
 export async function removePath(root: string, rel: string, beforeReplace?: BeforeReplace): Promise<boolean> {
-  const abs = await resolveInside(root, rel);
-  const st = await lstatOrNull(abs);
+  const c = await checkPath(root, rel);
+  const st = await lstatOrNull(c.abs);
   if (st === null) return true;
   if (st.isDirectory()) {
     try {
-      await safeRmdir(root, rel);
+      await rmdirChecked(c);
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -149,21 +187,21 @@ export async function removePath(root: string, rel: string, beforeReplace?: Befo
       throw err;
     }
   }
-  if (beforeReplace !== undefined && st.isFile()) await beforeReplace(abs, rel);
-  await safeUnlink(root, rel);
+  if (st.isFile()) await setAside(c, beforeReplace);
+  await unlinkChecked(c);
   return true;
 }
 
 /** Rename `from` to `to` inside one folder (posix rename: replaces a file at `to`). */
 export async function movePath(root: string, from: string, to: string, beforeReplace?: BeforeReplace): Promise<void> {
-  const fromAbs = await resolveInside(root, from);
-  await ensureParentDirs(root, to);
-  const toAbs = await resolveInside(root, to);
-  const existing = await lstatOrNull(toAbs);
-  if (existing !== null && !existing.isDirectory() && beforeReplace !== undefined && existing.isFile()) {
-    await beforeReplace(toAbs, to);
+  const fromChecked = await checkPath(root, from);
+  const toChecked = await checkPath(root, to, { createParents: 0o755, sameOperationAs: fromChecked });
+  const existing = await lstatOrNull(toChecked.abs);
+  if (existing?.isFile() && beforeReplace !== undefined) {
+    await setAside(toChecked, beforeReplace);
+    await recheckPath(fromChecked, 'before the operation');
   }
-  await safeRename(root, fromAbs, to);
+  await renameChecked(fromChecked, toChecked);
 }
 
 /**

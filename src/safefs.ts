@@ -9,6 +9,12 @@
  * O_NOFOLLOW. After each operation the parent is checked again, so a directory swapped for a
  * symlink during the call is detected and reported (UnsafePathError) instead of passing silently.
  *
+ * Cost: the root's realpath is cached per root and revalidated by one lstat per operation (a
+ * root that was a directory and became a symlink is refused); a parent check is one realpath,
+ * and the component-by-component lstat walk runs only when that realpath does not match (to name
+ * the culprit, or to create missing parents). apply.ts checks once per operation (`checkPath`)
+ * and re-checks after each change (`recheckPath`), instead of once per primitive.
+ *
  * Plain fs errors (ENOENT, EEXIST, ENOTEMPTY, EISDIR, ...) pass through unchanged with their code.
  */
 import { constants as FS, type Stats } from 'node:fs';
@@ -71,16 +77,81 @@ function checkRoot(root: string): void {
   if (!path.isAbsolute(root)) throw new RootMissingError(root, new Error('root must be an absolute path'));
 }
 
-async function realRootOf(root: string): Promise<string> {
-  checkRoot(root);
+/**
+ * What a folder root was found to be: its realpath, the identity (dev + ino) of the path itself
+ * (lstat: the link when the root is a symlink) and of the directory it reaches.
+ */
+interface RootRecord {
+  real: string;
+  wasLink: boolean;
+  pathDev: number;
+  pathIno: number;
+  dirDev: number;
+  dirIno: number;
+}
+
+/**
+ * Realpaths of the roots seen so far, so that each operation costs one lstat of the root instead
+ * of a realpath (a readlink per component). An entry is trusted only while the root path still
+ * has the identity it had when it was resolved; a root that was a real directory and is now a
+ * symlink is refused for the life of the process (it was swapped under us).
+ */
+const knownRoots = new Map<string, RootRecord>();
+
+function sameIdentity(st: Stats, dev: number, ino: number): boolean {
+  return st.dev === dev && st.ino === ino;
+}
+
+/** Resolves `root` afresh and records it. */
+async function resolveRoot(root: string, pathStat: Stats): Promise<string> {
+  let real: string;
+  let dir: Stats;
   try {
-    const real = await fs.realpath(root);
-    const st = await fs.stat(real);
-    if (!st.isDirectory()) throw new Error('not a directory');
-    return real;
+    real = await fs.realpath(root);
+    dir = await fs.stat(real);
   } catch (err) {
     throw new RootMissingError(root, err);
   }
+  if (!dir.isDirectory()) throw new RootMissingError(root, new Error('not a directory'));
+  knownRoots.set(root, {
+    real,
+    wasLink: pathStat.isSymbolicLink(),
+    pathDev: pathStat.dev,
+    pathIno: pathStat.ino,
+    dirDev: dir.dev,
+    dirIno: dir.ino,
+  });
+  return real;
+}
+
+/**
+ * The realpath of `root`: cached, checked with one lstat (two for a root that is a symlink).
+ * `fresh` forces a new realpath (used when a parent did not resolve where the cache says).
+ * @throws RootMissingError, UnsafePathError when a root that was a directory became a symlink.
+ */
+async function realRootOf(root: string, rel: string, fresh = false): Promise<string> {
+  checkRoot(root);
+  let st: Stats;
+  try {
+    st = await fs.lstat(root);
+  } catch (err) {
+    throw new RootMissingError(root, err);
+  }
+  const known = knownRoots.get(root);
+  if (known !== undefined && !known.wasLink && st.isSymbolicLink()) {
+    throw new UnsafePathError(root, rel, 'folder root was a directory and has been replaced by a symlink');
+  }
+  if (!st.isDirectory() && !st.isSymbolicLink()) throw new RootMissingError(root, new Error('not a directory'));
+  if (fresh || known === undefined || !sameIdentity(st, known.pathDev, known.pathIno)) return resolveRoot(root, st);
+  if (!known.wasLink) return known.real;
+  // Same link, but what it points through may have changed: the directory reached must be the same.
+  let dir: Stats;
+  try {
+    dir = await fs.stat(root);
+  } catch (err) {
+    throw new RootMissingError(root, err);
+  }
+  return sameIdentity(dir, known.dirDev, known.dirIno) ? known.real : resolveRoot(root, st);
 }
 
 function absOf(root: string, rel: string): string {
@@ -104,54 +175,148 @@ async function checkParents(root: string, rel: string): Promise<void> {
   }
 }
 
+/** `ok`: resolves exactly where it should; `missing`: a parent does not exist; else where it resolves. */
+type ParentState = { ok: true } | { missing: true } | { elsewhere: string };
+
 /**
- * Confirms that the existing parent directory of `rel` resolves (realpath) to exactly
- * `<real root>/<parent>`: no symlink anywhere on the way, nothing outside the folder.
- * A missing parent is fine (nothing can be written through it).
+ * One realpath of the parent of `rel` (of the root itself for a top-level path), compared with
+ * `<realRoot>/<parent>`. `ok` proves that every parent is a real directory inside the folder: a
+ * realpath contains no symlink, so no component on the way can be one. `missing` when some parent
+ * does not exist (or is a dangling link). ENOTDIR → NotADirectoryError (or UnsafePathError).
  */
-async function verifyParentReal(root: string, realRoot: string, rel: string, when: string): Promise<void> {
+async function parentState(root: string, realRoot: string, rel: string): Promise<ParentState> {
   const parent = parentOf(rel);
-  if (parent === null) {
-    let now: string;
-    try {
-      now = await fs.realpath(root);
-    } catch (err) {
-      throw new RootMissingError(root, err);
-    }
-    if (now !== realRoot) throw new UnsafePathError(root, rel, `folder root moved ${when} (now ${now})`);
-    return;
-  }
   let real: string;
   try {
-    real = await fs.realpath(absOf(root, parent));
+    // The trailing slash makes a file standing in for the parent fail with ENOTDIR.
+    real = await fs.realpath(parent === null ? root : absOf(root, parent) + path.sep);
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return;
-    if (errnoCode(err) === 'ENOTDIR') throw new NotADirectoryError(root, rel, parent);
+    if (parent === null) throw new RootMissingError(root, err);
+    if (errnoCode(err) === 'ENOENT') return { missing: true };
+    if (errnoCode(err) === 'ENOTDIR') {
+      await checkParents(root, rel);
+      throw new NotADirectoryError(root, rel, parent);
+    }
     throw err;
   }
-  const expected = absOf(realRoot, parent);
-  if (real !== expected) {
-    const inside = real.startsWith(realRoot + path.sep);
-    throw new UnsafePathError(root, rel, `parent resolves ${inside ? 'elsewhere' : 'outside the folder'} ${when} (${real})`);
-  }
+  return real === (parent === null ? realRoot : absOf(realRoot, parent)) ? { ok: true } : { elsewhere: real };
 }
 
-interface Checked {
-  rel: string;
-  abs: string;
-  realRoot: string;
+function resolvedElsewhere(root: string, realRoot: string, rel: string, real: string, when: string): UnsafePathError {
+  const inside = real.startsWith(realRoot + path.sep);
+  const what = parentOf(rel) === null ? 'folder root moved' : `parent resolves ${inside ? 'elsewhere' : 'outside the folder'}`;
+  return new UnsafePathError(root, rel, `${what} ${when} (${real})`);
 }
 
-async function prepare(root: string, rel: string, options: SafeOptions): Promise<Checked> {
-  checkRelativePath(rel, options);
-  const realRoot = await realRootOf(root);
+/**
+ * Confirms (one realpath) that the existing parent directory of `rel` still resolves to exactly
+ * `<real root>/<parent>`: no symlink anywhere on the way, nothing outside the folder. A missing
+ * parent is fine (nothing can be written through it) once the existing ones are checked.
+ */
+async function verifyParentReal(root: string, realRoot: string, rel: string, when: string): Promise<void> {
+  const state = await parentState(root, realRoot, rel);
+  if ('ok' in state) return;
   await checkParents(root, rel);
-  await verifyParentReal(root, realRoot, rel, 'before the operation');
-  return { rel, abs: absOf(root, rel), realRoot };
+  if ('missing' in state) return;
+  throw resolvedElsewhere(root, realRoot, rel, state.elsewhere, when);
 }
 
-async function verifyAfter(root: string, c: Checked): Promise<void> {
-  await verifyParentReal(root, c.realRoot, c.rel, 'during the operation');
+/** A relative path whose parents were checked; the real root it was checked against. */
+export interface CheckedPath {
+  readonly root: string;
+  readonly rel: string;
+  /** `<root>/<rel>` */
+  readonly abs: string;
+  readonly realRoot: string;
+}
+
+export interface CheckOptions extends SafeOptions {
+  /** Create missing parents with this mode (subject to umask), as ensureParentDirs does. */
+  createParents?: number;
+  /** A path checked moments ago in the same operation: its real root is reused (no second lstat). */
+  sameOperationAs?: CheckedPath;
+}
+
+/**
+ * Creates the missing parents of `rel` one at a time, re-checking each with lstat after creating
+ * it so that a symlink planted in a race is caught. Returns the created relative paths.
+ */
+async function createParents(root: string, rel: string, mode: number): Promise<string[]> {
+  const parts = segments(rel);
+  const created: string[] = [];
+  for (let i = 0; i < parts.length - 1; i++) {
+    const sub = parts.slice(0, i + 1).join('/');
+    const abs = absOf(root, sub);
+    let st = await lstatOrNull(abs);
+    if (st === null) {
+      try {
+        await fs.mkdir(abs, { mode });
+        created.push(sub);
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+      }
+      st = await fs.lstat(abs);
+    }
+    if (st.isSymbolicLink()) throw new UnsafePathError(root, rel, `parent ${JSON.stringify(sub)} is a symlink`);
+    if (!st.isDirectory()) throw new NotADirectoryError(root, rel, sub);
+  }
+  return created;
+}
+
+async function checkWithCreated(root: string, rel: string, options: CheckOptions): Promise<{ checked: CheckedPath; created: string[] }> {
+  checkRelativePath(rel, options);
+  const reuse = options.sameOperationAs;
+  let realRoot = reuse !== undefined && reuse.root === root ? reuse.realRoot : await realRootOf(root, rel);
+  // A top-level path: the root check above is the parent check.
+  let state: ParentState = parentOf(rel) === null ? { ok: true } : await parentState(root, realRoot, rel);
+  if ('elsewhere' in state) {
+    // The cached root may be stale (an ancestor of the root moved): resolve it afresh, once.
+    const now = await realRootOf(root, rel, true);
+    if (now !== realRoot) {
+      realRoot = now;
+      state = await parentState(root, realRoot, rel);
+    }
+  }
+  let created: string[] = [];
+  if (!('ok' in state)) {
+    await checkParents(root, rel);
+    if ('elsewhere' in state) throw resolvedElsewhere(root, realRoot, rel, state.elsewhere, 'before the operation');
+    if (options.createParents !== undefined) {
+      created = await createParents(root, rel, options.createParents);
+      await verifyParentReal(root, realRoot, rel, 'while creating parents');
+    }
+  }
+  return { checked: { root, rel, abs: absOf(root, rel), realRoot }, created };
+}
+
+/**
+ * Checks `rel` (checkRelativePath) and its existing parents once for a whole operation: the root
+ * (cached realpath, revalidated by lstat), then one realpath of the parent compared with
+ * `<real root>/<parent>`; only when that fails are the parents walked one by one (to name the
+ * culprit, or to create missing ones with `createParents`). The final component is not examined.
+ * Follow each change made through the result with `recheckPath`.
+ * @throws PathError, UnsafePathError, NotADirectoryError, RootMissingError
+ */
+export async function checkPath(root: string, rel: string, options: CheckOptions = {}): Promise<CheckedPath> {
+  return (await checkWithCreated(root, rel, options)).checked;
+}
+
+/**
+ * Post-check after a change made through `c` (one realpath): the parent still resolves where it
+ * did, so a directory swapped for a symlink during the change is reported, not passed silently.
+ * Also a valid pre-check for the next change in the same operation.
+ * @throws UnsafePathError, NotADirectoryError
+ */
+export async function recheckPath(c: CheckedPath, when = 'during the operation'): Promise<void> {
+  await verifyParentReal(c.root, c.realRoot, c.rel, when);
+}
+
+async function prepare(root: string, rel: string, options: SafeOptions): Promise<CheckedPath> {
+  return checkPath(root, rel, options);
+}
+
+async function verifyAfter(c: CheckedPath): Promise<void> {
+  await recheckPath(c);
 }
 
 /**
@@ -186,28 +351,7 @@ export async function isReachedThroughLink(root: string, rel: string, options: S
  * a race is caught. Returns the relative paths of the directories it created, outermost first.
  */
 export async function ensureParentDirs(root: string, rel: string, mode = 0o755, options: SafeOptions = {}): Promise<string[]> {
-  checkRelativePath(rel, options);
-  const realRoot = await realRootOf(root);
-  const parts = segments(rel);
-  const created: string[] = [];
-  for (let i = 0; i < parts.length - 1; i++) {
-    const sub = parts.slice(0, i + 1).join('/');
-    const abs = absOf(root, sub);
-    let st = await lstatOrNull(abs);
-    if (st === null) {
-      try {
-        await fs.mkdir(abs, { mode });
-        created.push(sub);
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-      st = await fs.lstat(abs);
-    }
-    if (st.isSymbolicLink()) throw new UnsafePathError(root, rel, `parent ${JSON.stringify(sub)} is a symlink`);
-    if (!st.isDirectory()) throw new NotADirectoryError(root, rel, sub);
-  }
-  await verifyParentReal(root, realRoot, rel, 'while creating parents');
-  return created;
+  return (await checkWithCreated(root, rel, { ...options, createParents: mode })).created;
 }
 
 /**
@@ -224,30 +368,52 @@ function sourceRel(root: string, fromAbsOrRel: string, options: SafeOptions): st
 }
 
 /**
+ * checkPath for the source of a rename: `fromAbsOrRel` is absolute inside `root` (e.g. a temp
+ * file under `.systemsync/tmp`, which is allowed) or relative (checked with `options`).
+ * @throws UnsafePathError for an absolute path outside the folder; as checkPath otherwise.
+ */
+export async function checkSource(root: string, fromAbsOrRel: string, options: CheckOptions = {}): Promise<CheckedPath> {
+  return checkPath(root, sourceRel(root, fromAbsOrRel, options), { ...options, allowReserved: true });
+}
+
+/** Renames checked `from` to checked `to` (posix rename: replaces a file or symlink there), then rechecks both. */
+export async function renameChecked(from: CheckedPath, to: CheckedPath): Promise<void> {
+  await fs.rename(from.abs, to.abs);
+  await recheckPath(to);
+  await recheckPath(from);
+}
+
+/** Unlinks the checked path (a symlink itself, never its target), then rechecks it. */
+export async function unlinkChecked(c: CheckedPath): Promise<void> {
+  await fs.unlink(c.abs);
+  await recheckPath(c);
+}
+
+/** Removes the checked empty directory (ENOTEMPTY with children, ENOTDIR for a symlink), then rechecks. */
+export async function rmdirChecked(c: CheckedPath): Promise<void> {
+  await fs.rmdir(c.abs);
+  await recheckPath(c);
+}
+
+/**
  * Renames `fromAbsOrRel` (absolute inside `root`, e.g. a temp file under `.systemsync/tmp`, or
  * relative) to `toRel`, replacing what is at `toRel` (posix rename: a symlink there is replaced,
  * never written through). Parents of both ends are checked before and after.
  */
 export async function safeRename(root: string, fromAbsOrRel: string, toRel: string, options: SafeOptions = {}): Promise<void> {
-  const from = await prepare(root, sourceRel(root, fromAbsOrRel, options), { allowReserved: true });
-  const to = await prepare(root, toRel, options);
-  await fs.rename(from.abs, to.abs);
-  await verifyAfter(root, to);
-  await verifyAfter(root, from);
+  const from = await checkSource(root, fromAbsOrRel, options);
+  const to = await checkPath(root, toRel, { ...options, sameOperationAs: from });
+  await renameChecked(from, to);
 }
 
 /** Removes the file or symlink at `rel` (a symlink itself, never its target). */
 export async function safeUnlink(root: string, rel: string, options: SafeOptions = {}): Promise<void> {
-  const c = await prepare(root, rel, options);
-  await fs.unlink(c.abs);
-  await verifyAfter(root, c);
+  await unlinkChecked(await prepare(root, rel, options));
 }
 
 /** Removes the empty directory at `rel` (ENOTEMPTY if it has children, ENOTDIR for a symlink). */
 export async function safeRmdir(root: string, rel: string, options: SafeOptions = {}): Promise<void> {
-  const c = await prepare(root, rel, options);
-  await fs.rmdir(c.abs);
-  await verifyAfter(root, c);
+  await rmdirChecked(await prepare(root, rel, options));
 }
 
 /**
@@ -264,7 +430,7 @@ export async function safeMkdir(root: string, rel: string, mode = 0o755, options
     if (st.isDirectory()) return false;
     throw err;
   }
-  await verifyAfter(root, c);
+  await verifyAfter(c);
   await safeChmod(root, rel, mode, options);
   return true;
 }
@@ -273,7 +439,7 @@ export async function safeMkdir(root: string, rel: string, mode = 0o755, options
 export async function safeSymlink(root: string, rel: string, target: string, options: SafeOptions = {}): Promise<void> {
   const c = await prepare(root, rel, options);
   await fs.symlink(target, c.abs);
-  await verifyAfter(root, c);
+  await verifyAfter(c);
 }
 
 /** lstat of `rel` after the parent checks; null when nothing is there. Never follows a final symlink. */
@@ -310,7 +476,7 @@ async function withNoFollowHandle(
   } finally {
     await handle.close();
   }
-  await verifyAfter(root, c);
+  await verifyAfter(c);
   return true;
 }
 

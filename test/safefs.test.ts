@@ -4,9 +4,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PathError } from '../src/core/paths.js';
 import {
   NotADirectoryError,
+  checkPath,
+  recheckPath,
   RootMissingError,
   UnsafePathError,
   ensureParentDirs,
+  isReachedThroughLink,
   resolveInside,
   safeChmod,
   safeLstat,
@@ -305,5 +308,113 @@ describe('plain operations', () => {
     await ensureParentDirs(root, 'caf\u00e9/line\nbreak');
     await safeRename(root, 'src', 'caf\u00e9/line\nbreak');
     expect(await fsp.readFile(path.join(root, 'caf\u00e9', 'line\nbreak'), 'utf8')).toBe('x');
+  });
+});
+
+describe('the cached folder root', () => {
+  it('notices a root symlink retargeted to another directory between two calls', async () => {
+    const base = await tempDir();
+    const first = await makeTree({ 'a/old.txt': 'first' }, path.join(base, 'first'));
+    const second = await makeTree({ 'a/old.txt': 'second', 'src.txt': 'payload' }, path.join(base, 'second'));
+    const alias = path.join(base, 'alias');
+    await fsp.symlink(first, alias);
+    expect((await checkPath(alias, 'a/x')).realRoot).toBe(first);
+    await fsp.rm(alias);
+    await fsp.symlink(second, alias);
+    expect((await checkPath(alias, 'a/x')).realRoot).toBe(second);
+    await safeRename(alias, 'src.txt', 'a/x');
+    expect(await fsp.readFile(path.join(second, 'a', 'x'), 'utf8')).toBe('payload');
+    expect([...(await snapshotTree(first)).keys()].sort()).toEqual(['a', 'a/old.txt']);
+  });
+
+  it('notices a root directory swapped for another one whose parent is a symlink elsewhere', async () => {
+    const base = await tempDir();
+    const realA = await makeTree({ 'root/d/keep': 'a' }, path.join(base, 'A'));
+    const realB = await makeTree({ 'root/d/keep': 'b', 'root/src.txt': 'payload' }, path.join(base, 'B'));
+    const via = path.join(base, 'via');
+    await fsp.symlink(realA, via);
+    const root = path.join(via, 'root');
+    expect((await checkPath(root, 'd/x')).realRoot).toBe(path.join(realA, 'root'));
+    await fsp.rm(via);
+    await fsp.symlink(realB, via);
+    await safeRename(root, 'src.txt', 'd/x');
+    expect(await fsp.readFile(path.join(realB, 'root', 'd', 'x'), 'utf8')).toBe('payload');
+    expect([...(await snapshotTree(path.join(realA, 'root'))).keys()].sort()).toEqual(['d', 'd/keep']);
+  });
+
+  it('refuses a root that was a directory and has been replaced by a symlink', async () => {
+    const { root, outside } = await fixture({ 'a/f': 'x', 'src.txt': 'payload' });
+    await resolveInside(root, 'a/f');
+    await fsp.rename(root, `${root}-moved`);
+    await fsp.symlink(outside, root);
+    for (const attempt of [
+      () => resolveInside(root, 'x'),
+      () => ensureParentDirs(root, 'a/b/x'),
+      () => safeSymlink(root, 'newlink', '/etc'),
+      () => safeUnlink(root, 'keep.txt'),
+    ]) {
+      const err = await rejection(attempt());
+      expect(err).toBeInstanceOf(UnsafePathError);
+      expect(err.message).toContain('replaced by a symlink');
+    }
+    await expectOutsideUntouched(outside);
+  });
+
+  it('reports a root that disappeared after it was cached', async () => {
+    const { root } = await fixture({ f: 'x' });
+    await resolveInside(root, 'f');
+    await fsp.rm(root, { recursive: true });
+    expect((await rejection(resolveInside(root, 'f'))).code).toBe('ROOT_MISSING');
+    await fsp.writeFile(root, 'now a file');
+    expect((await rejection(resolveInside(root, 'f'))).code).toBe('ROOT_MISSING');
+  });
+});
+
+describe('checkPath and recheckPath', () => {
+  it('creates missing parents on request and checks once for a whole operation', async () => {
+    const { root } = await fixture({ a: { dir: true } });
+    const c = await checkPath(root, 'a/b/c/f.txt', { createParents: 0o755 });
+    expect(c.abs).toBe(path.join(root, 'a/b/c/f.txt'));
+    expect((await fsp.lstat(path.join(root, 'a/b/c'))).isDirectory()).toBe(true);
+    await recheckPath(c);
+  });
+
+  it('recheckPath reports a parent swapped for a symlink after the check', async () => {
+    const { root, outside } = await fixture({ 'a/f': 'x' });
+    const c = await checkPath(root, 'a/f');
+    await fsp.rename(path.join(root, 'a'), path.join(root, 'a-moved'));
+    await fsp.symlink(outside, path.join(root, 'a'));
+    const err = await rejection(recheckPath(c));
+    expect(err).toBeInstanceOf(UnsafePathError);
+    expect(err.message).toContain('"a" is a symlink');
+  });
+
+  it('recheckPath reports a top-level path whose root moved after the check', async () => {
+    const base = await tempDir();
+    const first = await makeTree({ f: 'x' }, path.join(base, 'first'));
+    const second = await makeTree({ f: 'y' }, path.join(base, 'second'));
+    const alias = path.join(base, 'alias');
+    await fsp.symlink(first, alias);
+    const c = await checkPath(alias, 'f');
+    await fsp.rm(alias);
+    await fsp.symlink(second, alias);
+    expect((await rejection(recheckPath(c))).code).toBe('UNSAFE_PATH');
+  });
+
+  it('refuses a parent that resolves elsewhere inside the folder through a deeper link', async () => {
+    const { root } = await fixture({ 'real/sub/f': 'x' });
+    await fsp.symlink('real/sub', path.join(root, 'alias'));
+    expect((await rejection(checkPath(root, 'alias/f'))).code).toBe('UNSAFE_PATH');
+    expect((await rejection(checkPath(root, 'alias/new/f', { createParents: 0o755 }))).code).toBe('UNSAFE_PATH');
+    expect(await fsp.readdir(path.join(root, 'real', 'sub'))).toEqual(['f']);
+  });
+
+  it('isReachedThroughLink: false for real parents (existing or not), true below a link or a file', async () => {
+    const { root, outside } = await fixture({ 'a/b/f': 'x', file: 'y' });
+    await fsp.symlink(outside, path.join(root, 'link'));
+    expect(await isReachedThroughLink(root, 'a/b/f')).toBe(false);
+    expect(await isReachedThroughLink(root, 'a/missing/deeper/f')).toBe(false);
+    expect(await isReachedThroughLink(root, 'link/keep.txt')).toBe(true);
+    expect(await isReachedThroughLink(root, 'file/x')).toBe(true);
   });
 });
