@@ -16,6 +16,7 @@ export interface LocalState {
 }
 
 const HASH_CHUNK = 1024 * 1024;
+const MIN_HASH_CHUNK = 64 * 1024;
 const HASH_TRIES = 3;
 
 /** Absolute path of folder-relative `rel` under `root`. */
@@ -43,12 +44,14 @@ export async function hashFile(absPath: string, signal?: AbortSignal): Promise<{
 
 /**
  * sha256 of an open file from its start to EOF, with plain reads into one buffer sized for the
- * file (`sizeHint` + 1, at most 1 MiB): a small file costs two reads and no stream machinery.
- * The file may grow or shrink meanwhile; the bytes hashed are counted, not assumed.
+ * file (`sizeHint` + 1, at least 64 KiB, at most 1 MiB): a small file costs two reads and no
+ * stream machinery. The file may grow or shrink meanwhile; the bytes hashed are counted, not
+ * assumed, and a read that fills the buffer doubles it (up to 1 MiB), so a file that was empty
+ * when opened and grows while it is read is still read in large chunks.
  */
 export async function hashOpenFile(handle: fsp.FileHandle, sizeHint: number, signal?: AbortSignal): Promise<{ hash: string; size: number }> {
   const hash = createHash('sha256');
-  const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(HASH_CHUNK, sizeHint + 1)));
+  let buffer = Buffer.allocUnsafe(Math.max(MIN_HASH_CHUNK, Math.min(HASH_CHUNK, sizeHint + 1)));
   let size = 0;
   for (;;) {
     signal?.throwIfAborted();
@@ -56,6 +59,7 @@ export async function hashOpenFile(handle: fsp.FileHandle, sizeHint: number, sig
     if (bytesRead === 0) break;
     hash.update(buffer.subarray(0, bytesRead));
     size += bytesRead;
+    if (bytesRead === buffer.length && buffer.length < HASH_CHUNK) buffer = Buffer.allocUnsafe(Math.min(HASH_CHUNK, buffer.length * 2));
   }
   return { hash: hash.digest('hex'), size };
 }

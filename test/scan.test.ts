@@ -6,7 +6,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createIgnoreMatcher } from '../src/core/ignore.js';
-import { fingerprint, hashFile, readLocal, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
+import { fingerprint, hashFile, hashOpenFile, readLocal, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
 import { cleanupTempDirs, makeTree, tempDir } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);
@@ -207,4 +207,23 @@ describe('walkTree', () => {
       execFileSync('rm', ['-rf', 'deep'], { cwd: root });
     }
   });
+});
+
+describe('hashOpenFile', () => {
+  it('reads a file that was empty when opened and grew meanwhile in large chunks, to the end', async () => {
+    const root = await tempDir();
+    const file = path.join(root, 'growing.bin');
+    await fsp.writeFile(file, '');
+    const handle = await fsp.open(file, 'r');
+    try {
+      const content = Buffer.alloc(8 * 1024 * 1024, 7);
+      await fsp.appendFile(file, content);
+      // The size hint (0) is from before the growth; one-byte reads would take minutes here.
+      const result = await hashOpenFile(handle, 0);
+      expect(result.size).toBe(content.length);
+      expect(result.hash).toBe(createHash('sha256').update(content).digest('hex'));
+    } finally {
+      await handle.close();
+    }
+  }, 20_000);
 });
