@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from './config.js';
-import type { BaseRecord, Change, Entry, PushOp, PushResult } from './core/types.js';
+import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from './core/types.js';
 import { decidePull, decidePush, hasSameContent, isSameEntry, orderPushOps } from './core/reconcile.js';
 import { isSameOrInside } from './core/paths.js';
 import { pauseReason, needsMarker } from './core/safety.js';
@@ -16,7 +16,7 @@ import { SerialLock, forEachLimited, sleep } from './lock.js';
 import type { Logger } from './log.js';
 import { createProgress, showPath } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
-import { readLocal, walkTree, fingerprint, type LocalState } from './scan.js';
+import { DEFERRED_HASH, readLocal, walkTree, fingerprint, isSameFingerprint, type LocalState } from './scan.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
 import { connectSsh, type SshSession } from './transfer.js';
 import { isReachedThroughLink } from './safefs.js';
@@ -271,12 +271,23 @@ class SyncedFolder {
     return due.length;
   }
 
-  /** Read a path and check the ignore rules. */
-  private async readPath(p: string, base: BaseRecord | null): Promise<LocalState | null | 'unsupported' | 'ignored'> {
+  /**
+   * Read a path and check the ignore rules. With `deferHash`, a changed file whose content cannot
+   * equal its base nor the base of the path its inode was at (the sizes differ) is not hashed:
+   * its hash is DEFERRED_HASH and the upload, which reads it anyway, supplies it.
+   */
+  private async readPath(p: string, base: BaseRecord | null, deferHash = false): Promise<LocalState | null | 'unsupported' | 'ignored'> {
+    const mayMatch = (fp: StatFingerprint): boolean => {
+      if (base?.entry.type === 'file' && base.entry.size === fp.size) return true;
+      const from = this.state.pathOfInode(fp.ino);
+      const fromEntry = from === null ? null : this.state.getBase(from)?.entry;
+      return fromEntry?.type === 'file' && fromEntry.size === fp.size;
+    };
     // Under a symlinked (or non-directory) parent a path is not in the folder: never read through it.
     const local = (await isReachedThroughLink(this.root, p)) ? null : await readLocal(this.root, p, {
       knownStat: base?.stat ?? null,
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
+      deferHash: deferHash ? (fp) => !mayMatch(fp) : undefined,
     });
     if (local !== null && local !== 'unsupported' && this.ignore.isIgnored(p, local.entry.type === 'dir')) return 'ignored';
     if (local === null && this.ignore.isIgnored(p, base?.entry.type === 'dir')) return 'ignored';
@@ -305,7 +316,7 @@ class SyncedFolder {
         const base = this.state.getBase(p);
         let local;
         try {
-          local = await this.readPath(p, base);
+          local = await this.readPath(p, base, true);
         } catch (err) {
           this.recordPushFailure(p, err);
           return;
@@ -424,7 +435,7 @@ class SyncedFolder {
     await drain();
     const uploads = ops.filter(needsUpload) as Array<Extract<PushOp, { op: 'put' }>>;
     await forEachLimited(uploads, TRANSFER_CONCURRENCY, async (op) => {
-      const uploaded = await this.uploadOne(link, remote, op);
+      const uploaded = await this.uploadOne(link, remote, op, locals);
       if (uploaded === null) return;
       ready.push(uploaded);
       pump();
@@ -435,15 +446,28 @@ class SyncedFolder {
     return anyDone;
   }
 
-  /** Upload one file to the server's temp dir; null when it failed (recorded) or changed meanwhile (re-queued). */
-  private async uploadOne(link: Link, remote: RemoteFolder, op: Extract<PushOp, { op: 'put' }>): Promise<PushOp | null> {
+  /**
+   * Upload one file to the server's temp dir; null when it failed (recorded) or changed meanwhile
+   * (re-queued). A file read without its hash (DEFERRED_HASH) gets the hash of the bytes sent,
+   * provided its fingerprint after the upload is still the one it was read with.
+   */
+  private async uploadOne(link: Link, remote: RemoteFolder, op: Extract<PushOp, { op: 'put' }>, locals: Map<string, LocalState | null>): Promise<PushOp | null> {
     if (op.entry.type !== 'file') return op;
     const name = newTempName('up');
     const localAbs = path.join(this.root, op.path);
     const transfer = this.client.beginTransfer(this.name, op.path, 'push', op.entry.size);
     try {
-      const { hash } = await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
-      if (hash !== op.entry.hash) {
+      const sent = await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
+      if (op.entry.hash === DEFERRED_HASH) {
+        const read = locals.get(op.path) ?? null;
+        const after = await fs.lstat(localAbs).then(fingerprint, () => null);
+        if (read !== null && sent.size === op.entry.size && isSameFingerprint(read.stat, after)) {
+          const entry: Entry = { ...op.entry, hash: sent.hash };
+          locals.set(op.path, { entry, stat: read.stat });
+          return { ...op, entry, upload: name };
+        }
+      }
+      if (sent.hash !== op.entry.hash) {
         // Changed while being sent: never commit a mix; look at it again.
         await link.ssh.unlink(`${remote.tmp}/${name}`).catch(() => undefined);
         this.state.markDirty([op.path]);

@@ -15,6 +15,9 @@ export interface LocalState {
   stat: StatFingerprint | null;
 }
 
+/** The hash of a file entry whose content has not been read yet (see `readLocal`'s `deferHash`). */
+export const DEFERRED_HASH = '';
+
 const HASH_CHUNK = 1024 * 1024;
 const MIN_HASH_CHUNK = 64 * 1024;
 const HASH_TRIES = 3;
@@ -104,12 +107,14 @@ async function lstatOrNull(abs: string): Promise<fs.Stats | null> {
  *   else computed; if the file changes while being hashed (size, mtime or ctime moved), it is
  *   hashed again, up to 3 times, so that entry and stat describe the same content. A file that
  *   is still changing after that throws SyncError 'FILE_UNSTABLE' (retry later).
+ *   With `deferHash` returning true for the fingerprint, the file is not read: its hash is
+ *   DEFERRED_HASH and the caller must take it from a later read of the same fingerprint.
  * Other fs errors (EACCES...) are thrown as they are.
  */
 export async function readLocal(
   root: string,
   rel: string,
-  opts: { knownStat?: StatFingerprint | null; knownHash?: string | null } = {},
+  opts: { knownStat?: StatFingerprint | null; knownHash?: string | null; deferHash?: (fp: StatFingerprint) => boolean } = {},
 ): Promise<LocalState | null | 'unsupported'> {
   const abs = absPathOf(root, rel);
   let st = await lstatOrNull(abs);
@@ -132,6 +137,7 @@ export async function readLocal(
   if (opts.knownHash != null && isSameFingerprint(opts.knownStat, fp)) {
     return { entry: fileEntry(st, opts.knownHash), stat: fp };
   }
+  if (opts.deferHash?.(fp) === true) return { entry: fileEntry(st, DEFERRED_HASH), stat: fp };
   for (let attempt = 1; ; attempt++) {
     let hashed: { hash: string; size: number };
     try {
