@@ -12,6 +12,7 @@ import { isSameOrInside } from './core/paths.js';
 import { pauseReason, needsMarker } from './core/safety.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './clientstate.js';
+import { SyncError } from './core/errors.js';
 import { SerialLock, forEachLimited, sleep } from './lock.js';
 import type { Logger } from './log.js';
 import { createProgress, showPath } from './log.js';
@@ -27,6 +28,10 @@ const PUSH_BATCH = 2000;
 const COMMIT_CHUNK = 500;
 const TRANSFER_CONCURRENCY = 32;
 const READ_CONCURRENCY = 32;
+/** How long a stop waits for work in flight before cutting the connection. */
+const STOP_GRACE_MS = 5000;
+/** Events are hints: a full comparison with the base index catches anything they missed. */
+const RESCAN_INTERVAL_MS = 30 * 60 * 1000;
 const PULL_PAGE = 2000;
 
 interface RemoteFolder {
@@ -228,7 +233,7 @@ class SyncedFolder {
     try {
       for (;;) {
         const link = this.client.link;
-        if (link === null || this.remote === null) return;
+        if (link === null || this.remote === null || this.client.isStopping) return;
         const batch = this.state.takeDirty(PUSH_BATCH);
         if (batch.length === 0) break;
         const progressed = await this.lock.run(() => this.pushBatch(link, batch));
@@ -468,9 +473,11 @@ class SyncedFolder {
         }
       }
       if (sent.hash !== op.entry.hash) {
-        // Changed while being sent: never commit a mix; look at it again.
+        // Changed while being sent: never commit a mix. A file still being written is busy: look
+        // at it again after a backoff rather than sending it over and over while it grows.
         await link.ssh.unlink(`${remote.tmp}/${name}`).catch(() => undefined);
         this.state.markDirty([op.path]);
+        this.recordPushFailure(op.path, new SyncError('FILE_BUSY', 'changed while it was being sent; sent again once it is still'));
         return null;
       }
       return { ...op, upload: name };
@@ -594,7 +601,7 @@ class SyncedFolder {
       while (this.pullWanted) {
         this.pullWanted = false;
         const link = this.client.link;
-        if (link === null || this.remote === null || this.paused !== null) return;
+        if (link === null || this.remote === null || this.paused !== null || this.client.isStopping) return;
         for (;;) {
           const page = await link.peer.request(
             'changes',
@@ -886,7 +893,20 @@ export class SyncClient extends NodeBase {
       }
     }, 2000);
     presence.unref();
-    this.stopController.signal.addEventListener('abort', () => clearInterval(presence));
+    const rescan = setInterval(() => {
+      for (const folder of this.folders.values()) {
+        if (folder.paused !== null) continue;
+        void folder
+          .scanAgainstBase()
+          .then(() => folder.schedulePush())
+          .catch((err) => this.logger.child(folder.name).warn(`periodic rescan: ${(err as Error).message}`));
+      }
+    }, RESCAN_INTERVAL_MS);
+    rescan.unref();
+    this.stopController.signal.addEventListener('abort', () => {
+      clearInterval(presence);
+      clearInterval(rescan);
+    });
   }
 
   beginTransfer(folder: string, p: string, direction: 'push' | 'pull', total: number): { progress(done: number): void; end(): void } {
@@ -968,11 +988,20 @@ export class SyncClient extends NodeBase {
     }
   }
 
+  get isStopping(): boolean {
+    return this.stopped;
+  }
+
   protected override async stopRole(): Promise<void> {
     this.stopped = true;
-    // Let a batch in progress finish (its results land in the base index), then close.
-    await Promise.all([...this.folders.values()].map((f) => f.lock.run(() => undefined)));
+    // Give a batch in progress a moment to finish (its results land in the base index); then
+    // cut the connection, which fails what is still in flight: those paths stay in the
+    // persisted outbox and go out at the next start.
+    const settled = Promise.all([...this.folders.values()].map((f) => f.lock.run(() => undefined)));
+    await Promise.race([settled, sleep(STOP_GRACE_MS)]);
     this.stopController.abort();
+    await this.link?.ssh.close().catch(() => undefined);
+    await settled;
     await this.loop;
     for (const folder of this.folders.values()) await folder.stop();
   }
