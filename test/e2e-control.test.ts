@@ -45,7 +45,9 @@ describe('status, tasks, retry and stop through the CLI', () => {
         const { code, stdout } = await alphaNode!.cli(['status', '--json']);
         if (code !== 0) return null;
         const report = JSON.parse(stdout) as StatusJson;
-        return report.transfers.some((t) => t.path === 'large.bin') ? report : null;
+        // While the file is still being written a first upload may start and be abandoned (the
+        // file is busy); the one that counts carries the whole size.
+        return report.transfers.some((t) => t.path === 'large.bin' && t.total === 768 * 1024 * 1024) ? report : null;
       },
       { timeoutMs: 60_000, intervalMs: 20, what: 'status --json to show the push of large.bin' },
     ))!;

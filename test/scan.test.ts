@@ -6,7 +6,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createIgnoreMatcher } from '../src/core/ignore.js';
-import { fingerprint, hashFile, hashOpenFile, readLocal, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
+import { DEFERRED_HASH, fingerprint, hashFile, hashOpenFile, readLocal, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
 import { cleanupTempDirs, makeTree, tempDir } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);
@@ -226,4 +226,25 @@ describe('hashOpenFile', () => {
       await handle.close();
     }
   }, 20_000);
+});
+
+describe('readLocal with deferHash', () => {
+  it('leaves a changed file unread when asked, and reuses a known hash when nothing changed', async () => {
+    const root = await makeTree({ 'f.txt': 'version one' });
+    const first = await readLocal(root, 'f.txt');
+    if (first === null || first === 'unsupported' || first.entry.type !== 'file') throw new Error('expected a file');
+    expect(first.entry.hash).toBe(createHash('sha256').update('version one').digest('hex'));
+
+    // Unchanged fingerprint: the known hash is used and deferHash is never asked.
+    const unchanged = await readLocal(root, 'f.txt', { knownStat: first.stat, knownHash: first.entry.hash, deferHash: () => true });
+    expect(unchanged !== null && unchanged !== 'unsupported' && unchanged.entry.type === 'file' && unchanged.entry.hash).toBe(first.entry.hash);
+
+    await fsp.writeFile(path.join(root, 'f.txt'), 'version two, longer');
+    const deferred = await readLocal(root, 'f.txt', { knownStat: first.stat, knownHash: first.entry.hash, deferHash: () => true });
+    expect(deferred !== null && deferred !== 'unsupported' && deferred.entry.type === 'file' && deferred.entry.hash).toBe(DEFERRED_HASH);
+    const hashed = await readLocal(root, 'f.txt', { knownStat: first.stat, knownHash: first.entry.hash, deferHash: () => false });
+    expect(hashed !== null && hashed !== 'unsupported' && hashed.entry.type === 'file' && hashed.entry.hash).toBe(
+      createHash('sha256').update('version two, longer').digest('hex'),
+    );
+  });
 });
