@@ -878,12 +878,7 @@ export class SyncClient extends NodeBase {
       const state = await ClientFolderState.open(path.join(this.config.node.stateDir, 'client', folder.name));
       const synced = new SyncedFolder(folder.name, folder.path, state, this, this.logger.child(folder.name), this.config.ignore.patterns);
       this.folders.set(folder.name, synced);
-      try {
-        await synced.start();
-      } catch (err) {
-        synced.paused = `could not start: ${(err as Error).message}`;
-        this.logger.child(folder.name).error(synced.paused);
-      }
+      await this.startFolder(folder.name, synced);
     }
     this.loop = this.connectLoop();
     const presence = setInterval(() => {

@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { ensurePrivateDir } from './persistence.js';
+import { SyncError } from './core/errors.js';
 
 export interface FolderStatus {
   name: string;
@@ -190,6 +191,16 @@ export abstract class NodeBase {
     return 0;
   }
 
+  /** Start one folder; one that cannot start is paused with the reason, and the others go on. */
+  protected async startFolder(name: string, folder: { paused: string | null; start(): Promise<void> }): Promise<void> {
+    try {
+      await folder.start();
+    } catch (err) {
+      folder.paused = `could not start: ${(err as Error).message}`;
+      this.logger.child(name).error(folder.paused);
+    }
+  }
+
   async start(): Promise<void> {
     await ensurePrivateDir(this.config.node.stateDir);
     await this.listenControl();
@@ -224,21 +235,7 @@ export abstract class NodeBase {
   }
 
   private async listenControl(): Promise<void> {
-    const socketPath = controlSocketPath(this.config);
-    await ensurePrivateDir(path.dirname(socketPath));
-    const inUse = await new Promise<boolean>((resolve) => {
-      const probe = net.connect(socketPath);
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve(true);
-      });
-      probe.once('error', () => resolve(false));
-    });
-    if (inUse) {
-      throw Object.assign(new Error(`another daemon is running with state_dir ${this.config.node.stateDir} (${socketPath} answers)`), { code: 'ALREADY_RUNNING' });
-    }
-    await fs.rm(socketPath, { force: true });
-    const server = net.createServer((socket) => {
+    this.control = await listenPrivateSocket(controlSocketPath(this.config), (socket) => {
       const peer = createRpcPeer(socket, {
         context: null,
         log: (level, message) => this.logger[level](`control: ${message}`),
@@ -255,16 +252,36 @@ export abstract class NodeBase {
       this.controlPeers.add(peer);
       void peer.closed.then(() => this.controlPeers.delete(peer));
     });
-    const previousMask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(socketPath, () => resolve());
-      });
-    } finally {
-      process.umask(previousMask);
-    }
-    await fs.chmod(socketPath, 0o600);
-    this.control = server;
   }
+}
+
+/**
+ * Listen on a Unix socket only the owner can use (created under umask 0177, then chmod 0600, in
+ * a 0700 directory). A socket file left by a killed daemon is removed; one that answers means
+ * another daemon uses this state_dir, and is an error.
+ */
+export async function listenPrivateSocket(socketPath: string, onConnection: (socket: net.Socket) => void): Promise<net.Server> {
+  await ensurePrivateDir(path.dirname(socketPath));
+  const isAlive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (isAlive) throw new SyncError('ALREADY_RUNNING', `${socketPath} is in use: another daemon is running with this state_dir`);
+  await fs.rm(socketPath, { force: true });
+  const server = net.createServer(onConnection);
+  const previousMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => resolve());
+    });
+  } finally {
+    process.umask(previousMask);
+  }
+  await fs.chmod(socketPath, 0o600);
+  return server;
 }

@@ -7,7 +7,6 @@ import fs from 'node:fs/promises';
 import { constants as FS } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import crypto from 'node:crypto';
 import type { Config } from './config.js';
 import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core/types.js';
 import { conflictCopyPath, formatStamp } from './core/conflict.js';
@@ -24,9 +23,8 @@ import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { hashOpenFile, readLocal, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
-import { ensurePrivateDir } from './persistence.js';
 import { isReachedThroughLink } from './safefs.js';
-import { describeFsError, NodeBase, type FolderStatus, type StatusReport } from './node.js';
+import { describeFsError, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
 const TRASH_DIR = 'trash';
 const VERIFY_CONCURRENCY = 8;
@@ -504,12 +502,7 @@ export class SyncServer extends NodeBase {
       const log = await ChangeLog.open(path.join(this.config.node.stateDir, 'server', folder.name));
       const served = new ServedFolder(folder.name, folder.path, log, this, this.logger.child(folder.name), this.config.ignore.patterns);
       this.folders.set(folder.name, served);
-      try {
-        await served.start();
-      } catch (err) {
-        served.paused = `could not start: ${(err as Error).message}`;
-        this.logger.child(folder.name).error(served.paused);
-      }
+      await this.startFolder(folder.name, served);
     }
     await this.listenRpc(this.config.rpc.socket);
     await this.maintenance();
@@ -544,21 +537,8 @@ export class SyncServer extends NodeBase {
   }
 
   private async listenRpc(socketPath: string): Promise<void> {
-    await ensurePrivateDir(path.dirname(socketPath));
-    await removeStaleSocket(socketPath);
-    const server = net.createServer((socket) => this.accept(socket));
-    const previousMask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(socketPath, () => resolve());
-      });
-    } finally {
-      process.umask(previousMask);
-    }
-    await fs.chmod(socketPath, 0o600);
-    server.on('error', (err) => this.logger.error(`rpc socket: ${err.message}`));
-    this.rpcServer = server;
+    this.rpcServer = await listenPrivateSocket(socketPath, (socket) => this.accept(socket));
+    this.rpcServer.on('error', (err) => this.logger.error(`rpc socket: ${err.message}`));
   }
 
   private accept(socket: net.Socket): void {
@@ -703,20 +683,4 @@ export class SyncServer extends NodeBase {
     }
     return { connected: true, clients: [...clients.values()] };
   }
-}
-
-/** A socket file left by a killed daemon is removed; a live one (someone answers) is an error. */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  const exists = await fs.lstat(socketPath).then(() => true, () => false);
-  if (!exists) return;
-  const alive = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(socketPath);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (alive) throw new SyncError('ALREADY_RUNNING', `${socketPath} is in use: another daemon is running with this state_dir`);
-  await fs.rm(socketPath, { force: true });
 }
