@@ -5,13 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { startAll, startCluster, waitIdle, type Cluster } from './helpers/daemons.js';
 import { startProxy, type TestProxy } from './helpers/proxy.js';
 import { snapshotTree, cleanupTempDirs } from './helpers/tree.js';
-import { waitForTreesEqual } from './helpers/wait.js';
+import { waitFor, waitForTreesEqual } from './helpers/wait.js';
 
 let cluster: Cluster;
 let proxy: TestProxy;
@@ -88,6 +89,23 @@ describe('sync between a server and two clients over a real sshd', () => {
     expect((await fs.lstat(path.join(beta, 'empty'))).isDirectory()).toBe(true);
     expect(await fs.readlink(path.join(beta, 'link-to-hello'))).toBe('hello.txt');
     expect(await fs.readlink(path.join(hub, 'link-outside'))).toBe('/etc/passwd');
+  });
+
+  it('skips a FIFO with a warning and syncs what is beside it', async () => {
+    execFileSync('mkfifo', [path.join(alpha, 'a-fifo')]);
+    await fs.writeFile(path.join(alpha, 'beside-fifo.txt'), 'still synced');
+    await waitFor(async () => (await fs.readFile(path.join(beta, 'beside-fifo.txt'), 'utf8').catch(() => null)) === 'still synced', {
+      timeoutMs: 30_000,
+      what: 'beside-fifo.txt on beta',
+    });
+    await waitFor(() => /skipped a-fifo: sockets, FIFOs and devices are not synced/.test(cluster.clients[0]!.log()), {
+      timeoutMs: 30_000,
+      what: 'the warning about the FIFO',
+    });
+    await expect(fs.lstat(path.join(hub, 'a-fifo'))).rejects.toThrow(/ENOENT/);
+    await expect(fs.lstat(path.join(beta, 'a-fifo'))).rejects.toThrow(/ENOENT/);
+    await fs.rm(path.join(alpha, 'a-fifo'));
+    await converge();
   });
 
   it('deletes a file and a whole tree', async () => {
