@@ -133,7 +133,6 @@ class SyncedFolder {
     await this.watcher?.close();
     this.watcher = null;
     await this.lock.run(async () => {
-      // @parcel/watcher creates the snapshot 0644: state files are the owner's only.
       if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).catch(() => undefined);
       await this.state.close();
     });
