@@ -95,7 +95,14 @@ class SyncedFolder {
     this.watcher = await watchFolder(this.root, {
       ignore: this.ignore,
       onHints: (paths) => this.onHints(paths),
-      onError: (err) => this.logger.warn(`watcher: ${err.message}`),
+      onError: (err) => {
+        this.logger.warn(`watcher: ${err.message}; rescanning`);
+        this.rescan();
+      },
+      onBurstSettled: (events) => {
+        this.logger.info(`a burst of ${events} file events: rescanning for any the kernel dropped`);
+        this.rescan();
+      },
     });
     await this.finishInterruptedPull();
     await this.scanAgainstBase();
@@ -185,6 +192,14 @@ class SyncedFolder {
   private onHints(paths: string[]): void {
     this.state.markDirty(paths);
     this.schedulePush();
+  }
+
+  /** A full comparison with the base in the background; what differs is pushed. */
+  rescan(): void {
+    if (this.paused !== null) return;
+    void this.scanAgainstBase()
+      .then(() => this.schedulePush())
+      .catch((err) => this.logger.warn(`rescan: ${(err as Error).message}`));
   }
 
   /** Compare the whole folder with the base index: the truth behind the watcher's hints. */
@@ -888,13 +903,7 @@ export class SyncClient extends NodeBase {
     }, 2000);
     presence.unref();
     const rescan = setInterval(() => {
-      for (const folder of this.folders.values()) {
-        if (folder.paused !== null) continue;
-        void folder
-          .scanAgainstBase()
-          .then(() => folder.schedulePush())
-          .catch((err) => this.logger.child(folder.name).warn(`periodic rescan: ${(err as Error).message}`));
-      }
+      for (const folder of this.folders.values()) folder.rescan();
     }, RESCAN_INTERVAL_MS);
     rescan.unref();
     this.stopController.signal.addEventListener('abort', () => {

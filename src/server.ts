@@ -99,7 +99,12 @@ class ServedFolder {
     this.watcher = await watchFolder(this.root, {
       ignore: this.ignore,
       onHints: (paths) => this.hint(paths),
-      onError: (err) => this.logger.warn(`watcher: ${err.message}`),
+      onError: (err) => {
+        this.logger.warn(`watcher: ${err.message}; rescanning`);
+        void this.fullScan().catch((e) => this.logger.warn(`rescan: ${(e as Error).message}`));
+      },
+      // Most bursts here are the server's own commits; a rescan finds them recorded, cheaply.
+      onBurstSettled: () => void this.fullScan().catch((e) => this.logger.warn(`rescan: ${(e as Error).message}`)),
     });
     await this.fullScan();
   }

@@ -38,6 +38,14 @@ export interface WatchOptions {
   onError(err: Error): void;
   /** Coalescing window after the first event of a batch, in ms (default 10). */
   settleMs?: number;
+  /**
+   * Called once a burst of at least `burstEvents` events has been quiet for `burstQuietMs`: the
+   * kernel's inotify queue (16,384 events by default) may have overflowed during it, and
+   * @parcel/watcher drops IN_Q_OVERFLOW without a word. The consumer should rescan the folder.
+   */
+  onBurstSettled?: (events: number) => void;
+  burstEvents?: number;
+  burstQuietMs?: number;
 }
 
 interface ExtraSubscription {
@@ -93,9 +101,26 @@ export async function watchFolder(
     }
   };
 
+  const burstEvents = opts.burstEvents ?? 4096;
+  const burstQuietMs = opts.burstQuietMs ?? 500;
+  let burstCount = 0;
+  let burstTimer: NodeJS.Timeout | null = null;
+  const countBurst = (n: number): void => {
+    if (opts.onBurstSettled === undefined) return;
+    burstCount += n;
+    if (burstTimer !== null) clearTimeout(burstTimer);
+    burstTimer = setTimeout(() => {
+      burstTimer = null;
+      const count = burstCount;
+      burstCount = 0;
+      if (!closed && count >= burstEvents) opts.onBurstSettled?.(count);
+    }, burstQuietMs);
+  };
+
   const onEvents = (err: Error | null, events: watcher.Event[]): void => {
     if (closed) return;
     if (err !== null) report(new SyncError('WATCH_FAILED', `watching ${root}: ${err.message}`, { cause: err }));
+    countBurst(events.length);
     for (const event of events) {
       const rel = toRelative(root, event.path);
       if (rel !== null && !isReservedPath(rel)) pending.add(rel);
@@ -203,6 +228,7 @@ export async function watchFolder(
       closed = true;
       if (timer !== null) clearTimeout(timer);
       timer = null;
+      if (burstTimer !== null) clearTimeout(burstTimer);
       await flushing?.catch(() => undefined);
       const subs = [rootSub, ...[...extra.values()].map((x) => x.sub)];
       extra.clear();

@@ -156,6 +156,29 @@ describe('watchFolder', () => {
   });
 });
 
+describe('bursts', () => {
+  it('asks for a rescan once a large burst has settled, and not after a small one', async () => {
+    const root = await tempDir();
+    const bursts: number[] = [];
+    const watcher = await watchFolder(root, {
+      ignore: noIgnore,
+      onHints: () => undefined,
+      onError: () => undefined,
+      onBurstSettled: (events) => bursts.push(events),
+      burstEvents: 50,
+      burstQuietMs: 200,
+    });
+    open.push(watcher);
+    await fsp.writeFile(path.join(root, 'one.txt'), 'x');
+    await new Promise((r) => setTimeout(r, 600));
+    expect(bursts).toEqual([]);
+    await Promise.all(Array.from({ length: 100 }, (_, i) => fsp.writeFile(path.join(root, `f${i}.txt`), 'x')));
+    await waitFor(() => bursts.length > 0, { timeoutMs: 10_000, what: 'the burst to settle' });
+    expect(bursts).toHaveLength(1);
+    expect(bursts[0]).toBeGreaterThanOrEqual(50);
+  });
+});
+
 describe('writeSnapshot / changesSince', () => {
   it('returns null without a snapshot', async () => {
     const root = await makeTree({ a: 'a' });
