@@ -56,6 +56,8 @@ export interface StatusReport {
   clients?: ClientStatus[];
   /** Present when the event-loop monitor is on (env SYSTEMSYNC_EVENT_LOOP_MONITOR=1). */
   eventLoop?: EventLoopStats;
+  /** Bytes: the process's resident set, and how much of it V8's heap and external buffers use. */
+  memory: { rss: number; heapTotal: number; heapUsed: number; external: number };
 }
 
 /**
@@ -230,6 +232,7 @@ export abstract class NodeBase {
       folders: this.folderStatuses(),
       transfers: this.transfers.list(),
       ...this.extraStatus(),
+      memory: memoryNow(),
       ...(this.eventLoop !== null ? { eventLoop: this.eventLoop.read() } : {}),
     };
   }
@@ -284,4 +287,9 @@ export async function listenPrivateSocket(socketPath: string, onConnection: (soc
   }
   await fs.chmod(socketPath, 0o600);
   return server;
+}
+
+function memoryNow(): StatusReport['memory'] {
+  const { rss, heapTotal, heapUsed, external } = process.memoryUsage();
+  return { rss, heapTotal, heapUsed, external };
 }

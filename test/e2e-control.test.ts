@@ -52,6 +52,11 @@ describe('status, tasks, retry and stop through the CLI', () => {
       { timeoutMs: 60_000, intervalMs: 20, what: 'status --json to show the push of large.bin' },
     ))!;
     expect(json).toMatchObject({ node: 'alpha', role: 'client', connected: true });
+    // The daemon's own memory, for operators and the benchmark.
+    const memory = (json as unknown as { memory: { rss: number; heapUsed: number; heapTotal: number; external: number } }).memory;
+    expect(memory.rss).toBeGreaterThan(memory.heapUsed);
+    expect(memory.heapTotal).toBeGreaterThanOrEqual(memory.heapUsed);
+    expect(memory.heapUsed).toBeGreaterThan(0);
     expect(json.folders[0]).toMatchObject({ name: 'docs', path: alpha, paused: null });
     for (const key of ['files', 'bytes', 'pendingPush', 'pendingPull', 'conflicts', 'failed', 'lastSync']) {
       expect(json.folders[0]).toHaveProperty(key);
