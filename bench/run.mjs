@@ -116,7 +116,9 @@ function buildReport(o, r, env) {
     row(`restart of a client with ${x.files} unchanged files (start → connected and idle)`, ms(x.restartMs), `\`rsync -a -n\` finding nothing to do: ${ms(x.rsyncNoop)}`, ratio(x.restartMs, x.rsyncNoop), '≤ 5 s', ok(x.restartMs <= 5000));
     for (const [name, perFile] of Object.entries(x.perFile)) {
       const base = x.baseRss[name];
-      row(`RSS per indexed file at ${x.files} files, ${name}`, `${perFile.toFixed(0)} B/file`, `idle, empty folder: ${mib(base)}; at ${x.files}: ${mib(x.rssAtIndex[name])}`, ratio(perFile, 1024) + ' of target', '≤ 1 KiB/file + ≤ 80 MB base', ok(perFile <= 1024 && base <= 80e6));
+      const heap = x.heapAtIndex?.[name];
+      const split = heap ? `; of it V8 heap in use ${mib(heap.heapUsed)} (of ${mib(heap.heapTotal)} reserved), external ${mib(heap.external)}` : '';
+      row(`RSS per indexed file at ${x.files} files, ${name}`, `${perFile.toFixed(0)} B/file`, `idle, empty folder: ${mib(base)}; at ${x.files}: ${mib(x.rssAtIndex[name])}${split}`, ratio(perFile, 1024) + ' of target', '≤ 1 KiB/file + ≤ 80 MB base', ok(perFile <= 1024 && base <= 80e6));
     }
     row(`one change at ${x.files} files: write on A → committed on the server`, ms(x.commitMs), `one \`scp\` of a small file: ${ms(x.scpSmall)}`, ratio(x.commitMs, x.scpSmall), '≤ 20 ms', ok(x.commitMs <= 20));
     row(`one change at ${x.files} files: write on A → on B`, ms(x.deliverMs), `one \`scp\` of a small file: ${ms(x.scpSmall)}`, ratio(x.deliverMs, x.scpSmall), '', '');

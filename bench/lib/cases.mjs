@@ -295,6 +295,12 @@ export async function indexCase(ctx) {
     ctx.log(`index: filled ${indexFiles} files in ${fillMs.toFixed(0)} ms, server indexed them in ${serverIndexMs.toFixed(0)} ms, both clients pulled them in ${initialPullMs.toFixed(0)} ms`);
     await sleep(1000);
     const rssAtIndex = Object.fromEntries(cluster.all.map((d) => [d.name, d.memory().rss]));
+    // How much of that RSS is V8's live heap and external buffers, as each daemon reports it.
+    const heapAtIndex = {};
+    for (const d of cluster.all) {
+      const memory = (await d.status().catch(() => null))?.memory;
+      if (memory) heapAtIndex[d.name] = memory;
+    }
     const peakAtIndex = peaks(cluster);
 
     // 4. Restart B with the index unchanged: until it is connected and idle.
@@ -373,6 +379,7 @@ export async function indexCase(ctx) {
       restartPeak,
       baseRss,
       rssAtIndex,
+      heapAtIndex,
       peakAtIndex,
       perFile: Object.fromEntries(names.map((n) => [n, (rssAtIndex[n] - baseRss[n]) / indexFiles])),
       commitMs: median(commitTimes),
