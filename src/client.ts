@@ -9,7 +9,6 @@ import type { Config } from './config.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from './core/types.js';
 import { decidePull, decidePush, hasSameContent, isSameEntry, orderPushOps } from './core/reconcile.js';
 import { isSameOrInside } from './core/paths.js';
-import { pauseReason, needsMarker } from './core/safety.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './clientstate.js';
 import { SyncError } from './core/errors.js';
@@ -21,8 +20,8 @@ import { DEFERRED_HASH, readLocal, walkTree, fingerprint, isSameFingerprint, typ
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
 import { connectSsh, type SshSession } from './transfer.js';
 import { isReachedThroughLink } from './safefs.js';
-import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './apply.js';
-import { NodeBase, describeFsError, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
+import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './apply.js';
+import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 
 const PUSH_BATCH = 2000;
 const COMMIT_CHUNK = 500;
@@ -146,15 +145,7 @@ class SyncedFolder {
   }
 
   async checkPresence(): Promise<string | null> {
-    const rootExists = await fs.stat(this.root).then((s) => s.isDirectory(), () => false);
-    const markerExists = await fs.stat(path.join(this.root, MARKER_DIR)).then((s) => s.isDirectory(), () => false);
-    const presence = { rootExists, markerExists, hasHistory: this.state.hasHistory };
-    if (needsMarker(presence)) await fs.mkdir(path.join(this.root, MARKER_DIR), { recursive: true, mode: 0o700 });
-    const reason = pauseReason(presence);
-    if (reason !== this.paused) {
-      if (reason === null) this.logger.info('folder is back: resuming');
-      else this.logger.error(`paused: ${reason} (${this.root})`);
-    }
+    const reason = await folderPauseReason(this.root, this.state.hasHistory, this.paused, this.logger);
     const wasPaused = this.paused !== null;
     this.paused = reason;
     if (wasPaused && reason === null) void this.resume();

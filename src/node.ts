@@ -11,6 +11,8 @@ import type { Logger } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { ensurePrivateDir } from './persistence.js';
 import { SyncError } from './core/errors.js';
+import { needsMarker, pauseReason } from './core/safety.js';
+import { MARKER_DIR } from './apply.js';
 
 export interface FolderStatus {
   name: string;
@@ -292,4 +294,20 @@ export async function listenPrivateSocket(socketPath: string, onConnection: (soc
 function memoryNow(): StatusReport['memory'] {
   const { rss, heapTotal, heapUsed, external } = process.memoryUsage();
   return { rss, heapTotal, heapUsed, external };
+}
+
+/**
+ * Why the folder at `root` must be paused now, or null (see core/safety). Creates the marker of a
+ * folder new to this node, and logs when the answer differs from `previous`.
+ */
+export async function folderPauseReason(root: string, hasHistory: boolean, previous: string | null, logger: Logger): Promise<string | null> {
+  const isDir = (p: string): Promise<boolean> => fs.stat(p).then((s) => s.isDirectory(), () => false);
+  const presence = { rootExists: await isDir(root), markerExists: await isDir(path.join(root, MARKER_DIR)), hasHistory };
+  if (needsMarker(presence)) await fs.mkdir(path.join(root, MARKER_DIR), { recursive: true, mode: 0o700 });
+  const reason = pauseReason(presence);
+  if (reason !== previous) {
+    if (reason === null) logger.info('folder is back: resuming');
+    else logger.error(`paused: ${reason} (${root})`);
+  }
+  return reason;
 }

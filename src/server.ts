@@ -12,7 +12,6 @@ import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core
 import { conflictCopyPath, formatStamp } from './core/conflict.js';
 import { decideDelete, decidePut, decideRename, hasSameContent, isSameEntry } from './core/reconcile.js';
 import { parentOf, isSameOrInside } from './core/paths.js';
-import { pauseReason, needsMarker } from './core/safety.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ChangeLog, type ServerRecord } from './changelog.js';
 import { SyncError } from './core/errors.js';
@@ -24,7 +23,7 @@ import { hashOpenFile, readLocal, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
 import { isReachedThroughLink } from './safefs.js';
-import { describeFsError, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
+import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
 const TRASH_DIR = 'trash';
 const VERIFY_CONCURRENCY = 8;
@@ -131,15 +130,7 @@ class ServedFolder {
 
   /** Pause when the root or its marker is gone; create the marker for a folder new to us. */
   async checkPresence(): Promise<string | null> {
-    const rootExists = await fs.stat(this.root).then((s) => s.isDirectory(), () => false);
-    const markerExists = await fs.stat(path.join(this.root, MARKER_DIR)).then((s) => s.isDirectory(), () => false);
-    const presence = { rootExists, markerExists, hasHistory: !this.log.isEmpty };
-    if (needsMarker(presence)) await fs.mkdir(path.join(this.root, MARKER_DIR), { recursive: true, mode: 0o700 });
-    const reason = pauseReason(presence);
-    if (reason !== this.paused) {
-      if (reason === null) this.logger.info('folder is back: resuming');
-      else this.logger.error(`paused: ${reason} (${this.root})`);
-    }
+    const reason = await folderPauseReason(this.root, !this.log.isEmpty, this.paused, this.logger);
     const wasPaused = this.paused !== null;
     this.paused = reason;
     // Only inside a present, marked folder: `mkdir -p` must never bring back a vanished root.
