@@ -17,6 +17,7 @@ import {
   type RpcPeer,
 } from '../src/rpc.js';
 import { cleanupTempDirs, tempDir } from './helpers/tree.js';
+import { rejection } from './helpers/wait.js';
 
 const HASH = 'a'.repeat(64);
 const fileEntry: Entry = { type: 'file', size: 3, mtime: 1_700_000_000_000, mode: 0o644, hash: HASH };
@@ -139,15 +140,6 @@ async function rawClient(socketPath: string): Promise<{ socket: net.Socket; line
   };
   cleanups.push(() => void socket.destroy());
   return { socket, lines, nextLine, ended };
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('round trips over a real Unix socket', () => {

@@ -21,6 +21,7 @@ import {
   safeUtimes,
 } from '../src/safefs.js';
 import { cleanupTempDirs, makeTree, snapshotTree, tempDir } from './helpers/tree.js';
+import { rejection } from './helpers/wait.js';
 
 afterEach(cleanupTempDirs);
 
@@ -35,15 +36,6 @@ async function fixture(spec: Parameters<typeof makeTree>[0] = {}): Promise<{ roo
 async function expectOutsideUntouched(outside: string): Promise<void> {
   expect([...(await snapshotTree(outside)).keys()]).toEqual(['keep.txt']);
   expect(await fsp.readFile(path.join(outside, 'keep.txt'), 'utf8')).toBe('outside');
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('resolveInside', () => {

@@ -2,8 +2,8 @@
 // processes against the private sshd, as test/helpers/daemons.ts does for the tests (no vitest here).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { controlRequest } from '../../scripts/control-request.mjs';
 import { fileURLToPath } from 'node:url';
 
 // SYSTEMSYNC_BENCH_MONITOR runs another build (e.g. a copy of dist/ while dist/ is being rebuilt).
@@ -95,24 +95,7 @@ export class Daemon {
 
   /** One JSON-RPC request on the daemon's control socket. */
   control(method, timeoutMs = 30_000) {
-    const socketPath = path.join(this.stateDir, 'control.sock');
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(socketPath);
-      let buffer = '';
-      const timer = setTimeout(() => (socket.destroy(), reject(new Error(`${this.name} ${method}: no answer in ${timeoutMs} ms`))), timeoutMs);
-      socket.once('error', (err) => (clearTimeout(timer), reject(err)));
-      socket.on('data', (chunk) => {
-        buffer += chunk.toString('utf8');
-        const newline = buffer.indexOf('\n');
-        if (newline < 0) return;
-        clearTimeout(timer);
-        socket.destroy();
-        const reply = JSON.parse(buffer.slice(0, newline));
-        if (reply.error !== undefined) reject(new Error(`${this.name} ${method}: ${reply.error.message}`));
-        else resolve(reply.result);
-      });
-      socket.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: {} }) + '\n');
-    });
+    return controlRequest(path.join(this.stateDir, 'control.sock'), method, timeoutMs, this.name);
   }
 
   status() {

@@ -5,11 +5,11 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { startSshd, type TestSshd } from './sshd.js';
+import { controlRequest } from '../../scripts/control-request.mjs';
 import { tempDir } from './tree.js';
 import { waitFor } from './wait.js';
 
@@ -113,25 +113,8 @@ export class Daemon {
   }
 
   /** Ask the daemon's control socket directly (one JSON-RPC line), as the CLI does but faster. */
-  async control<T>(method: string, timeoutMs = 10_000): Promise<T> {
-    const socketPath = path.join(this.stateDir, 'control.sock');
-    return new Promise<T>((resolve, reject) => {
-      const socket = net.connect(socketPath);
-      let buffer = '';
-      const timer = setTimeout(() => (socket.destroy(), reject(new Error(`${this.name} ${method}: no answer in ${timeoutMs} ms`))), timeoutMs);
-      socket.once('error', (err) => (clearTimeout(timer), reject(err)));
-      socket.on('data', (chunk) => {
-        buffer += chunk.toString('utf8');
-        const newline = buffer.indexOf('\n');
-        if (newline < 0) return;
-        clearTimeout(timer);
-        socket.destroy();
-        const reply = JSON.parse(buffer.slice(0, newline)) as { result?: T; error?: { message: string } };
-        if (reply.error !== undefined) reject(new Error(`${this.name} ${method}: ${reply.error.message}`));
-        else resolve(reply.result as T);
-      });
-      socket.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: {} }) + '\n');
-    });
+  control<T>(method: string, timeoutMs = 10_000): Promise<T> {
+    return controlRequest(path.join(this.stateDir, 'control.sock'), method, timeoutMs, this.name) as Promise<T>;
   }
 
   status(): Promise<StatusJson> {

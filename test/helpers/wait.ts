@@ -83,3 +83,13 @@ export async function waitForTreesEqual(
     await sleep(Math.min(intervalMs, Math.max(0, deadline - Date.now())));
   }
 }
+
+/** The error `p` rejects with (with its `code`, if any); fails if `p` resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+  throw new Error('expected a rejection');
+}
