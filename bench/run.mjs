@@ -141,6 +141,20 @@ function buildReport(o, r, env) {
     const rss = r[c]?.rss;
     if (rss) row(c, mib(rss.hub), mib(rss.alpha), mib(rss.beta));
   }
+  if (r.small?.cpu || r.big?.cpu) {
+    const secs = (x) => (Number.isFinite(x) ? `${x.toFixed(2)} s` : 'n/a');
+    const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
+    L.push('');
+    L.push('CPU time spent during each transfer (medians; sshd counts all its per-connection processes; the machine has ' + os.cpus().length + ' cores):');
+    L.push('');
+    row('case', 'hub', 'alpha', 'beta', 'sshd', 'systemsync total', 'baseline here (rsync/scp + ssh)', 'baseline sshd', 'baseline total');
+    row('---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:');
+    for (const c of ['small', 'big']) {
+      const x = r[c];
+      if (!x?.cpu) continue;
+      row(c, secs(x.cpu.hub), secs(x.cpu.alpha), secs(x.cpu.beta), secs(x.cpu.sshd), secs(sum(x.cpu)), secs(x.baselineCpu.local), secs(x.baselineCpu.sshd), secs(sum(x.baselineCpu)));
+    }
+  }
   if (r.latency) {
     L.push('');
     L.push('Latency anchors from the issue, **not measured here** (typical defaults): Syncthing ≈ 10 s, lsyncd ≈ 15 s, Unison (repeat watch) ≈ 0.5 s.');

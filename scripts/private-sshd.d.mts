@@ -11,6 +11,8 @@ export interface TestSshd {
     hostPublicKey: string;
     /** Appends a public key line ("ssh-ed25519 AAAA... comment") to authorized_keys. */
     authorizeKey(publicKeyLine: string): void;
+    /** The listening sshd's PID (its per-connection processes are its descendants). */
+    pid: number;
     /** What sshd has written to stderr so far (its log; capped at 256 KiB). */
     log(): string;
     /** SIGTERMs the sshd this fixture started (and its per-connection children), by PID; waits for exit. */

@@ -94,6 +94,7 @@ export async function startSshd(opts = {}) {
             authorizeKey(publicKeyLine) {
                 appendFileSync(authorizedKeysPath, `${publicKeyLine.trim()}\n`);
             },
+            pid: child.pid,
             log: () => stderr,
             stop: () => stopChild(child),
         };

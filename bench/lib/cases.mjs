@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { makeCluster, waitIdle, waitFor, sleep, isIdle } from './cluster.mjs';
+import { makeCluster, waitIdle, waitFor, sleep, isIdle, cpuOfTree, cpuOfReapedChildren } from './cluster.mjs';
 import { median, percentile, max } from './stats.mjs';
 
 const execFileAsync = promisify(execFile);
@@ -50,6 +50,28 @@ function fileContent(pool, i, size) {
     pool.copy(out, header.length, offset, offset + size - header.length);
   }
   return out;
+}
+
+/** CPU seconds spent while `fn` runs by each daemon and by the sshd with all its connections. */
+async function cpuDuring(ctx, cluster, fn) {
+  const read = () => ({ ...Object.fromEntries(cluster.all.map((d) => [d.name, cpuOfTree(d.pid)])), sshd: cpuOfTree(ctx.sshd.pid) });
+  const before = read();
+  const result = await fn();
+  const after = read();
+  return { result, cpu: Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]])) };
+}
+
+/** CPU seconds a baseline command uses: here (rsync or scp, and ssh) and in the sshd. */
+async function baselineCpu(ctx, fn) {
+  const before = { local: cpuOfReapedChildren(), sshd: cpuOfTree(ctx.sshd.pid) };
+  const result = await fn();
+  return { result, cpu: { local: cpuOfReapedChildren() - before.local, sshd: cpuOfTree(ctx.sshd.pid) - before.sshd } };
+}
+
+/** Per-key medians of a list of {name: seconds} readings. */
+function medianCpu(readings) {
+  const keys = [...new Set(readings.flatMap((r) => Object.keys(r)))];
+  return Object.fromEntries(keys.map((k) => [k, median(readings.map((r) => r[k]))]));
 }
 
 async function withCluster(ctx, options, fn) {
@@ -173,15 +195,20 @@ export async function smallFilesCase(ctx) {
   const times = [];
   const rsyncTimes = [];
   const rss = {};
+  const cpu = [];
+  const rsyncCpu = [];
   for (let rep = 0; rep < reps; rep++) {
     const ms = await withCluster(ctx, {}, async (cluster) => {
       await cluster.startAll();
       await waitIdle(cluster.all);
       const [a, b] = cluster.clients;
       const t0 = now();
-      await writeTree(a.folder);
-      await waitFor(() => countOn(b.folder) >= plan.length, { timeoutMs: 1_800_000, intervalMs: 20, what: `${plan.length} files on ${b.name}` });
+      const measured = await cpuDuring(ctx, cluster, async () => {
+        await writeTree(a.folder);
+        await waitFor(() => countOn(b.folder) >= plan.length, { timeoutMs: 1_800_000, intervalMs: 20, what: `${plan.length} files on ${b.name}` });
+      });
       const elapsed = now() - t0;
+      cpu.push(measured.cpu);
       mergePeaks(rss, peaks(cluster));
       // Untimed: every file arrived whole.
       for (const f of plan) if (!fs.readFileSync(path.join(b.folder, f.rel)).equals(f.content)) throw new Error(`${f.rel} differs on ${b.name}`);
@@ -189,13 +216,15 @@ export async function smallFilesCase(ctx) {
     });
     times.push(ms);
     const dst = path.join(ctx.workDir, `rsync-dst-${rep}`);
-    rsyncTimes.push(await timeRsync(ctx.sshd, staging, dst));
+    const baseline = await baselineCpu(ctx, () => timeRsync(ctx.sshd, staging, dst));
+    rsyncTimes.push(baseline.result);
+    rsyncCpu.push(baseline.cpu);
     if (countOn(dst) !== plan.length) throw new Error(`rsync copied ${countOn(dst)} of ${plan.length} files`);
     fs.rmSync(dst, { recursive: true, force: true });
     ctx.log(`small files rep ${rep + 1}: systemsync ${ms.toFixed(0)} ms, rsync ${rsyncTimes.at(-1).toFixed(0)} ms`);
   }
   fs.rmSync(staging, { recursive: true, force: true });
-  return { ms: median(times), rsync: median(rsyncTimes), rss, times, rsyncTimes };
+  return { ms: median(times), rsync: median(rsyncTimes), rss, times, rsyncTimes, cpu: medianCpu(cpu), baselineCpu: medianCpu(rsyncCpu) };
 }
 
 /** 3. Big file: one file of M MiB linked into A's folder, until it is whole on B. Baseline scp. */
@@ -222,6 +251,8 @@ export async function bigFileCase(ctx) {
   const scpTimes = [];
   const rss = {};
   const growth = {};
+  const cpu = [];
+  const scpCpu = [];
   for (let rep = 0; rep < reps; rep++) {
     const ms = await withCluster(ctx, {}, async (cluster) => {
       await cluster.startAll();
@@ -231,9 +262,12 @@ export async function bigFileCase(ctx) {
       const [a, b] = cluster.clients;
       const target = path.join(b.folder, 'big.bin');
       const t0 = now();
-      fs.linkSync(staging, path.join(a.folder, 'big.bin'));
-      await waitFor(() => fs.statSync(target, { throwIfNoEntry: false })?.size === total, { timeoutMs: 1_800_000, intervalMs: 10, what: `big.bin on ${b.name}` });
+      const measured = await cpuDuring(ctx, cluster, async () => {
+        fs.linkSync(staging, path.join(a.folder, 'big.bin'));
+        await waitFor(() => fs.statSync(target, { throwIfNoEntry: false })?.size === total, { timeoutMs: 1_800_000, intervalMs: 10, what: `big.bin on ${b.name}` });
+      });
       const elapsed = now() - t0;
+      cpu.push(measured.cpu);
       const after = peaks(cluster);
       mergePeaks(rss, after);
       for (const [name, peak] of Object.entries(after)) growth[name] = Math.max(growth[name] ?? 0, peak - before[name]);
@@ -244,13 +278,15 @@ export async function bigFileCase(ctx) {
     });
     times.push(ms);
     const dst = path.join(ctx.workDir, `scp-big-${rep}.bin`);
-    scpTimes.push(await timeScp(ctx.sshd, staging, dst));
+    const baseline = await baselineCpu(ctx, () => timeScp(ctx.sshd, staging, dst));
+    scpTimes.push(baseline.result);
+    scpCpu.push(baseline.cpu);
     if (fs.statSync(dst).size !== total) throw new Error('scp copied a short file');
     fs.rmSync(dst, { force: true });
     ctx.log(`big file rep ${rep + 1}: systemsync ${ms.toFixed(0)} ms, scp ${scpTimes.at(-1).toFixed(0)} ms`);
   }
   fs.rmSync(staging, { force: true });
-  return { ms: median(times), scp: median(scpTimes), rss, growth, times, scpTimes };
+  return { ms: median(times), scp: median(scpTimes), rss, growth, times, scpTimes, cpu: medianCpu(cpu), baselineCpu: medianCpu(scpCpu) };
 }
 
 /**

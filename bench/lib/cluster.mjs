@@ -35,6 +35,59 @@ export function memoryOf(pid) {
   return { hwm: kib('VmHWM'), rss: kib('VmRSS') };
 }
 
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+/** utime, stime, cutime, cstime of a process from /proc/<pid>/stat, in seconds (0 if gone). */
+function cpuOf(pid, withReaped) {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is the state (field 3): utime is field 14, stime 15, cutime 16, cstime 17.
+    const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
+    return (utime + stime + (withReaped ? cutime + cstime : 0)) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** Children of each process, from /proc/<pid>/stat's ppid. */
+function childrenByParent() {
+  const map = new Map();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const text = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!map.has(ppid)) map.set(ppid, []);
+      map.get(ppid).push(Number(name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return map;
+}
+
+/**
+ * CPU seconds used so far by a process and all its descendants, the exited ones included (their
+ * time is added to their parent's cutime/cstime when reaped). Differences of two readings give the
+ * CPU a process tree spent in between, e.g. sshd with all its per-connection processes.
+ */
+export function cpuOfTree(pid) {
+  const children = childrenByParent();
+  let total = 0;
+  const visit = (p) => {
+    total += cpuOf(p, true);
+    for (const c of children.get(p) ?? []) visit(c);
+  };
+  visit(pid);
+  return total;
+}
+
+/** CPU seconds this process's exited, reaped children used (rsync and ssh run by the baselines). */
+export function cpuOfReapedChildren() {
+  return cpuOf(process.pid, true) - cpuOf(process.pid, false);
+}
+
 export class Daemon {
   constructor(name, role, dir, folder) {
     this.name = name;
