@@ -3,11 +3,13 @@
  *
  * lowdb gives the interface (an `Adapter<T>` with `read()`/`write()`); this file adds what lowdb
  * lacks: atomic *and durable* writes (temp file, fsync, rename, fsync of the directory), private
- * file modes, coalesced writes, and sharding so that one change rewrites ~1/N of a large map.
+ * file modes, coalesced writes, and for large maps shards plus an append-only journal, so that a
+ * change costs one appended line instead of a rewrite.
  *
  * Durability contract shared by every store here: `flush()` resolves once everything changed
- * before the call is on disk (fsynced, renamed into place, directory fsynced). A crash at any
- * moment leaves each file either at its old or at its new content, never half of one.
+ * before the call is on disk (fsynced, renamed into place, directory fsynced; or appended to a
+ * journal and fdatasynced). A crash at any moment leaves each JSON file either at its old or at
+ * its new content, never half of one; a journal may end in a torn line, which is dropped on load.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -366,6 +368,9 @@ export interface ShardedMapOptions<V> extends StoreOptions {
 }
 
 const META_FILE = 'meta.json';
+const JOURNAL_FILE = 'journal.jsonl';
+/** The journal is folded into the shards once it has more lines than this and than half the map. */
+const COMPACT_MIN_LINES = 4096;
 const DEFAULT_SHARDS = 64;
 const MAX_SHARDS = 4096;
 
@@ -396,26 +401,42 @@ function validateMeta(raw: unknown): ShardedMapMeta {
 
 /**
  * A persistent `Map<string, V>` split across N shard files in one directory by a stable hash of
- * the key. Reads are in memory. Changes mark their shard dirty; dirty shards are saved coalesced
- * (many changes in one tick: one write per dirty shard), shards in parallel, one shard never
- * concurrently with itself. N is fixed when the directory is created (kept in `meta.json`).
+ * the key, plus an append-only journal. Reads are in memory. A save appends the changed keys to
+ * `journal.jsonl` (one line each, then one fdatasync): a commit of a few hundred files costs one
+ * small write, not a rewrite of every shard it touches (measured: a 10k-file sync spent 1.5 s of
+ * the server's CPU serialising shards). Once the journal holds more lines than half the map (at
+ * least 4096), the shards it covers are rewritten atomically and the journal is emptied. Opening
+ * loads the shards, then replays the journal (a torn last line, from a crash mid-append, is
+ * dropped: its save never completed). N is fixed when the directory is created (`meta.json`).
  * Values must be JSON-serialisable; a value mutated in place must be `set` again to be saved.
  */
 export class ShardedMap<V> {
   private closed = false;
   private count = 0;
+  /** Keys changed since the last journal append. */
+  private readonly unsaved = new Set<string>();
+  /** Shards whose file lags behind the journal. */
+  private readonly staleShards = new Set<number>();
+  private readonly coalescer: Coalescer;
 
   private constructor(
     readonly dir: string,
     private readonly maps: Array<Map<string, V>>,
-    private readonly coalescers: Coalescer[],
+    private readonly adapters: Array<AtomicJsonFile<ShardFile<V>>>,
+    private readonly journal: fsp.FileHandle,
+    private journalLines: number,
+    private journalBytes: number,
+    options: StoreOptions,
   ) {
     for (const m of maps) this.count += m.size;
+    for (let i = 0; i < maps.length && journalLines > 0; i++) this.staleShards.add(i);
+    this.coalescer = new Coalescer(() => this.save(), options.onWriteError, options.saveDelayMs ?? 0);
   }
 
   /**
-   * Opens (creating, mode 0700) the directory and loads every shard. A corrupt shard or meta file
-   * throws `StateCorruptError`, or with `onCorrupt: 'reset'` is moved aside and starts empty.
+   * Opens (creating, mode 0700) the directory, loads every shard and replays the journal. A corrupt
+   * shard, meta or journal file throws `StateCorruptError`, or with `onCorrupt: 'reset'` is moved
+   * aside (a shard or meta then starts empty; a journal loses the lines from the corrupt one on).
    */
   static async open<V>(dir: string, options: ShardedMapOptions<V> = {}): Promise<ShardedMap<V>> {
     const requested = options.shards ?? DEFAULT_SHARDS;
@@ -444,13 +465,14 @@ export class ShardedMap<V> {
     }
     const shards = meta.shards;
 
+    const validateEntry = (e: unknown): [string, V] => {
+      if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string') throw new Error('expected entries of [key, value]');
+      return [e[0], options.validateValue ? options.validateValue(e[1]) : (e[1] as V)];
+    };
     const validateShard = (raw: unknown): ShardFile<V> => {
       const f = raw as Partial<ShardFile<V>> | null;
       if (typeof f !== 'object' || f === null || !Array.isArray(f.entries)) throw new Error('expected {"entries": [...]}');
-      for (const e of f.entries) {
-        if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string') throw new Error('expected entries of [key, value]');
-        if (options.validateValue) e[1] = options.validateValue(e[1]);
-      }
+      f.entries = f.entries.map(validateEntry);
       return f as ShardFile<V>;
     };
 
@@ -481,10 +503,24 @@ export class ShardedMap<V> {
         maps[i] = map;
       }),
     );
-    const coalescers = adapters.map(
-      (adapter, i) => new Coalescer(() => adapter.write({ entries: [...(maps[i] as Map<string, V>)] }), options.onWriteError, options.saveDelayMs ?? 0),
-    );
-    return new ShardedMap<V>(dir, maps, coalescers);
+
+    const journalFile = path.join(dir, JOURNAL_FILE);
+    const replayed = await replayJournal(journalFile, (line) => {
+      if (!Array.isArray(line) || typeof line[0] !== 'string' || line.length > 2) throw new Error('expected [key, value] or [key]');
+      const map = maps[hashKey(line[0]) % shards] as Map<string, V>;
+      if (line.length === 2) map.set(line[0], validateEntry(line)[1]);
+      else map.delete(line[0]);
+    }, options.onCorrupt ?? 'throw');
+    const journal = await fsp.open(journalFile, 'a', FILE_MODE);
+    try {
+      // Drop a torn last line (or what followed a corrupt one), so that appends start clean.
+      await journal.truncate(replayed.goodBytes);
+      await journal.chmod(FILE_MODE);
+    } catch (err) {
+      await journal.close();
+      throw err;
+    }
+    return new ShardedMap<V>(dir, maps, adapters, journal, replayed.lines, replayed.goodBytes, options);
   }
 
   private shardOf(key: string): number {
@@ -514,24 +550,24 @@ export class ShardedMap<V> {
     return this.mapOf(key).has(key);
   }
 
-  /** Sets the value and schedules a save of its shard. */
+  /** Sets the value and schedules a save. */
   set(key: string, value: V): void {
     if (this.closed) throw new StoreClosedError(`sharded map ${this.dir}`);
     if (typeof key !== 'string') throw new PersistenceError('INVALID_KEY', `sharded map keys must be strings, got ${typeof key}`);
-    const i = this.shardOf(key);
-    const m = this.maps[i] as Map<string, V>;
+    const m = this.mapOf(key);
     if (!m.has(key)) this.count++;
     m.set(key, value);
-    (this.coalescers[i] as Coalescer).markDirty();
+    this.unsaved.add(key);
+    this.coalescer.markDirty();
   }
 
-  /** Deletes the key; returns whether it was present. Schedules a save of its shard if it was. */
+  /** Deletes the key; returns whether it was present. Schedules a save if it was. */
   delete(key: string): boolean {
     if (this.closed) throw new StoreClosedError(`sharded map ${this.dir}`);
-    const i = this.shardOf(key);
-    if (!(this.maps[i] as Map<string, V>).delete(key)) return false;
+    if (!this.mapOf(key).delete(key)) return false;
     this.count--;
-    (this.coalescers[i] as Coalescer).markDirty();
+    this.unsaved.add(key);
+    this.coalescer.markDirty();
     return true;
   }
 
@@ -543,17 +579,96 @@ export class ShardedMap<V> {
     for (const m of this.maps) yield* m.entries();
   }
 
-  /** Resolves when every change made before the call is durable on disk; rejects with the first failed shard's error. */
-  async flush(): Promise<void> {
-    const results = await Promise.allSettled(this.coalescers.map((c) => c.flush()));
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+  /** Appends what changed to the journal (serialised before the first await), then compacts if due. */
+  private async save(): Promise<void> {
+    const keys = [...this.unsaved];
+    this.unsaved.clear();
+    let text = '';
+    for (const key of keys) {
+      const m = this.mapOf(key);
+      text += `${JSON.stringify(m.has(key) ? [key, m.get(key)] : [key])}\n`;
+    }
+    if (keys.length > 0) {
+      try {
+        await this.journal.write(text);
+        await this.journal.datasync();
+      } catch (cause) {
+        for (const key of keys) this.unsaved.add(key);
+        await this.journal.truncate(this.journalBytes).catch(() => undefined); // no torn line before the next append
+        throw new PersistenceError('STATE_WRITE', `cannot append to ${path.join(this.dir, JOURNAL_FILE)}: ${describe(cause)}`, { cause });
+      }
+      this.journalBytes += Buffer.byteLength(text);
+      this.journalLines += keys.length;
+      for (const key of keys) this.staleShards.add(this.shardOf(key));
+    }
+    if (this.journalLines > Math.max(COMPACT_MIN_LINES, this.count / 2)) await this.compact();
   }
 
-  /** Flushes, then refuses further changes. */
+  /** Rewrites the shards the journal covers (each atomically), then empties the journal. */
+  private async compact(): Promise<void> {
+    const shards = [...this.staleShards];
+    this.staleShards.clear();
+    try {
+      await Promise.all(shards.map((i) => (this.adapters[i] as AtomicJsonFile<ShardFile<V>>).write({ entries: [...(this.maps[i] as Map<string, V>)] })));
+    } catch (err) {
+      for (const i of shards) this.staleShards.add(i);
+      throw err;
+    }
+    // Every line is now in a shard file; later changes wait in `unsaved` for the next append.
+    await this.journal.truncate(0);
+    await this.journal.datasync();
+    this.journalLines = 0;
+    this.journalBytes = 0;
+  }
+
+  /** Resolves when every change made before the call is durable on disk (in the journal or a shard). */
+  async flush(): Promise<void> {
+    await this.coalescer.flush();
+  }
+
+  /** Flushes and folds the journal into the shards, then refuses further changes. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.flush();
+    try {
+      await this.flush();
+      if (this.journalLines > 0) await this.compact();
+    } finally {
+      await this.journal.close();
+    }
   }
+}
+
+/**
+ * Reads a JSON-lines journal and hands each line to `apply`, in order. Returns how many lines were
+ * applied and the length of the good prefix. A last line without its newline is a torn append
+ * (dropped). Any other bad line is corruption: `StateCorruptError`, or with 'reset' the
+ * file is copied aside and the lines from that one on are dropped.
+ */
+async function replayJournal(file: string, apply: (line: unknown) => void, onCorrupt: OnCorrupt): Promise<{ lines: number; goodBytes: number }> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if (isNotFound(err)) return { lines: 0, goodBytes: 0 };
+    throw new PersistenceError('STATE_READ', `cannot read state file ${file}: ${describe(err)}`, { cause: err });
+  }
+  let lines = 0;
+  let offset = 0;
+  for (;;) {
+    const end = text.indexOf('\n', offset);
+    // A last line without its newline is a torn append: its save never completed.
+    if (end === -1) break;
+    try {
+      apply(JSON.parse(text.slice(offset, end)));
+    } catch (cause) {
+      const err = new StateCorruptError(file, `line ${lines + 1}: ${describe(cause)}`, { cause });
+      if (onCorrupt !== 'reset') throw err;
+      await fsp.copyFile(file, `${file}.corrupt-${Date.now()}`);
+      break;
+    }
+    offset = end + 1;
+    lines++;
+  }
+  return { lines, goodBytes: Buffer.byteLength(text.slice(0, offset)) };
 }

@@ -227,32 +227,50 @@ describe('ShardedMap', () => {
     await again.close();
   });
 
-  it('flush resolving means the data is in the files on disk', async () => {
+  /** The map as a fresh process would load it: shard files, then journal lines in order. */
+  async function readFromDisk(dir: string, shards: number): Promise<{ map: Map<string, unknown>; journalLines: string[] }> {
+    const map = new Map<string, unknown>();
+    for (let i = 0; i < shards; i++) {
+      const content = (await readJson(path.join(dir, `shard-${String(i).padStart(4, '0')}.json`)).catch(() => ({ entries: [] }))) as { entries: Array<[string, unknown]> };
+      for (const [k, v] of content.entries) {
+        expect(hashKey(k) % shards).toBe(i);
+        map.set(k, v);
+      }
+    }
+    const journalLines = (await fsp.readFile(path.join(dir, 'journal.jsonl'), 'utf8')).split('\n').filter(Boolean);
+    for (const line of journalLines) {
+      const [k, ...v] = JSON.parse(line) as [string, unknown?];
+      if (v.length === 1) map.set(k, v[0]);
+      else map.delete(k);
+    }
+    return { map, journalLines };
+  }
+
+  it('flush resolving means the data is on disk (journal), and close folds it into the shard files', async () => {
     const dir = await tempDir();
     const map = await ShardedMap.open<number>(dir, { shards: 4 });
     for (let i = 0; i < 200; i++) map.set(`k${i}`, i);
+    map.delete('k7');
     await map.flush();
-    const onDisk = new Map<string, number>();
-    for (let i = 0; i < 4; i++) {
-      const content = (await readJson(path.join(dir, `shard-000${i}.json`))) as { entries: Array<[string, number]> };
-      for (const [k, v] of content.entries) {
-        expect(hashKey(k) % 4).toBe(i);
-        onDisk.set(k, v);
-      }
-    }
-    expect(onDisk).toEqual(new Map(map.entries()));
-    expect(await readJson(path.join(dir, 'meta.json'))).toEqual({ format: 'systemsync-sharded-map', version: 1, shards: 4 });
+    const flushed = await readFromDisk(dir, 4);
+    expect(flushed.map).toEqual(new Map(map.entries()));
+    expect(flushed.journalLines.length).toBeGreaterThanOrEqual(199);
     await map.close();
+    const closed = await readFromDisk(dir, 4);
+    expect(closed.journalLines).toEqual([]);
+    expect(closed.map).toEqual(new Map([...Array(200).keys()].filter((i) => i !== 7).map((i) => [`k${i}`, i])));
+    expect(await readJson(path.join(dir, 'meta.json'))).toEqual({ format: 'systemsync-sharded-map', version: 1, shards: 4 });
   });
 
-  it('at 100k keys, one set + flush rewrites only that key\'s shard', async () => {
+  it('at 100k keys, one set + flush appends one journal line and rewrites no shard', async () => {
     const dir = await tempDir();
     const map = await ShardedMap.open<{ seq: number; hash: string }>(dir);
     expect(map.shardCount).toBe(64);
     for (let i = 0; i < 100_000; i++) map.set(`folder/sub${i % 100}/file-${i}.txt`, { seq: i, hash: 'ab'.repeat(32) });
-    await map.flush();
+    await map.flush(); // 100k lines: more than half the map, so folded into the shards
     const names = (await fsp.readdir(dir)).filter((n) => n.startsWith('shard-'));
     expect(names).toHaveLength(64);
+    expect(await fsp.readFile(path.join(dir, 'journal.jsonl'), 'utf8')).toBe('');
     const before = new Map<string, bigint>();
     for (const n of names) before.set(n, (await fsp.stat(path.join(dir, n), { bigint: true })).mtimeNs);
     await new Promise((r) => setTimeout(r, 20)); // so that a rewrite cannot share an mtime with the first write
@@ -262,13 +280,55 @@ describe('ShardedMap', () => {
     await map.flush();
     const changed: string[] = [];
     for (const n of names) if ((await fsp.stat(path.join(dir, n), { bigint: true })).mtimeNs !== before.get(n)) changed.push(n);
-    expect(changed).toEqual([`shard-${String(hashKey(key) % 64).padStart(4, '0')}.json`]);
-    await map.close();
+    expect(changed).toEqual([]);
+    expect(await fsp.readFile(path.join(dir, 'journal.jsonl'), 'utf8')).toBe(`${JSON.stringify([key, { seq: 100_001, hash: 'cd'.repeat(32) }])}\n`);
 
+    // A crash now (no close): the next open replays the journal.
     const again = await ShardedMap.open<{ seq: number; hash: string }>(dir);
     expect(again.size).toBe(100_000);
     expect(again.get(key)).toEqual({ seq: 100_001, hash: 'cd'.repeat(32) });
     await again.close();
+    await map.close();
+  });
+
+  it('folds a long journal into the shards once it outgrows half the map', async () => {
+    const dir = await tempDir();
+    const map = await ShardedMap.open<number>(dir, { shards: 2 });
+    map.set('a', 0);
+    await map.flush();
+    let lines = 0;
+    for (let i = 1; i <= 5000; i++) {
+      map.set('a', i);
+      await map.flush();
+      lines = (await fsp.readFile(path.join(dir, 'journal.jsonl'), 'utf8')).split('\n').filter(Boolean).length;
+      if (lines === 0) break;
+    }
+    expect(lines).toBe(0); // folded (after 4096 lines at the latest)
+    expect((await readFromDisk(dir, 2)).map).toEqual(new Map([['a', map.get('a')]]));
+    await map.close();
+  });
+
+  it('drops a torn last journal line; a corrupt line before the end throws, or with reset ends the replay there', async () => {
+    const dir = await tempDir();
+    const map = await ShardedMap.open<number>(dir, { shards: 2 });
+    map.set('a', 1);
+    await map.close();
+    const journal = path.join(dir, 'journal.jsonl');
+    await fsp.writeFile(journal, '["b",2]\n["c",3]\n["d",4'); // crash mid-append
+    const torn = await ShardedMap.open<number>(dir);
+    expect(new Map(torn.entries())).toEqual(new Map([['a', 1], ['b', 2], ['c', 3]]));
+    torn.set('e', 5); // appended after the dropped tail, on a line of its own
+    await torn.flush();
+    expect(await fsp.readFile(journal, 'utf8')).toBe('["b",2]\n["c",3]\n["e",5]\n');
+    await torn.close();
+
+    await fsp.writeFile(journal, '["x",1]\nnot json\n["y",2]\n');
+    await expect(ShardedMap.open<number>(dir)).rejects.toMatchObject({ code: 'STATE_CORRUPT', file: journal });
+    const reset = await ShardedMap.open<number>(dir, { onCorrupt: 'reset' });
+    expect(reset.get('x')).toBe(1);
+    expect(reset.has('y')).toBe(false);
+    expect((await fsp.readdir(dir)).some((n) => n.startsWith('journal.jsonl.corrupt-'))).toBe(true);
+    await reset.close();
   });
 
   it('ignores leftover temp files and handles a corrupt shard per onCorrupt', async () => {
