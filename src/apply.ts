@@ -4,9 +4,11 @@
  *
  * Every write goes to a temp file under `.systemsync/tmp` and is renamed into place, so a reader
  * sees the old content or the new. No write follows a symlink (safefs checks every parent).
+ * Metadata calls are synchronous, for the reason safefs.ts gives (a few microseconds each on a
+ * local disk, against a thread-pool round trip).
  */
 import fs from 'node:fs/promises';
-import { constants as FS } from 'node:fs';
+import fsSync, { constants as FS } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { DirEntry, Entry, FileEntry, StatFingerprint } from './core/types.js';
@@ -39,7 +41,7 @@ export type BeforeReplace = (absPath: string, rel: string) => Promise<void>;
 
 async function lstatOrNull(abs: string): Promise<import('node:fs').Stats | null> {
   try {
-    return await fs.lstat(abs);
+    return fsSync.lstatSync(abs);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
@@ -61,12 +63,12 @@ function mtimeArg(mtimeMs: number): string {
 /** Set mode and mtime on a temp file through a descriptor opened without following links. */
 async function stampFile(tmpAbs: string, entry: FileEntry): Promise<void> {
   const time = mtimeArg(entry.mtime);
-  const handle = await fs.open(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
+  const fd = fsSync.openSync(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {
-    await handle.chmod(entry.mode);
-    await handle.utimes(time, time);
+    fsSync.fchmodSync(fd, entry.mode);
+    fsSync.futimesSync(fd, time, time);
   } finally {
-    await handle.close();
+    fsSync.closeSync(fd);
   }
 }
 
@@ -118,7 +120,7 @@ export async function placeFile(
   await clearForType(to, 'file', beforeReplace);
   const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
   await renameChecked(from, to);
-  return fingerprint(await fs.lstat(to.abs));
+  return fingerprint(fsSync.lstatSync(to.abs));
 }
 
 /**
@@ -128,16 +130,16 @@ export async function placeFile(
 export async function restampFile(root: string, rel: string, entry: FileEntry): Promise<StatFingerprint> {
   const time = mtimeArg(entry.mtime);
   const c = await checkPath(root, rel);
-  const handle = await fs.open(c.abs, FS.O_RDONLY | FS.O_NOFOLLOW);
+  const fd = fsSync.openSync(c.abs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {
     await recheckPath(c, 'while opening the file');
-    const st = await handle.stat();
+    const st = fsSync.fstatSync(fd);
     if (!st.isFile() || st.size !== entry.size) throw new Error(`${rel}: changed on disk while its metadata was being set`);
-    await handle.chmod(entry.mode);
-    await handle.utimes(time, time);
-    return fingerprint(await handle.stat());
+    fsSync.fchmodSync(fd, entry.mode);
+    fsSync.futimesSync(fd, time, time);
+    return fingerprint(fsSync.fstatSync(fd));
   } finally {
-    await handle.close();
+    fsSync.closeSync(fd);
   }
 }
 
@@ -147,12 +149,12 @@ export async function placeDir(root: string, rel: string, entry: DirEntry, befor
   let st = await clearForType(c, 'dir', beforeReplace);
   if (st === null) {
     try {
-      await fs.mkdir(c.abs, { mode: entry.mode });
+      fsSync.mkdirSync(c.abs, { mode: entry.mode });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     await recheckPath(c);
-    st = await fs.lstat(c.abs);
+    st = fsSync.lstatSync(c.abs);
   }
   if (!st.isDirectory()) throw new Error(`${rel}: expected a directory after mkdir`);
   if ((st.mode & 0o7777) !== entry.mode) await safeChmod(root, rel, entry.mode);
@@ -163,9 +165,9 @@ export async function placeSymlink(root: string, rel: string, target: string, be
   const to = await checkPath(root, rel, { createParents: 0o755 });
   await clearForType(to, 'symlink', beforeReplace);
   const tmpAbs = path.join(tmpDirOf(root), newTempName('link'));
-  await fs.mkdir(tmpDirOf(root), { recursive: true, mode: 0o700 });
+  fsSync.mkdirSync(tmpDirOf(root), { recursive: true, mode: 0o700 });
   const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
-  await fs.symlink(target, from.abs);
+  fsSync.symlinkSync(target, from.abs);
   await renameChecked(from, to);
 }
 

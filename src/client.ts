@@ -4,6 +4,7 @@
  * pulled. Decisions come from `core/reconcile`; this file does the I/O around them.
  */
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from './core/types.js';
@@ -83,7 +84,7 @@ class SyncedFolder {
   async start(): Promise<void> {
     if ((await this.checkPresence()) !== null) return;
     await this.loadSyncignore();
-    await fs.mkdir(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+    fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
     const removed = await cleanTempDir(this.root);
     if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
     const offline = await changesSince(this.root, this.snapshotFile, this.ignore).catch(() => null);
@@ -808,7 +809,7 @@ class SyncedFolder {
     }
     const remote = this.remote!;
     const tmpAbs = path.join(tmpDirOf(this.root), newTempName('down'));
-    await fs.mkdir(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+    fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
     const transfer = this.client.beginTransfer(this.name, p, 'pull', entry.size);
     try {
       await link.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, onProgress: (done) => transfer.progress(done) });

@@ -4,7 +4,7 @@
  * change log, tells every other client what changed, and watches its own folders (promise 11).
  */
 import fs from 'node:fs/promises';
-import { constants as FS } from 'node:fs';
+import { constants as FS, type Stats } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from './config.js';
@@ -19,7 +19,7 @@ import { SerialLock, forEachLimited } from './lock.js';
 import type { Logger } from './log.js';
 import { showPath } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
-import { hashOpenFile, readLocal, walkTree } from './scan.js';
+import { hashOpenFile, hashSmallFile, readLocal, SMALL_FILE, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
 import { isReachedThroughLink } from './safefs.js';
@@ -271,24 +271,21 @@ class ServedFolder {
   private async verifyUpload(upload: string, entry: Entry): Promise<string> {
     if (entry.type !== 'file') throw new OpError('BAD_OP', 'only files carry an upload', true);
     const tmpAbs = path.join(this.tmpDir, upload);
-    let handle;
-    try {
-      handle = await fs.open(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
-    } catch (err) {
-      throw new OpError('UPLOAD_MISSING', `upload ${upload}: ${describeFsError(err)}`, false);
-    }
-    try {
-      const st = await handle.stat();
+    const inspect = (st: Stats): void => {
       if (!st.isFile()) throw new OpError('BAD_UPLOAD', `upload ${upload} is not a regular file`, true);
       // A hard link would let a rogue upload name a file outside the folder (chmod, rename).
       if (st.nlink > 1) throw new OpError('BAD_UPLOAD', `upload ${upload} has other hard links`, true);
-      const { hash: digest, size } = await hashOpenFile(handle, st.size);
-      if (digest !== entry.hash || size !== entry.size) {
-        await fs.rm(tmpAbs, { force: true });
-        throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
-      }
-    } finally {
-      await handle.close();
+    };
+    let hashed: { hash: string; size: number };
+    try {
+      hashed = entry.size <= SMALL_FILE ? hashSmallFile(tmpAbs, inspect) : await hashLargeUpload(tmpAbs, inspect);
+    } catch (err) {
+      if (err instanceof OpError) throw err;
+      throw new OpError('UPLOAD_MISSING', `upload ${upload}: ${describeFsError(err)}`, false);
+    }
+    if (hashed.hash !== entry.hash || hashed.size !== entry.size) {
+      await fs.rm(tmpAbs, { force: true });
+      throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
     }
     return tmpAbs;
   }
@@ -453,6 +450,18 @@ class ServedFolder {
       );
       return results;
     });
+  }
+}
+
+/** hashSmallFile for a large upload: the same checks, with reads that do not block the event loop. */
+async function hashLargeUpload(tmpAbs: string, inspect: (st: Stats) => void): Promise<{ hash: string; size: number }> {
+  const handle = await fs.open(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
+  try {
+    const st = await handle.stat();
+    inspect(st);
+    return await hashOpenFile(handle, st.size);
+  } finally {
+    await handle.close();
   }
 }
 

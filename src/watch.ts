@@ -12,7 +12,7 @@
  *   of its own (which crawls and watches its whole subtree) and is walked again once that is
  *   live. Such extra subscriptions are dropped when their directory goes away.
  */
-import { promises as fsp, type Stats } from 'node:fs';
+import fs, { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import watcher from '@parcel/watcher';
 import { isReservedPath, type IgnoreMatcher } from './core/ignore.js';
@@ -60,9 +60,10 @@ function toRelative(root: string, abs: string): string | null {
   return path.sep === '/' ? rel : rel.split(path.sep).join('/');
 }
 
-async function lstatOrNull(abs: string): Promise<Stats | null> {
+/** Synchronous (a few microseconds; an async lstat costs a thread-pool round trip). */
+function lstatOrNull(abs: string): Stats | null {
   try {
-    return await fsp.lstat(abs);
+    return fs.lstatSync(abs);
   } catch {
     // Missing, or unreadable: either way the consumer finds out when it looks.
     return null;
@@ -182,9 +183,10 @@ export async function watchFolder(
     const batch = [...pending];
     pending.clear();
     const hints = new Set<string>();
-    for (const rel of batch) {
+    for (const [i, rel] of batch.entries()) {
       if (closed) return;
-      const st = await lstatOrNull(path.join(root, rel));
+      if (i > 0 && i % 512 === 0) await new Promise((resolve) => setImmediate(resolve));
+      const st = lstatOrNull(path.join(root, rel));
       if (st === null) {
         if (!ignore.isIgnored(rel, false)) hints.add(rel);
         await dropExtrasGoneUnder(rel);
