@@ -7,8 +7,9 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { constants as fsConstants } from 'node:fs';
+import fs, { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import ssh2, { type Client as SshClient, type ClientChannel, type SFTPWrapper, type Stats } from 'ssh2';
@@ -275,8 +276,15 @@ export async function connectSsh(target: SshTarget): Promise<SshSession> {
     client.on('ready', onReady);
     client.on('error', onError);
     client.on('close', onClose);
+    // Our own socket (see coalesceWrites), connected here: ssh2 waits for its 'connect' and
+    // handles its errors, end and close exactly as for the socket it would have made itself.
+    const sock = new net.Socket();
     try {
+      sock.connect({ host: target.host, port: target.port });
+      // After connect(): it puts Socket.prototype.write back on the socket.
+      coalesceWrites(sock);
       client.connect({
+        sock,
         host: target.host,
         port: target.port,
         username: target.username,
@@ -289,6 +297,7 @@ export async function connectSsh(target: SshTarget): Promise<SshSession> {
       });
     } catch (err) {
       cleanup();
+      sock.destroy();
       reject(new ConnectError(`ssh ${where}: ${(err as Error).message}`, { cause: err }));
     }
   });
@@ -305,6 +314,33 @@ export async function connectSsh(target: SshTarget): Promise<SshSession> {
     });
   }
   return new SshSession(client, sftp, where);
+}
+
+/**
+ * Makes `sock` send everything written to it in one turn of the event loop with one writev.
+ * ssh2 writes every SSH packet by itself; with many small SFTP requests in flight that is one
+ * syscall per packet. The first write of a turn corks the socket and schedules the uncork for the
+ * end of that turn (setImmediate: after the I/O callbacks, microtasks and nextTicks that produced
+ * the writes), so the added latency is below one loop iteration. end() uncorks by itself.
+ * Must be called after sock.connect(), which restores Socket.prototype.write.
+ */
+function coalesceWrites(sock: net.Socket): void {
+  // ssh2 sets this on the socket it creates (each channel adds listeners); do as it does.
+  sock.setMaxListeners(0);
+  const write = sock.write;
+  let flushScheduled = false;
+  const flush = (): void => {
+    flushScheduled = false;
+    sock.uncork();
+  };
+  sock.write = function (this: net.Socket, ...args: unknown[]): boolean {
+    if (!flushScheduled) {
+      flushScheduled = true;
+      sock.cork();
+      setImmediate(flush);
+    }
+    return (write as (...writeArgs: unknown[]) => boolean).apply(this, args);
+  } as typeof sock.write;
 }
 
 async function loadPrivateKey(key: Buffer | string): Promise<Buffer> {
@@ -440,6 +476,12 @@ const MAX_REQUESTS_PER_FILE = 32;
 const MAX_REQUESTS_PER_SESSION = 128;
 /** Remote files open at once (transfers beyond this wait their turn). */
 const MAX_OPEN_FILES = 64;
+/**
+ * Files up to this size go in one piece: read or written locally with one synchronous call (a few
+ * microseconds from the page cache, where each async call is a threadpool round trip) and their
+ * SFTP requests pipelined with the close. Memory: at most MAX_OPEN_FILES such files at once.
+ */
+const SMALL_FILE_MAX = 256 * 1024;
 
 export interface RemoteStat {
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -466,6 +508,12 @@ export interface UploadOptions {
 export interface DownloadOptions {
   /** sha256 (hex) the content must have; otherwise HashMismatchError and the local file is removed. */
   expectedHash?: string;
+  /**
+   * The size the remote file is expected to have. For a small file it saves the remote fstat and
+   * lets the reads and the close go out together; a file of another size is still downloaded
+   * whole (and then fails `expectedHash`, if given).
+   */
+  expectedSize?: number;
   onProgress?(done: number, total: number): void;
   signal?: AbortSignal;
   /** fsync the local file before resolving. Default false. */
@@ -629,15 +677,76 @@ export class SshSession {
   /**
    * Uploads a local file to `remotePath` (created with mode 0600, truncated if it exists) with many
    * writes in flight, hashing the bytes as they are read. Memory stays bounded whatever the size.
-   * The hash and size are those of the bytes sent. On failure the remote file is removed (best effort).
+   * The hash and size are those of the bytes sent (a file that grows while being read is sent up to
+   * where its end was found). On failure the remote file is removed (best effort).
+   *
+   * A regular file of up to SMALL_FILE_MAX bytes is read in one synchronous read and sent with its
+   * writes and close pipelined: two round trips (open; writes + close) and no threadpool trips.
    */
   async uploadFile(localPath: string, remotePath: string, opts: UploadOptions = {}): Promise<TransferResult> {
     const releaseFile = await this.fileSlots.acquire();
-    let local: fsp.FileHandle | null = null;
-    let remote: Buffer | null = null;
     try {
       throwIfAborted(opts.signal, `upload ${localPath}`);
       this.throwIfClosed();
+      const content = readSmallFile(localPath);
+      if (content !== null) return await this.uploadSmall(content, remotePath, opts, `upload ${localPath}`);
+      return await this.uploadStreaming(localPath, remotePath, opts);
+    } finally {
+      releaseFile();
+    }
+  }
+
+  /**
+   * Sends `content` to `remotePath`: open, then the writes (and fsync) and the close back to back
+   * without waiting for replies in between; sftp-server handles requests in order, so the close
+   * comes after the writes, and each write's reply is still checked.
+   */
+  private async uploadSmall(content: Buffer, remotePath: string, opts: UploadOptions, what: string): Promise<TransferResult> {
+    const hash = createHash('sha256').update(content).digest('hex');
+    const handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'w', { mode: 0o600 }, cb));
+    const requests = new RequestWindow();
+    try {
+      throwIfAborted(opts.signal, what);
+      // Never more than ssh2 sends in one request: a longer write would send its rest only after
+      // the first reply, behind the close.
+      const step = Math.min(CHUNK_SIZE, this.sftpLimit('_maxWriteLen'));
+      let done = 0;
+      for (let offset = 0; offset < content.length && !requests.failed; offset += step) {
+        const length = Math.min(step, content.length - offset);
+        const position = offset;
+        // One session request slot per write, taken just before it is sent and given back with its
+        // reply: every slot held is a request in flight, so waiting for the next one cannot deadlock.
+        const releaseRequest = await this.requestSlots.acquire();
+        requests.add(
+          this.call<void>('write', remotePath, (cb) => this.sftp.write(handle, content, position, length, position, cb))
+            .finally(releaseRequest)
+            .then(() => {
+              done += length;
+              opts.onProgress?.(done, content.length);
+            }),
+        );
+      }
+      if (opts.fsync && !requests.failed) {
+        requests.add(this.call<void>('fsync', remotePath, (cb) => this.sftp.ext_openssh_fsync(handle, cb)));
+      }
+    } catch (err) {
+      requests.fail(err);
+    }
+    requests.add(this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb)));
+    try {
+      await requests.drain();
+    } catch (err) {
+      await this.unlink(remotePath).catch(() => {});
+      throw err;
+    }
+    return { hash, size: content.length };
+  }
+
+  /** uploadFile for a file that is large, not regular, or grew while it was read at once. */
+  private async uploadStreaming(localPath: string, remotePath: string, opts: UploadOptions): Promise<TransferResult> {
+    let local: fsp.FileHandle | null = null;
+    let remote: Buffer | null = null;
+    try {
       try {
         local = await fsp.open(localPath, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
       } catch (err) {
@@ -697,7 +806,6 @@ export class SshSession {
       throw err;
     } finally {
       await local?.close().catch(() => {});
-      releaseFile();
     }
   }
 
@@ -705,16 +813,83 @@ export class SshSession {
    * Downloads `remotePath` to `localPath` (created with mode 0600, replacing a file there) with many
    * reads in flight, hashing the bytes as they are written. With `expectedHash`, a different hash
    * rejects with HashMismatchError. On any failure `localPath` is removed.
+   *
+   * With an `expectedSize` of up to SMALL_FILE_MAX the remote fstat is skipped: open, then the
+   * reads and the close back to back, and the local file written in one synchronous write. When the
+   * reads do not end exactly at `expectedSize` (the file is longer or shorter, or the server read
+   * short) the download starts over on the general path, which finds out what is there.
    */
   async downloadFile(remotePath: string, localPath: string, opts: DownloadOptions = {}): Promise<TransferResult> {
     const releaseFile = await this.fileSlots.acquire();
+    try {
+      throwIfAborted(opts.signal, `download ${remotePath}`);
+      this.throwIfClosed();
+      const expectedSize = opts.expectedSize;
+      if (expectedSize !== undefined && Number.isSafeInteger(expectedSize) && expectedSize >= 0 && expectedSize <= SMALL_FILE_MAX) {
+        const content = await this.readSmallRemote(remotePath, expectedSize, opts.signal);
+        if (content !== null) return finishSmallDownload(content, remotePath, localPath, expectedSize, opts);
+      }
+      return await this.downloadStreaming(remotePath, localPath, opts);
+    } finally {
+      releaseFile();
+    }
+  }
+
+  /**
+   * Reads a remote file expected to hold `expectedSize` bytes: open, then reads covering one byte
+   * past that size (so a longer file shows without another request) and the close, pipelined.
+   * Null when the reads did not end exactly at `expectedSize`, or a read failed for a reason the
+   * general path can name better (a directory, say); rejects if the open fails or the session is lost.
+   */
+  private async readSmallRemote(remotePath: string, expectedSize: number, signal: AbortSignal | undefined): Promise<Buffer | null> {
+    const handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'r', cb));
+    const requests = new RequestWindow();
+    const reads: Array<{ length: number; data: Promise<Buffer> }> = [];
+    try {
+      throwIfAborted(signal, `download ${remotePath}`);
+      // Never more than ssh2 asks for in one request: a longer read would ask for its rest only
+      // after the first reply, behind the close.
+      const step = Math.min(CHUNK_SIZE, this.sftpLimit('_maxReadLen'));
+      const want = expectedSize + 1;
+      for (let offset = 0; offset < want && !requests.failed; offset += step) {
+        const length = Math.min(step, want - offset);
+        // As for uploads: a slot is taken just before its request is sent, given back with the reply.
+        const releaseRequest = await this.requestSlots.acquire();
+        const data = this.readChunk(handle, remotePath, offset, length).finally(releaseRequest);
+        reads.push({ length, data });
+        requests.add(data.then(() => {}));
+      }
+    } catch (err) {
+      requests.fail(err);
+    }
+    requests.add(this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb)));
+    try {
+      await requests.drain();
+    } catch (err) {
+      if (err instanceof SftpError && err.operation === 'read' && err.code !== 'CONNECTION_LOST' && err.code !== 'NO_CONNECTION') {
+        return null;
+      }
+      throw err;
+    }
+    const pieces: Buffer[] = [];
+    let size = 0;
+    for (const [index, read] of reads.entries()) {
+      const data = await read.data;
+      pieces.push(data);
+      size += data.length;
+      // A short read before the last one: the server reads short, so where the file ends is unknown.
+      if (data.length < read.length && index < reads.length - 1) return null;
+    }
+    return size === expectedSize ? Buffer.concat(pieces, size) : null;
+  }
+
+  /** downloadFile without a usable expectedSize, or when the fast path found a different file. */
+  private async downloadStreaming(remotePath: string, localPath: string, opts: DownloadOptions): Promise<TransferResult> {
     let local: fsp.FileHandle | null = null;
     let remote: Buffer | null = null;
     let createdLocal = false;
     let abandonReads = (): void => {};
     try {
-      throwIfAborted(opts.signal, `download ${remotePath}`);
-      this.throwIfClosed();
       const handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'r', cb));
       remote = handle;
       const attrs = await this.call<Stats>('fstat', remotePath, (cb) => this.sftp.fstat(handle, cb));
@@ -816,8 +991,14 @@ export class SshSession {
     } finally {
       abandonReads();
       await local?.close().catch(() => {});
-      releaseFile();
     }
+  }
+
+  /** A per-request size limit of ssh2's SFTP client (from the server's limits@openssh.com reply). */
+  private sftpLimit(name: '_maxReadLen' | '_maxWriteLen'): number {
+    const value = (this.sftp as unknown as Record<string, unknown>)[name];
+    // ssh2's own default for servers that state no limits is 34000 bytes less 2 KiB of overhead.
+    return typeof value === 'number' && value > 0 ? value : 31_000;
   }
 
   private readChunk(handle: Buffer, remotePath: string, offset: number, length: number): Promise<Buffer> {
@@ -900,6 +1081,92 @@ async function writeLocal(local: fsp.FileHandle, localPath: string, data: Buffer
   }
 }
 
+/**
+ * The whole content of `localPath` if it is a regular file of up to SMALL_FILE_MAX bytes, read
+ * synchronously (open, fstat, one read, close); null for anything else, and for a file that grew
+ * while it was read (the streaming path then reads it to wherever its end is). The read asks for
+ * one byte more than the size fstat gave, so growth shows without a second read. O_NONBLOCK: a
+ * FIFO put there does not block the open (it is not a regular file, so the streaming path gets it).
+ */
+function readSmallFile(localPath: string): Buffer | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(localPath, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    throw new LocalFileError(`cannot read ${localPath}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const stats = fs.fstatSync(fd);
+    if (!stats.isFile() || stats.size > SMALL_FILE_MAX) return null;
+    const buffer = Buffer.allocUnsafe(stats.size + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const bytesRead = fs.readSync(fd, buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      // Asked for one byte past the size and got the size: the end, without a read that returns 0.
+      if (length === stats.size) break;
+    }
+    return length > stats.size ? null : buffer.subarray(0, length);
+  } catch (err) {
+    throw new LocalFileError(`cannot read ${localPath}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // read-only descriptor: nothing can be lost
+    }
+  }
+}
+
+/**
+ * The end of a small download: checks the hash, then writes `localPath` synchronously (mode 0600,
+ * O_NOFOLLOW, replacing a file there). On a hash mismatch or a failed write `localPath` is removed,
+ * as on the streaming path.
+ */
+function finishSmallDownload(content: Buffer, remotePath: string, localPath: string, expectedSize: number, opts: DownloadOptions): TransferResult {
+  throwIfAborted(opts.signal, `download ${remotePath}`);
+  const hash = createHash('sha256').update(content).digest('hex');
+  if (opts.expectedHash !== undefined && opts.expectedHash.toLowerCase() !== hash) {
+    removeQuietly(localPath);
+    throw new HashMismatchError(remotePath, opts.expectedHash, hash);
+  }
+  let fd: number | null;
+  try {
+    fd = fs.openSync(localPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw new LocalFileError(`cannot write ${localPath}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    let offset = 0;
+    while (offset < content.length) offset += fs.writeSync(fd, content, offset, content.length - offset, offset);
+    if (opts.fsync) fs.fsyncSync(fd);
+    const open = fd;
+    fd = null;
+    fs.closeSync(open);
+  } catch (err) {
+    if (fd !== null) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // the file is removed next anyway
+      }
+    }
+    removeQuietly(localPath);
+    throw new LocalFileError(`cannot write ${localPath}: ${(err as Error).message}`, { cause: err });
+  }
+  opts.onProgress?.(content.length, Math.max(expectedSize, content.length));
+  return { hash, size: content.length };
+}
+
+function removeQuietly(localPath: string): void {
+  try {
+    fs.unlinkSync(localPath);
+  } catch {
+    // nothing there (or not ours to remove: a directory)
+  }
+}
+
 function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw new TransferAbortedError(what, { cause: signal.reason });
 }
@@ -929,6 +1196,16 @@ class Semaphore {
 class RequestWindow {
   private readonly pending = new Set<Promise<void>>();
   private failure: { error: unknown } | null = null;
+
+  /** True once a request (or fail()) has failed. */
+  get failed(): boolean {
+    return this.failure !== null;
+  }
+
+  /** Records a failure that is not a request's (it counts as the first one if none came before). */
+  fail(error: unknown): void {
+    this.failure ??= { error };
+  }
 
   add(request: Promise<void>): void {
     const tracked: Promise<void> = request.then(

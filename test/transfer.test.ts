@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -365,6 +365,227 @@ describe('transfers', () => {
     const err = await session.uploadFile(localPath, path.join(remote, 'abort.txt'), { signal: controller.signal }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransferAbortedError);
     expect((err as TransferAbortedError).code).toBe('ABORTED');
+  });
+});
+
+describe('small files (one-shot path)', () => {
+  // Sizes around the chunk (64 KiB) and the small-file limit (256 KiB); the last two take the
+  // streaming path.
+  const sizes = [0, 1, 4096, 65535, 65536, 65537, 131072, 200_000, 256 * 1024, 256 * 1024 + 1, 300_000];
+
+  it('round-trips small files with hash, size, mode 0600 and progress, with and without expectedSize', async () => {
+    const dir = path.join(work, 'small-rt');
+    await mkdir(dir);
+    const remoteDir = path.join(remote, 'small-rt');
+    await mkdir(remoteDir);
+    for (const size of sizes) {
+      const data = randomBytes(size);
+      const localPath = path.join(dir, `f${size}`);
+      await writeFile(localPath, data);
+      const remotePath = path.join(remoteDir, `f${size}`);
+      const upProgress: Array<[number, number]> = [];
+      const up = await session.uploadFile(localPath, remotePath, { onProgress: (done, total) => upProgress.push([done, total]) });
+      expect(up).toEqual({ hash: sha256(data), size });
+      expect((await readFile(remotePath)).equals(data)).toBe(true);
+      expect((await stat(remotePath)).mode & 0o777).toBe(0o600);
+      if (size > 0) expect(upProgress.at(-1)).toEqual([size, size]);
+
+      for (const expectedSize of [size, undefined]) {
+        const downPath = path.join(dir, `f${size}.down.${expectedSize ?? 'none'}`);
+        const downProgress: Array<[number, number]> = [];
+        const down = await session.downloadFile(remotePath, downPath, {
+          expectedHash: sha256(data),
+          expectedSize,
+          onProgress: (done, total) => downProgress.push([done, total]),
+        });
+        expect(down).toEqual({ hash: sha256(data), size });
+        expect((await readFile(downPath)).equals(data)).toBe(true);
+        expect((await stat(downPath)).mode & 0o777).toBe(0o600);
+        if (size > 0) expect(downProgress.at(-1)).toEqual([size, size]);
+      }
+    }
+  });
+
+  it('replaces an existing local file and refuses to write through a local symlink', async () => {
+    const remotePath = path.join(remote, 'replace.txt');
+    await writeFile(remotePath, 'new content\n');
+    const localPath = path.join(work, 'replace.txt');
+    await writeFile(localPath, 'an older and longer content that must not survive\n');
+    const down = await session.downloadFile(remotePath, localPath, { expectedSize: 12 });
+    expect(down.size).toBe(12);
+    expect(await readFile(localPath, 'utf8')).toBe('new content\n');
+
+    const victim = path.join(work, 'victim.txt');
+    await writeFile(victim, 'untouched\n');
+    const linkPath = path.join(work, 'link-to-victim.txt');
+    await symlink(victim, linkPath);
+    const err = await session.downloadFile(remotePath, linkPath, { expectedSize: 12 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LocalFileError);
+    expect((err as LocalFileError).errno).toBe('ELOOP');
+    expect(await readFile(victim, 'utf8')).toBe('untouched\n');
+
+    const up = await session.uploadFile(linkPath, path.join(remote, 'from-link.txt')).catch((e: unknown) => e);
+    expect(up).toBeInstanceOf(LocalFileError);
+    expect((up as LocalFileError).errno).toBe('ELOOP');
+    expect(existsSync(path.join(remote, 'from-link.txt'))).toBe(false);
+  });
+
+  it('with expectedSize, downloads a longer remote file whole and rejects it by hash', async () => {
+    const data = randomBytes(5000);
+    const remotePath = path.join(remote, 'longer.bin');
+    await writeFile(remotePath, data);
+    const localPath = path.join(work, 'longer.bin');
+    // The first 4096 bytes are what the sender recorded: the bytes after them must not go unnoticed.
+    const prefixHash = sha256(data.subarray(0, 4096));
+    const err = await session
+      .downloadFile(remotePath, localPath, { expectedSize: 4096, expectedHash: prefixHash })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HashMismatchError);
+    expect((err as HashMismatchError).actualHash).toBe(sha256(data));
+    expect(existsSync(localPath)).toBe(false);
+    // Without a hash to check, the whole file is what lands.
+    const down = await session.downloadFile(remotePath, localPath, { expectedSize: 4096 });
+    expect(down).toEqual({ hash: sha256(data), size: 5000 });
+    expect((await readFile(localPath)).equals(data)).toBe(true);
+    // One past a whole chunk: the probe byte is a request of its own.
+    const chunkData = randomBytes(65536 + 1);
+    await writeFile(remotePath, chunkData);
+    const chunkDown = await session.downloadFile(remotePath, localPath, { expectedSize: 65536 });
+    expect(chunkDown).toEqual({ hash: sha256(chunkData), size: 65537 });
+  });
+
+  it('with expectedSize, rejects a shorter or different remote file by hash and leaves no local file', async () => {
+    const expected = randomBytes(4096);
+    const localPath = path.join(work, 'shorter.bin');
+    const remotePath = path.join(remote, 'shorter.bin');
+    const cases: Array<[string, Buffer]> = [
+      ['shorter', expected.subarray(0, 3000)],
+      ['empty', Buffer.alloc(0)],
+      ['same size, other bytes', randomBytes(4096)],
+    ];
+    for (const [label, actual] of cases) {
+      await writeFile(remotePath, actual);
+      await writeFile(localPath, 'a file that was there before\n');
+      const err = await session
+        .downloadFile(remotePath, localPath, { expectedSize: expected.length, expectedHash: sha256(expected) })
+        .catch((e: unknown) => e);
+      expect(err, label).toBeInstanceOf(HashMismatchError);
+      expect((err as HashMismatchError).actualHash, label).toBe(sha256(actual));
+      expect(existsSync(localPath), label).toBe(false);
+      const down = await session.downloadFile(remotePath, localPath, { expectedSize: expected.length });
+      expect(down, label).toEqual({ hash: sha256(actual), size: actual.length });
+      expect((await readFile(localPath)).equals(actual), label).toBe(true);
+    }
+  });
+
+  it('with expectedSize, still names a missing file and a directory as the general path does', async () => {
+    const localPath = path.join(work, 'fast-never.txt');
+    const missing = await session.downloadFile(path.join(remote, 'fast-never.txt'), localPath, { expectedSize: 10 }).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(SftpError);
+    expect((missing as SftpError).code).toBe('NO_SUCH_FILE');
+    expect(existsSync(localPath)).toBe(false);
+    const dir = await session.downloadFile(remote, localPath, { expectedSize: 10 }).catch((e: unknown) => e);
+    expect(dir).toBeInstanceOf(SftpError);
+    expect((dir as SftpError).permanent).toBe(true);
+    expect((dir as SftpError).message).toContain('not a regular file');
+    expect(existsSync(localPath)).toBe(false);
+  });
+
+  it('reports a failed pipelined write, removes the remote file and keeps the session usable', async () => {
+    // The remote path is a symlink to /dev/full: the open succeeds, the write fails (ENOSPC), and the
+    // cleanup removes the symlink (not /dev/full).
+    const remotePath = path.join(remote, 'full-link');
+    await symlink('/dev/full', remotePath);
+    const localPath = path.join(work, 'to-full.bin');
+    await writeFile(localPath, randomBytes(100_000));
+    const err = await session.uploadFile(localPath, remotePath).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SftpError);
+    expect((err as SftpError).operation).toBe('write');
+    expect(existsSync(remotePath)).toBe(false);
+    expect(existsSync('/dev/full')).toBe(true);
+    // Every request and file slot was given back: more transfers than the budgets still run.
+    const data = randomBytes(1000);
+    await writeFile(localPath, data);
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => session.uploadFile(localPath, path.join(remote, `after-full-${i}`))),
+    );
+    for (const result of results) expect(result).toEqual({ hash: sha256(data), size: 1000 });
+  });
+
+  it('sends what it read from a file that grows while being read (fstat says 0, the read finds more)', async () => {
+    // /proc files report size 0 and yet have content: the one-shot read sees more than fstat said.
+    if (!existsSync('/proc/self/status')) return;
+    const remotePath = path.join(remote, 'proc-status');
+    const up = await session.uploadFile('/proc/self/status', remotePath);
+    expect(up.size).toBeGreaterThan(0);
+    const sent = await readFile(remotePath);
+    expect(up).toEqual({ hash: sha256(sent), size: sent.length });
+    expect(sent.toString('utf8')).toMatch(/^Name:/);
+  });
+
+  it('coalesces socket writes and many concurrent small transfers still come through, keepalives too', async () => {
+    const s = await connectSsh(target({ keepaliveIntervalMs: 100 }));
+    try {
+      // Count what reaches the socket (ssh2's socket is private: this reaches into it on purpose,
+      // so that losing the coalescing shows up as a failing test rather than as CPU time).
+      const sock = (s as unknown as { client: { _sock: net.Socket } }).client._sock;
+      let singleWrites = 0;
+      let batchedWrites = 0;
+      const socketWrites = sock as unknown as { _write: (...args: unknown[]) => unknown; _writev: (...args: unknown[]) => unknown };
+      const write = socketWrites._write;
+      const writev = socketWrites._writev;
+      socketWrites._write = function (this: unknown, ...args: unknown[]) {
+        singleWrites++;
+        return write.apply(this, args);
+      };
+      socketWrites._writev = function (this: unknown, ...args: unknown[]) {
+        batchedWrites++;
+        return writev.apply(this, args);
+      };
+
+      const dir = path.join(work, 'coalesce');
+      await mkdir(dir);
+      const remoteDir = path.join(remote, 'coalesce');
+      await mkdir(remoteDir);
+      const files = Array.from({ length: 1000 }, (_, i) => ({ name: `c${i}`, data: randomBytes((i * 7919) % 20_000) }));
+      await Promise.all(files.map((f) => writeFile(path.join(dir, f.name), f.data)));
+      // A large file streams on the same session meanwhile.
+      const big = randomBytes(8 * 1024 * 1024);
+      await writeFile(path.join(dir, 'big'), big);
+      const [bigUp, ...ups] = await Promise.all([
+        s.uploadFile(path.join(dir, 'big'), path.join(remoteDir, 'big')),
+        ...files.map((f) => s.uploadFile(path.join(dir, f.name), path.join(remoteDir, f.name))),
+      ]);
+      expect(bigUp).toEqual({ hash: sha256(big), size: big.length });
+      ups.forEach((result, i) => expect(result).toEqual({ hash: sha256(files[i]!.data), size: files[i]!.data.length }));
+      // open + write + close per file at least: far more packets than socket writes.
+      expect(batchedWrites).toBeGreaterThan(0);
+      expect(singleWrites + batchedWrites).toBeLessThan(files.length);
+
+      const downDir = path.join(work, 'coalesce-down');
+      await mkdir(downDir);
+      const [bigDown, ...downs] = await Promise.all([
+        s.downloadFile(path.join(remoteDir, 'big'), path.join(downDir, 'big'), { expectedHash: sha256(big) }),
+        ...files.map((f) =>
+          s.downloadFile(path.join(remoteDir, f.name), path.join(downDir, f.name), {
+            expectedHash: sha256(f.data),
+            expectedSize: f.data.length,
+          }),
+        ),
+      ]);
+      expect(bigDown.size).toBe(big.length);
+      downs.forEach((result, i) => expect(result.size).toBe(files[i]!.data.length));
+      for (const f of files) expect((await readFile(path.join(downDir, f.name))).equals(f.data)).toBe(true);
+
+      // Idle for several keepalive intervals: each keepalive is sent (after its uncork) and answered,
+      // or ssh2 would have given up after 3 unanswered ones.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      expect(s.isClosed).toBe(false);
+      expect(await s.realpath('.')).toMatch(/^\//);
+    } finally {
+      await s.close();
+    }
+    expect(await s.closed).toBeNull();
   });
 });
 
