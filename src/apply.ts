@@ -41,7 +41,7 @@ export type BeforeReplace = (absPath: string, rel: string) => Promise<void>;
 
 async function lstatOrNull(abs: string): Promise<import('node:fs').Stats | null> {
   try {
-    return fsSync.lstatSync(abs);
+    return fsSync.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './config.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from './core/types.js';
@@ -16,8 +17,9 @@ import { SyncError } from './core/errors.js';
 import { SerialLock, forEachLimited, sleep } from './lock.js';
 import type { Logger } from './log.js';
 import { createProgress, showPath } from './log.js';
-import { createRpcPeer, type RpcPeer } from './rpc.js';
-import { DEFERRED_HASH, readLocal, walkTree, fingerprint, isSameFingerprint, type LocalState } from './scan.js';
+import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type RpcPeer } from './rpc.js';
+import { DEFERRED_HASH, readLocal, readSmallFile, walkTree, fingerprint, isSameFingerprint, type LocalState } from './scan.js';
+import { BundlePrefetcher, groupBySize, type WantedFile } from './bundles.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
 import { connectSsh, type SshSession } from './transfer.js';
 import { isReachedThroughLink } from './safefs.js';
@@ -33,6 +35,12 @@ const STOP_GRACE_MS = 5000;
 /** Events are hints: a full comparison with the base index catches anything they missed. */
 const RESCAN_INTERVAL_MS = 30 * 60 * 1000;
 const PULL_PAGE = 2000;
+/** Small files per bundle, and bytes: a bundle is one SFTP transfer and one commit (push). */
+const PUSH_BUNDLE_FILES = 256;
+const PUSH_BUNDLE_BYTES = 4 * 1024 * 1024;
+const PULL_BUNDLE_FILES = 256;
+const PULL_BUNDLE_BYTES = 4 * 1024 * 1024;
+const BUNDLE_CONCURRENCY = 2;
 
 interface RemoteFolder {
   root: string;
@@ -413,48 +421,128 @@ class SyncedFolder {
   /**
    * Upload what needs uploading and commit in chunks, applying the answers. Commits are
    * pipelined with uploads: whenever no commit is in flight, everything uploaded so far is
-   * committed, so the other clients start pulling while this one is still pushing.
+   * committed, so the other clients start pulling while this one is still pushing. Small files
+   * go in bundles; the ops of one bundle are always committed together (the server reads the
+   * bundle once and removes it).
    */
   private async runOps(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Promise<boolean> {
     const remote = this.remote!;
     let anyDone = false;
-    let chain = Promise.resolve();
-    let committing = false;
-    const ready: PushOp[] = [];
+    const ready: PushOp[][] = [];
+    const running = new Set<Promise<void>>();
+    // One commit at a time while order matters (directories, renames, deletes); two while file
+    // puts on distinct paths are committed, so the server applies one while it writes the other.
+    let maxRunning = 1;
     const pump = (): void => {
-      if (committing || ready.length === 0) return;
-      committing = true;
-      const chunk = ready.splice(0, COMMIT_CHUNK);
-      chain = chain
-        .then(() => this.commitChunk(link, chunk, locals))
-        .then((done) => {
-          anyDone ||= done;
-          committing = false;
-          pump();
-        });
-    };
-    const drain = async (): Promise<void> => {
-      pump();
-      while (committing || ready.length > 0) {
-        await chain;
-        pump();
+      while (running.size < maxRunning && ready.length > 0) {
+        const chunk = ready.shift()!;
+        while (ready.length > 0 && chunk.length + ready[0]!.length <= COMMIT_CHUNK) chunk.push(...ready.shift()!);
+        const commit: Promise<void> = this.commitChunk(link, chunk, locals)
+          .then(
+            (done) => {
+              anyDone ||= done;
+            },
+            (err: unknown) => this.logger.warn(`commit: ${(err as Error).message}`),
+          )
+          .finally(() => {
+            running.delete(commit);
+            pump();
+          });
+        running.add(commit);
       }
     };
-    const needsUpload = (op: PushOp): boolean => op.op === 'put' && op.upload === '';
+    const drain = async (): Promise<void> => {
+      for (pump(); running.size > 0; pump()) await Promise.race(running);
+    };
+    const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === '';
+    const isBundled = (op: Extract<PushOp, { op: 'put' }>): boolean => op.entry.type === 'file' && op.entry.size <= BUNDLE_FILE_MAX;
     // Directories and renames first (parents exist before children arrive), deletes last.
-    ready.push(...ops.filter((op) => !needsUpload(op) && op.op !== 'delete'));
+    for (const op of ops) if (!needsUpload(op) && op.op !== 'delete') ready.push([op]);
     await drain();
-    const uploads = ops.filter(needsUpload) as Array<Extract<PushOp, { op: 'put' }>>;
-    await forEachLimited(uploads, TRANSFER_CONCURRENCY, async (op) => {
-      const uploaded = await this.uploadOne(link, remote, op, locals);
-      if (uploaded === null) return;
-      ready.push(uploaded);
-      pump();
-    });
+    const uploads = ops.filter(needsUpload);
+    const bundles = groupBySize(uploads.filter(isBundled), (op) => (op.entry.type === 'file' ? op.entry.size : 0), PUSH_BUNDLE_FILES, PUSH_BUNDLE_BYTES);
+    maxRunning = 2;
+    await Promise.all([
+      forEachLimited(bundles, BUNDLE_CONCURRENCY, async (group) => {
+        const uploaded = await this.uploadBundle(link, remote, group, locals);
+        if (uploaded.length === 0) return;
+        ready.push(uploaded);
+        pump();
+      }),
+      forEachLimited(
+        uploads.filter((op) => !isBundled(op)),
+        TRANSFER_CONCURRENCY,
+        async (op) => {
+          const uploaded = await this.uploadOne(link, remote, op, locals);
+          if (uploaded === null) return;
+          ready.push([uploaded]);
+          pump();
+        },
+      ),
+    ]);
     await drain();
-    ready.push(...ops.filter((op) => op.op === 'delete'));
+    maxRunning = 1;
+    for (const op of ops) if (op.op === 'delete') ready.push([op]);
     await drain();
     return anyDone;
+  }
+
+  /**
+   * Upload small files as one bundle: each is read whole (synchronously: a few microseconds) and
+   * must still have the fingerprint it was read with, so content and entry agree. Returns their
+   * put ops naming the bundle and their part of it; a file that changed meanwhile is re-queued.
+   */
+  private async uploadBundle(
+    link: Link,
+    remote: RemoteFolder,
+    group: Array<Extract<PushOp, { op: 'put' }>>,
+    locals: Map<string, LocalState | null>,
+  ): Promise<PushOp[]> {
+    const name = newTempName('bundle');
+    const contents: Buffer[] = [];
+    const built: PushOp[] = [];
+    let offset = 0;
+    for (const op of group) {
+      if (op.entry.type !== 'file') continue; // isBundled let only files in
+      const localAbs = path.join(this.root, op.path);
+      const read = locals.get(op.path) ?? null;
+      let data: Buffer;
+      let after: StatFingerprint | null;
+      try {
+        data = readSmallFile(localAbs, BUNDLE_FILE_MAX);
+        after = fingerprint(fsSync.lstatSync(localAbs));
+      } catch (err) {
+        this.recordPushFailure(op.path, err);
+        continue;
+      }
+      const hash = createHash('sha256').update(data).digest('hex');
+      const isAsRead = read !== null && isSameFingerprint(read.stat, after) && data.length === after.size;
+      if (!isAsRead || (op.entry.hash !== DEFERRED_HASH && op.entry.hash !== hash)) {
+        this.state.markDirty([op.path]);
+        this.recordPushFailure(op.path, new SyncError('FILE_BUSY', 'changed while it was being sent; sent again once it is still'));
+        continue;
+      }
+      const entry: Entry = { ...op.entry, hash };
+      locals.set(op.path, { entry, stat: read.stat });
+      built.push({ ...op, entry, upload: name, part: { offset, length: data.length } });
+      contents.push(data);
+      offset += data.length;
+    }
+    if (built.length === 0) return [];
+    const localTmp = path.join(tmpDirOf(this.root), name);
+    const transfer = this.client.beginTransfer(this.name, `${group[0]!.path} (bundle of ${built.length})`, 'push', offset);
+    try {
+      fsSync.writeFileSync(localTmp, Buffer.concat(contents, offset), { flag: 'wx', mode: 0o600 });
+      await link.ssh.uploadFile(localTmp, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
+      return built;
+    } catch (err) {
+      for (const op of built) if (op.op === 'put') this.recordPushFailure(op.path, err);
+      await link.ssh.unlink(`${remote.tmp}/${name}`).catch(() => undefined);
+      return [];
+    } finally {
+      transfer.end();
+      fsSync.rmSync(localTmp, { force: true });
+    }
   }
 
   /**
@@ -471,7 +559,12 @@ class SyncedFolder {
       const sent = await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
       if (op.entry.hash === DEFERRED_HASH) {
         const read = locals.get(op.path) ?? null;
-        const after = await fs.lstat(localAbs).then(fingerprint, () => null);
+        let after: StatFingerprint | null = null;
+        try {
+          after = fingerprint(fsSync.lstatSync(localAbs));
+        } catch {
+          // gone: not the file that was read
+        }
         if (read !== null && sent.size === op.entry.size && isSameFingerprint(read.stat, after)) {
           const entry: Entry = { ...op.entry, hash: sent.hash };
           locals.set(op.path, { entry, stat: read.stat });
@@ -668,8 +761,66 @@ class SyncedFolder {
     this.schedulePush();
   }
 
+  /**
+   * Small files this page brings that are not here yet: fetched in bundles, ahead of the loop
+   * that applies the changes one by one. Versions this node made are skipped (nothing to fetch).
+   */
+  private prefetchSmallFiles(link: Link, changes: Change[]): BundlePrefetcher {
+    const wanted: WantedFile[] = [];
+    const sizes = new Map<number, number>();
+    for (const change of changes) {
+      const entry = change.entry;
+      if (entry?.type !== 'file' || entry.size > BUNDLE_FILE_MAX || change.origin === this.client.config.node.name) continue;
+      if (this.ignore.isIgnored(change.path, false)) continue;
+      const base = this.state.getBase(change.path)?.entry;
+      if (base?.type === 'file' && base.hash === entry.hash) continue;
+      wanted.push({ key: change.seq, path: change.path, hash: entry.hash });
+      sizes.set(change.seq, entry.size);
+    }
+    const limits = { maxFiles: PULL_BUNDLE_FILES, maxBytes: PULL_BUNDLE_BYTES };
+    return new BundlePrefetcher(wanted, (f) => sizes.get(f.key) ?? 0, limits, (group) => this.fetchBundle(link, group));
+  }
+
+  /** Ask the server for one bundle, download it, and return the contents that match their hashes. */
+  private async fetchBundle(link: Link, group: WantedFile[]): Promise<Map<number, Buffer>> {
+    const contents = new Map<number, Buffer>();
+    const remote = this.remote;
+    if (remote === null) return contents;
+    let made;
+    try {
+      made = await link.peer.request('bundle', { folder: this.name, files: group.map(({ path: p, hash }) => ({ path: p, hash })) }, 120_000);
+    } catch (err) {
+      this.logger.warn(`bundle of ${group.length} file(s): ${(err as Error).message}; fetching them one by one`);
+      return contents;
+    }
+    if (made.bundle === null) return contents;
+    const remotePath = `${remote.tmp}/${made.bundle}`;
+    const localTmp = path.join(tmpDirOf(this.root), newTempName('bundle'));
+    const total = made.parts.reduce((sum, part) => sum + (part?.length ?? 0), 0);
+    const transfer = this.client.beginTransfer(this.name, `${group[0]!.path} (bundle of ${group.length})`, 'pull', total);
+    try {
+      fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+      await link.ssh.downloadFile(remotePath, localTmp, { onProgress: (done) => transfer.progress(done) });
+      const data = readSmallFile(localTmp, MAX_BUNDLE_BYTES);
+      for (const [i, file] of group.entries()) {
+        const part = made.parts[i];
+        if (part == null || part.offset + part.length > data.length) continue;
+        const bytes = data.subarray(part.offset, part.offset + part.length);
+        if (createHash('sha256').update(bytes).digest('hex') === file.hash) contents.set(file.key, bytes);
+      }
+    } catch (err) {
+      this.logger.warn(`bundle of ${group.length} file(s): ${(err as Error).message}; fetching them one by one`);
+    } finally {
+      transfer.end();
+      fsSync.rmSync(localTmp, { force: true });
+      void link.ssh.unlink(remotePath).catch(() => undefined);
+    }
+    return contents;
+  }
+
   private async applyPage(link: Link, changes: Change[]): Promise<void> {
     if ((await this.checkPresence()) !== null) throw new Error(`folder paused: ${this.paused}`);
+    const prefetched = this.prefetchSmallFiles(link, changes);
     const inFlight = new Map<string, Promise<void>>();
     const waitAll = async (): Promise<void> => {
       await Promise.all(inFlight.values());
@@ -683,10 +834,10 @@ class SyncedFolder {
       if (!isDownload || inFlight.has(change.path)) await waitAll();
       if (isDownload) {
         while (inFlight.size >= TRANSFER_CONCURRENCY) await Promise.race(inFlight.values());
-        const job = this.applyChange(link, change, false).finally(() => inFlight.delete(change.path));
+        const job = this.applyChange(link, change, false, prefetched).finally(() => inFlight.delete(change.path));
         inFlight.set(change.path, job);
       } else {
-        await this.applyChange(link, change, false);
+        await this.applyChange(link, change, false, prefetched);
       }
     }
     await waitAll();
@@ -701,9 +852,9 @@ class SyncedFolder {
   }
 
   /** Apply one change from the feed to the local disk, recording failures as tasks. */
-  async applyChange(link: Link, change: Change, force: boolean): Promise<void> {
+  async applyChange(link: Link, change: Change, force: boolean, prefetched: BundlePrefetcher | null = null): Promise<void> {
     try {
-      await this.applyChangeOrThrow(link, change, force);
+      await this.applyChangeOrThrow(link, change, force, prefetched);
       this.state.clearFailure(change.path, 'pull');
     } catch (err) {
       const { message, permanent } = classify(err);
@@ -722,7 +873,7 @@ class SyncedFolder {
     return local?.entry ?? null;
   }
 
-  private async applyChangeOrThrow(link: Link, change: Change, force: boolean): Promise<void> {
+  private async applyChangeOrThrow(link: Link, change: Change, force: boolean, prefetched: BundlePrefetcher | null): Promise<void> {
     const p = change.path;
     const base = force ? null : this.state.getBase(p);
     const local = await this.readForPull(p, this.state.getBase(p));
@@ -781,13 +932,13 @@ class SyncedFolder {
         return;
       }
       case 'fetch':
-        await this.fetch(link, change, local);
+        await this.fetch(link, change, local, prefetched);
         return;
     }
   }
 
   /** Create or replace the local path from the server's version. */
-  private async fetch(link: Link, change: Change, localBefore: Entry | null): Promise<void> {
+  private async fetch(link: Link, change: Change, localBefore: Entry | null, prefetched: BundlePrefetcher | null): Promise<void> {
     const p = change.path;
     const entry = change.entry!;
     if (entry.type === 'dir') {
@@ -810,14 +961,20 @@ class SyncedFolder {
     const remote = this.remote!;
     const tmpAbs = path.join(tmpDirOf(this.root), newTempName('down'));
     fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
-    const transfer = this.client.beginTransfer(this.name, p, 'pull', entry.size);
-    try {
-      await link.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, onProgress: (done) => transfer.progress(done) });
-    } catch (err) {
-      await fs.rm(tmpAbs, { force: true });
-      throw err;
-    } finally {
-      transfer.end();
+    // A small file usually came in a bundle, already checked against its hash.
+    const content = (await prefetched?.take(change.seq)) ?? null;
+    if (content !== null) {
+      fsSync.writeFileSync(tmpAbs, content, { flag: 'wx', mode: 0o600 });
+    } else {
+      const transfer = this.client.beginTransfer(this.name, p, 'pull', entry.size);
+      try {
+        await link.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, expectedSize: entry.size, onProgress: (done) => transfer.progress(done) });
+      } catch (err) {
+        await fs.rm(tmpAbs, { force: true });
+        throw err;
+      } finally {
+        transfer.end();
+      }
     }
     // Check before writing: the local path must still be what we decided on.
     const base = this.state.getBase(p);

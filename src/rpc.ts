@@ -24,7 +24,7 @@ import {
 } from 'json-rpc-2.0';
 import { SyncError } from './core/errors.js';
 import { pathProblem } from './core/paths.js';
-import type { Change, Entry, PushOp, PushResult, Version } from './core/types.js';
+import type { BundlePart, Change, Entry, PushOp, PushResult, Version } from './core/types.js';
 
 // ---------------------------------------------------------------------------------------------
 // A tiny schema library: exact objects, bounded strings and arrays, integer ranges, enums,
@@ -238,14 +238,22 @@ const seq = int(0);
 const baseSeq = nullable(int(0));
 const uploadName = nullable(str({ min: 1, maxBytes: 128, pattern: /^[A-Za-z0-9._-]+$/, patternHint: 'expected a temp file name (letters, digits, "._-")', check: (s) => (s === '.' || s === '..' ? 'dot name' : null) }));
 
+/** A bundle holds at most this many files, of at most BUNDLE_FILE_MAX bytes each, MAX_BUNDLE_BYTES in all. */
+export const MAX_BUNDLE_FILES = 1000;
+export const BUNDLE_FILE_MAX = 64 * 1024;
+export const MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
+
+const contentHash = str({ maxBytes: 64, pattern: /^[0-9a-f]{64}$/, patternHint: 'expected 64 lowercase hex digits' });
+const bundlePart: Schema<BundlePart> = obj({ offset: int(0, MAX_BUNDLE_BYTES), length: int(0, MAX_BUNDLE_BYTES) });
+
 const entrySchema: Schema<Entry> = union('type', {
-  file: obj({ type: oneOf('file'), size: int(0), mtime: int(Number.MIN_SAFE_INTEGER), mode: int(0, 0o7777), hash: str({ maxBytes: 64, pattern: /^[0-9a-f]{64}$/, patternHint: 'expected 64 lowercase hex digits' }) }),
+  file: obj({ type: oneOf('file'), size: int(0), mtime: int(Number.MIN_SAFE_INTEGER), mode: int(0, 0o7777), hash: contentHash }),
   dir: obj({ type: oneOf('dir'), mode: int(0, 0o7777) }),
   symlink: obj({ type: oneOf('symlink'), target: str({ min: 1, maxBytes: 4096, check: (s) => (s.includes('\0') ? 'NUL byte' : null) }) }),
 });
 
 const pushOpSchema: Schema<PushOp> = union('op', {
-  put: obj({ op: oneOf('put'), path: relPath, base: baseSeq, entry: entrySchema, upload: uploadName }),
+  put: obj({ op: oneOf('put'), path: relPath, base: baseSeq, entry: entrySchema, upload: uploadName, part: optional(bundlePart) }),
   delete: obj({ op: oneOf('delete'), path: relPath, base: baseSeq }),
   rename: obj({ op: oneOf('rename'), from: relPath, to: relPath, base: baseSeq, toBase: baseSeq, entry: entrySchema }),
 });
@@ -304,6 +312,16 @@ export interface ChangesResult {
   head: number;
   reset: boolean;
 }
+/** `bundle`: the files wanted, each by the content hash the client expects. */
+export interface BundleParams {
+  folder: string;
+  files: Array<{ path: string; hash: string }>;
+}
+/** The temp file (in the folder's tmp dir) holding the contents, and where each one lies; null: not included. */
+export interface BundleResult {
+  bundle: string | null;
+  parts: Array<BundlePart | null>;
+}
 export interface AckParams {
   folder: string;
   seq: number;
@@ -324,6 +342,12 @@ export interface RpcMethods {
   push: { params: PushParams; result: PushResponse };
   /** Client → server. Versions with seq > `after`, ordered by seq, at most `limit`. */
   changes: { params: ChangesParams; result: ChangesResult };
+  /**
+   * Client → server. Writes the current contents of small files into one temp file in the
+   * folder's tmp dir, for the client to download in one transfer and then remove. A file that is
+   * not there, not a regular file, larger than BUNDLE_FILE_MAX or past the size limit gets null.
+   */
+  bundle: { params: BundleParams; result: BundleResult };
   /** Client → server. The client applied everything up to `seq`. */
   ack: { params: AckParams; result: EmptyParams };
   /** Server → client notification: the folder's head moved. */
@@ -359,6 +383,10 @@ const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result
   changes: {
     params: obj({ folder: folderName, after: seq, limit: int(1, MAX_CHANGES_LIMIT) }),
     result: obj({ changes: arrayOf(changeSchema, 0, MAX_CHANGES_LIMIT), head: seq, reset: bool }),
+  },
+  bundle: {
+    params: obj({ folder: folderName, files: arrayOf(obj({ path: relPath, hash: contentHash }), 1, MAX_BUNDLE_FILES) }),
+    result: obj({ bundle: uploadName, parts: arrayOf(nullable(bundlePart), 0, MAX_BUNDLE_FILES) }),
   },
   ack: { params: obj({ folder: folderName, seq }), result: emptyParams },
   changed: { params: obj({ folder: folderName, head: seq }), result: { parse: () => undefined } },

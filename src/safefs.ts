@@ -69,7 +69,7 @@ function errnoCode(err: unknown): string | undefined {
 
 function lstatOrNull(abs: string): Stats | null {
   try {
-    return fs.lstatSync(abs);
+    return fs.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return null;
     throw err;
@@ -207,8 +207,8 @@ function isRootUnchanged(root: string, realRoot: string): boolean {
  * NotADirectoryError); a missing one gives `missing` (nothing can be reached through it); a root
  * that no longer leads where it did gives `elsewhere` with its realpath now.
  */
-function parentState(root: string, realRoot: string, rel: string): ParentState {
-  if (!isRootUnchanged(root, realRoot)) {
+function parentState(root: string, realRoot: string, rel: string, isRootChecked = false): ParentState {
+  if (!isRootChecked && !isRootUnchanged(root, realRoot)) {
     let now: string;
     try {
       now = fs.realpathSync.native(root);
@@ -237,12 +237,13 @@ function resolvedElsewhere(root: string, realRoot: string, rel: string, real: st
 }
 
 /**
- * Confirms (one realpath) that the existing parent directory of `rel` still resolves to exactly
- * `<real root>/<parent>`: no symlink anywhere on the way, nothing outside the folder. A missing
- * parent is fine (nothing can be written through it) once the existing ones are checked.
+ * Confirms that the existing parent directory of `rel` is still reached from the unchanged root
+ * through real directories only (parentState): no symlink anywhere on the way, nothing outside
+ * the folder. A missing parent is fine (nothing can be written through it) once the existing
+ * ones are checked.
  */
-async function verifyParentReal(root: string, realRoot: string, rel: string, when: string): Promise<void> {
-  const state = await parentState(root, realRoot, rel);
+async function verifyParentReal(root: string, realRoot: string, rel: string, when: string, isRootChecked = false): Promise<void> {
+  const state = parentState(root, realRoot, rel, isRootChecked);
   if ('ok' in state) return;
   await checkParents(root, rel);
   if ('missing' in state) return;
@@ -294,15 +295,17 @@ async function createParents(root: string, rel: string, mode: number): Promise<s
 async function checkWithCreated(root: string, rel: string, options: CheckOptions): Promise<{ checked: CheckedPath; created: string[] }> {
   checkRelativePath(rel, options);
   const reuse = options.sameOperationAs;
-  let realRoot = reuse !== undefined && reuse.root === root ? reuse.realRoot : await realRootOf(root, rel);
-  // A top-level path: the root check above is the parent check.
-  let state: ParentState = parentOf(rel) === null ? { ok: true } : await parentState(root, realRoot, rel);
+  const isReused = reuse !== undefined && reuse.root === root;
+  let realRoot = isReused ? reuse.realRoot : await realRootOf(root, rel);
+  // A top-level path: the root check above is the parent check. realRootOf has just checked the
+  // root's identity; a path checked in the same operation has its root checked by parentState.
+  let state: ParentState = parentOf(rel) === null && !isReused ? { ok: true } : parentState(root, realRoot, rel, !isReused);
   if ('elsewhere' in state) {
     // The cached root may be stale (an ancestor of the root moved): resolve it afresh, once.
     const now = await realRootOf(root, rel, true);
     if (now !== realRoot) {
       realRoot = now;
-      state = await parentState(root, realRoot, rel);
+      state = parentState(root, realRoot, rel, true);
     }
   }
   let created: string[] = [];
@@ -408,7 +411,8 @@ export async function checkSource(root: string, fromAbsOrRel: string, options: C
 export async function renameChecked(from: CheckedPath, to: CheckedPath): Promise<void> {
   fs.renameSync(from.abs, to.abs);
   await recheckPath(to);
-  await recheckPath(from);
+  // Same root, checked a moment ago by the recheck of `to`: only the source's parents are walked.
+  await verifyParentReal(from.root, from.realRoot, from.rel, 'during the operation', from.root === to.root && from.realRoot === to.realRoot);
 }
 
 /** Unlinks the checked path (a symlink itself, never its target), then rechecks it. */

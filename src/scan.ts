@@ -98,6 +98,38 @@ export function hashSmallFile(absPath: string, inspect: (opened: fs.Stats) => vo
   }
 }
 
+/**
+ * The whole content of a small regular file, read synchronously without following a final
+ * symlink (O_NOFOLLOW) and without blocking on a FIFO (O_NONBLOCK). `inspect` sees the fstat of
+ * what was opened and throws to refuse it (default: not a regular file). A file larger than
+ * `maxSize` (when opened, or grown past it while read) throws SyncError 'TOO_LARGE'.
+ */
+export function readSmallFile(absPath: string, maxSize: number, inspect: (opened: fs.Stats) => void = requireRegularFile(absPath)): Buffer {
+  const fd = fs.openSync(absPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    const st = fs.fstatSync(fd);
+    inspect(st);
+    if (st.size > maxSize) throw new SyncError('TOO_LARGE', `${absPath}: larger than ${maxSize} bytes`);
+    // One byte more than the file's size: the read that finds EOF needs room to tell.
+    let buffer = Buffer.allocUnsafe(st.size + 1);
+    let size = 0;
+    for (;;) {
+      if (size === buffer.length) {
+        const bigger = Buffer.allocUnsafe(Math.min(maxSize + 1, buffer.length * 2));
+        buffer.copy(bigger, 0, 0, size);
+        buffer = bigger;
+      }
+      const bytesRead = fs.readSync(fd, buffer, size, buffer.length - size, size);
+      if (bytesRead === 0) break;
+      size += bytesRead;
+      if (size > maxSize) throw new SyncError('TOO_LARGE', `${absPath}: grew past ${maxSize} bytes while read`);
+    }
+    return buffer.subarray(0, size);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function requireRegularFile(absPath: string): (opened: fs.Stats) => void {
   return (st) => {
     if (!st.isFile()) throw new SyncError('NOT_A_FILE', `${absPath}: not a regular file`);
@@ -130,7 +162,7 @@ function isMissing(err: unknown): boolean {
 /** Synchronous: one metadata syscall costs microseconds, an async one a thread-pool round trip. */
 function lstatOrNull(abs: string): fs.Stats | null {
   try {
-    return fs.lstatSync(abs);
+    return fs.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
   } catch (err) {
     if (isMissing(err)) return null;
     throw err;

@@ -4,7 +4,8 @@
  * change log, tells every other client what changed, and watches its own folders (promise 11).
  */
 import fs from 'node:fs/promises';
-import { constants as FS, type Stats } from 'node:fs';
+import fsSync, { constants as FS, type Stats } from 'node:fs';
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from './config.js';
@@ -18,10 +19,10 @@ import { SyncError } from './core/errors.js';
 import { SerialLock, forEachLimited } from './lock.js';
 import type { Logger } from './log.js';
 import { showPath } from './log.js';
-import { createRpcPeer, type RpcPeer } from './rpc.js';
-import { hashOpenFile, hashSmallFile, readLocal, SMALL_FILE, walkTree } from './scan.js';
+import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
+import { absPathOf, hashOpenFile, hashSmallFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
-import { MARKER_DIR, cleanTempDir, movePath, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
+import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
 import { isReachedThroughLink } from './safefs.js';
 import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
@@ -180,7 +181,7 @@ class ServedFolder {
     const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
     let changed = 0;
     for (const p of sorted) changed += await this.absorbLocal(p);
-    if (changed > 0) await this.commitDurably(null);
+    if (changed > 0) await this.commitDurably();
   }
 
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
@@ -227,10 +228,14 @@ class ServedFolder {
     return 1;
   }
 
-  /** Flush the log, advance the durable head, and tell the clients. */
-  async commitDurably(origin: Session | null): Promise<void> {
+  /**
+   * Flush the log, advance the durable head to what was recorded before the call, and tell the
+   * clients. Runs outside the folder lock: the next commit applies while this one is written.
+   */
+  async commitDurably(): Promise<void> {
+    const head = this.log.head;
     await this.log.flush();
-    this.durableHead = this.log.head;
+    if (head > this.durableHead) this.durableHead = head;
     this.lastSync = new Date();
     this.server.notifyChanged(this.name, this.durableHead);
   }
@@ -271,11 +276,7 @@ class ServedFolder {
   private async verifyUpload(upload: string, entry: Entry): Promise<string> {
     if (entry.type !== 'file') throw new OpError('BAD_OP', 'only files carry an upload', true);
     const tmpAbs = path.join(this.tmpDir, upload);
-    const inspect = (st: Stats): void => {
-      if (!st.isFile()) throw new OpError('BAD_UPLOAD', `upload ${upload} is not a regular file`, true);
-      // A hard link would let a rogue upload name a file outside the folder (chmod, rename).
-      if (st.nlink > 1) throw new OpError('BAD_UPLOAD', `upload ${upload} has other hard links`, true);
-    };
+    const inspect = inspectUpload(upload);
     let hashed: { hash: string; size: number };
     try {
       hashed = entry.size <= SMALL_FILE ? hashSmallFile(tmpAbs, inspect) : await hashLargeUpload(tmpAbs, inspect);
@@ -288,6 +289,79 @@ class ServedFolder {
       throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
     }
     return tmpAbs;
+  }
+
+  /**
+   * Split a bundle of pushed files: read it once (then remove it), check each part against the
+   * entry the client recorded, and write each part to a temp file of its own. Sets `verified[i]`
+   * for every op in `indexes` to the temp file's path or to the error that refuses it.
+   */
+  private splitBundle(upload: string, indexes: number[], ops: PushOp[], verified: Array<string | Error | null>): void {
+    const bundleAbs = path.join(this.tmpDir, upload);
+    let data: Buffer;
+    try {
+      data = readSmallFile(bundleAbs, MAX_BUNDLE_BYTES, inspectUpload(upload));
+    } catch (err) {
+      const refused = err instanceof OpError ? err : new OpError('UPLOAD_MISSING', `upload ${upload}: ${describeFsError(err)}`, false);
+      for (const i of indexes) verified[i] = refused;
+      return;
+    } finally {
+      try {
+        fsSync.rmSync(bundleAbs, { force: true });
+      } catch {
+        // a directory planted at the name: left for the temp-dir cleanup
+      }
+    }
+    for (const i of indexes) {
+      const op = ops[i] as Extract<PushOp, { op: 'put' }>;
+      const { offset, length } = op.part!;
+      try {
+        if (op.entry.type !== 'file') throw new OpError('BAD_OP', 'only files carry an upload', true);
+        if (offset + length > data.length) throw new OpError('BAD_UPLOAD', `part ${offset}+${length} lies past the end of upload ${upload}`, true);
+        const bytes = data.subarray(offset, offset + length);
+        if (length !== op.entry.size || createHash('sha256').update(bytes).digest('hex') !== op.entry.hash) {
+          throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
+        }
+        const tmpAbs = path.join(this.tmpDir, newTempName('part'));
+        fsSync.writeFileSync(tmpAbs, bytes, { flag: 'wx', mode: 0o600 });
+        verified[i] = tmpAbs;
+      } catch (err) {
+        verified[i] = err instanceof OpError ? err : new OpError('UPLOAD_MISSING', `upload ${upload}: ${describeFsError(err)}`, false);
+      }
+    }
+  }
+
+  /**
+   * Write the contents of small files into one temp file for a client to download in one
+   * transfer (see the `bundle` method). A file whose record has another hash (it changed since),
+   * or that is absent, under a symlinked parent, not a regular file or too large, gets null.
+   */
+  async makeBundle(files: BundleParams['files']): Promise<BundleResult> {
+    if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
+    const parts: BundleResult['parts'] = [];
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (const f of files) {
+      let part: BundleResult['parts'][number] = null;
+      const entry = this.log.get(f.path)?.entry;
+      try {
+        if (entry?.type === 'file' && entry.hash === f.hash && entry.size <= BUNDLE_FILE_MAX && !(await isReachedThroughLink(this.root, f.path))) {
+          const data = readSmallFile(absPathOf(this.root, f.path), BUNDLE_FILE_MAX);
+          if (total + data.length <= MAX_BUNDLE_BYTES) {
+            chunks.push(data);
+            part = { offset: total, length: data.length };
+            total += data.length;
+          }
+        }
+      } catch {
+        // Gone, replaced or grown: the client fetches it on its own and sees why.
+      }
+      parts.push(part);
+    }
+    if (chunks.length === 0) return { bundle: null, parts };
+    const name = newTempName('bundle');
+    fsSync.writeFileSync(path.join(this.tmpDir, name), Buffer.concat(chunks, total), { flag: 'wx', mode: 0o600 });
+    return { bundle: name, parts };
   }
 
   /** Record versions for parent directories that exist on disk but not (live) in the log. */
@@ -389,9 +463,14 @@ class ServedFolder {
     const node = session.node!;
     const started = Date.now();
     const verified: Array<string | Error | null> = ops.map(() => null);
+    const bundles = new Map<string, number[]>();
+    for (const [i, op] of ops.entries()) {
+      if (op.op === 'put' && op.upload !== null && op.part !== undefined) bundles.set(op.upload, [...(bundles.get(op.upload) ?? []), i]);
+    }
+    for (const [upload, indexes] of bundles) this.splitBundle(upload, indexes, ops, verified);
     await forEachLimited(ops.keys(), VERIFY_CONCURRENCY, async (i) => {
       const op = ops[i]!;
-      if (op.op !== 'put' || op.upload === null) return;
+      if (op.op !== 'put' || op.upload === null || op.part !== undefined) return;
       try {
         verified[i] = await this.verifyUpload(op.upload, op.entry);
       } catch (err) {
@@ -399,12 +478,12 @@ class ServedFolder {
       }
     });
     const verifiedAt = Date.now();
-    return this.lock.run(async () => {
+    const applied = await this.lock.run(async () => {
       const lockedAt = Date.now();
       const results: PushResult[] = [];
       if ((await this.checkPresence()) !== null) {
         for (const _ of ops) results.push({ status: 'error', code: 'FOLDER_PAUSED', message: `folder ${this.name} is paused on the server: ${this.paused}`, permanent: false });
-        return results;
+        return { results, lockedAt, appliedAt: lockedAt };
       }
       // Puts of files and links on distinct paths are independent: they run side by side.
       // Anything else (directories, deletes, renames) waits for what came before it.
@@ -443,14 +522,25 @@ class ServedFolder {
       }
       await settleAll();
       const appliedAt = Date.now();
-      await this.commitDurably(session);
-      this.logger.debug(
-        `push of ${ops.length} op(s) from ${node}: verify ${verifiedAt - started} ms, wait ${lockedAt - verifiedAt} ms, ` +
-          `apply ${appliedAt - lockedAt} ms, flush ${Date.now() - appliedAt} ms`,
-      );
-      return results;
+      return { results, lockedAt, appliedAt };
     });
+    // Answered only once durable; the lock is free meanwhile for the next commit.
+    await this.commitDurably();
+    this.logger.debug(
+      `push of ${ops.length} op(s) from ${node}: verify ${verifiedAt - started} ms, wait ${applied.lockedAt - verifiedAt} ms, ` +
+        `apply ${applied.appliedAt - applied.lockedAt} ms, flush ${Date.now() - applied.appliedAt} ms`,
+    );
+    return applied.results;
   }
+}
+
+/** Refuses an upload that is not a regular file, or that has other hard links. */
+function inspectUpload(upload: string): (st: Stats) => void {
+  return (st) => {
+    if (!st.isFile()) throw new OpError('BAD_UPLOAD', `upload ${upload} is not a regular file`, true);
+    // A hard link would let a rogue upload name a file outside the folder (chmod, rename).
+    if (st.nlink > 1) throw new OpError('BAD_UPLOAD', `upload ${upload} has other hard links`, true);
+  };
 }
 
 /** hashSmallFile for a large upload: the same checks, with reads that do not block the event loop. */
@@ -555,6 +645,7 @@ export class SyncServer extends NodeBase {
         hello: (params) => this.hello(session, params),
         push: (params) => this.push(session, params),
         changes: (params) => this.changes(session, params),
+        bundle: (params) => this.folderFor(session, params.folder).makeBundle(params.files),
         ack: (params) => this.ack(session, params),
       },
     });

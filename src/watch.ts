@@ -63,7 +63,7 @@ function toRelative(root: string, abs: string): string | null {
 /** Synchronous (a few microseconds; an async lstat costs a thread-pool round trip). */
 function lstatOrNull(abs: string): Stats | null {
   try {
-    return fs.lstatSync(abs);
+    return fs.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
   } catch {
     // Missing, or unreadable: either way the consumer finds out when it looks.
     return null;

@@ -431,6 +431,73 @@ describe('a rogue client on the real rpc.sock', () => {
     await expectServerAlive();
   });
 
+  it('bundles: refuses bad requests, never reads through a symlink, and refuses pushed parts that lie or overrun', async () => {
+    const rpc = await openRogue();
+    const info = (await rpc.call('hello', { node: 'rogue', folders: ['docs'], protocol: 1 })).result as { folders: Record<string, { root: string; tmp: string }> };
+    const { tmp } = info.folders.docs!;
+    const legitHash = fileEntry('legit').hash;
+    for (const [, bad] of BAD_PATHS) expectRpcError(await rpc.call('bundle', { folder: 'docs', files: [{ path: bad, hash: legitHash }] }));
+    expectRpcError(await rpc.call('bundle', { folder: 'docs', files: [] }));
+    expectRpcError(await rpc.call('bundle', { folder: 'docs', files: Array.from({ length: 1001 }, () => ({ path: 'legit.txt', hash: legitHash })) }));
+    expectRpcError(await rpc.call('bundle', { folder: 'docs', files: [{ path: 'legit.txt', hash: 'A'.repeat(64) }] }));
+    expectRpcError(await rpc.call('bundle', { folder: 'nope', files: [{ path: 'legit.txt', hash: legitHash }] }));
+
+    // A genuine request: the bundle holds legit.txt's bytes; unknown or mismatched files get null.
+    const made = (await rpc.call('bundle', {
+      folder: 'docs',
+      files: [
+        { path: 'legit.txt', hash: legitHash },
+        { path: 'legit.txt', hash: FAKE_HASH },
+        { path: `${TOKEN}-never-synced.txt`, hash: legitHash },
+      ],
+    })).result as { bundle: string; parts: Array<{ offset: number; length: number } | null> };
+    expect(made.parts).toEqual([{ offset: 0, length: 5 }, null, null]);
+    expect(await fs.readFile(path.join(tmp, made.bundle), 'utf8')).toBe('legit');
+    await fs.rm(path.join(tmp, made.bundle));
+
+    // A synced file swapped for a symlink to /etc/passwd: never read through it.
+    const swapped = 'bundle-swapped.txt'; // synced for real: no token in its name
+    await fs.writeFile(path.join(alpha, swapped), 'swap me');
+    await waitFor(async () => (await fs.readFile(path.join(hub, swapped), 'utf8').catch(() => null)) === 'swap me', { what: `${swapped} on the hub` });
+    await new Promise<void>((resolve, reject) => ssh.sftp.unlink(`${info.folders.docs!.root}/${swapped}`, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => ssh.sftp.symlink('/etc/passwd', `${info.folders.docs!.root}/${swapped}`, (err) => (err ? reject(err) : resolve())));
+    const throughLink = (await rpc.call('bundle', { folder: 'docs', files: [{ path: swapped, hash: fileEntry('swap me').hash }] })).result as { bundle: string | null; parts: unknown[] };
+    expect(throughLink).toEqual({ bundle: null, parts: [null] });
+
+    // Pushed parts: past the end of their bundle, a hash that lies, a bundle that is a symlink.
+    const content = Buffer.from(`bundled ${TOKEN}`);
+    const bundle = `${TOKEN}-bundle.up`;
+    const pushParts = async (ops: unknown[]): Promise<Array<{ status: string; code?: string }>> => {
+      await new Promise<void>((resolve, reject) => ssh.sftp.writeFile(`${tmp}/${bundle}`, content, (err) => (err ? reject(err) : resolve())));
+      const reply = await rpc.call('push', { folder: 'docs', ops });
+      expect(reply.error, JSON.stringify(reply.error)).toBeUndefined();
+      return (reply.result as { results: Array<{ status: string; code?: string }> }).results;
+    };
+    const [overrun] = await pushParts([{ op: 'put', path: `${TOKEN}-overrun.txt`, base: null, entry: fileEntry(content), upload: bundle, part: { offset: 4, length: content.length } }]);
+    expect(overrun).toMatchObject({ status: 'error', code: 'BAD_UPLOAD' });
+    const [liar] = await pushParts([{ op: 'put', path: `${TOKEN}-liar.txt`, base: null, entry: fileEntry('something else entirely'), upload: bundle, part: { offset: 0, length: content.length } }]);
+    expect(liar).toMatchObject({ status: 'error', code: 'HASH_MISMATCH' });
+    expectRpcError(await rpc.call('push', { folder: 'docs', ops: [{ op: 'put', path: `${TOKEN}-neg.txt`, base: null, entry: fileEntry(content), upload: bundle, part: { offset: -1, length: 3 } }] }));
+    const linkBundle = `${TOKEN}-passwd.bundle`;
+    await new Promise<void>((resolve, reject) => ssh.sftp.symlink('/etc/passwd', `${tmp}/${linkBundle}`, (err) => (err ? reject(err) : resolve())));
+    const passwd = await fs.readFile('/etc/passwd');
+    const reply = await rpc.call('push', { folder: 'docs', ops: [{ op: 'put', path: `${TOKEN}-passwd2.txt`, base: null, entry: fileEntry(passwd), upload: linkBundle, part: { offset: 0, length: passwd.length } }] });
+    const [viaLink] = (reply.result as { results: Array<{ status: string; code?: string }> }).results;
+    expect(viaLink!.status).toBe('error');
+    expect(viaLink!.code).toMatch(/UPLOAD_MISSING|BAD_UPLOAD/);
+    for (const name of [`${TOKEN}-overrun.txt`, `${TOKEN}-liar.txt`, `${TOKEN}-neg.txt`, `${TOKEN}-passwd2.txt`]) {
+      await expect(fs.lstat(path.join(hub, name))).rejects.toThrow(/ENOENT/);
+    }
+    expect(await passwdFacts()).toEqual(passwdBefore);
+    // A genuine bundled push commits, and the bundle is gone afterwards.
+    const [good] = await pushParts([{ op: 'put', path: 'bundle-ok.txt', base: null, entry: fileEntry(content), upload: bundle, part: { offset: 0, length: content.length } }]);
+    expect(good!.status).toBe('ok');
+    expect(await fs.readFile(path.join(hub, 'bundle-ok.txt'))).toEqual(content);
+    await expect(fs.lstat(path.join(tmp, bundle))).rejects.toThrow(/ENOENT/);
+    rpc.close();
+    await expectServerAlive();
+  });
+
   it('drops a connection that sends a 10 MB line, and only that one', async () => {
     const bystander = await openRogue();
     expect((await bystander.call('hello', { node: 'bystander', folders: ['docs'], protocol: 1 })).error).toBeUndefined();

@@ -163,7 +163,8 @@ describe('kill -9 at random points', () => {
         const trees = await Promise.all([hub, alpha, beta].map((root) => waitForTreesEqual([hub, root, root === hub ? alpha : hub])));
         for (const [i, root] of [hub, alpha, beta].entries()) conflicts = Math.max(conflicts, checkAgainstModel(root, trees[i]!, model));
       } catch (err) {
-        throw new Error(`round ${round} (seed ${seed}): ${(err as Error).message}\n--- ${victim.name} log tail ---\n${victim.log().slice(-3000)}`);
+        const tails = cluster.all.map((d) => `--- ${d.name}${d === victim ? ' (killed)' : ''} log tail ---\n${d.log().slice(-4000)}`).join('\n');
+        throw new Error(`round ${round} (seed ${seed}): ${(err as Error).message}\n${tails}`);
       }
     }
     console.log(`e2e-restart: ${rounds} rounds, seed ${seed}, ${conflicts} conflict copies`);
@@ -348,14 +349,20 @@ describe('offline clients and cut links', () => {
       },
       { what: 'the server to prune tombstones (floor to rise)' },
     );
-    const versionFiles = await fs.readdir(path.join(cluster.server.stateDir, 'server', 'docs', 'versions'));
-    let tombstones = 0;
-    for (const f of versionFiles.filter((n) => n.startsWith('shard'))) {
-      const shard = JSON.parse(await fs.readFile(path.join(cluster.server.stateDir, 'server', 'docs', 'versions', f), 'utf8')) as {
-        entries: Array<[string, { entry: unknown; seq: number }]>;
-      };
-      tombstones += shard.entries.filter(([, v]) => v.entry === null && v.seq <= floor).length;
+    // The version map as the server would load it: its shard files, then its journal.
+    const versionsDir = path.join(cluster.server.stateDir, 'server', 'docs', 'versions');
+    const versions = new Map<string, { entry: unknown; seq: number }>();
+    for (const f of (await fs.readdir(versionsDir)).filter((n) => n.startsWith('shard'))) {
+      const shard = JSON.parse(await fs.readFile(path.join(versionsDir, f), 'utf8')) as { entries: Array<[string, { entry: unknown; seq: number }]> };
+      for (const [k, v] of shard.entries) versions.set(k, v);
     }
+    for (const line of (await fs.readFile(path.join(versionsDir, 'journal.jsonl'), 'utf8')).split('\n').filter(Boolean)) {
+      const [k, ...v] = JSON.parse(line) as [string, { entry: unknown; seq: number }?];
+      if (v.length === 1) versions.set(k, v[0]!);
+      else versions.delete(k);
+    }
+    expect(versions.size).toBeGreaterThan(0);
+    const tombstones = [...versions.values()].filter((v) => v.entry === null && v.seq <= floor).length;
     expect(tombstones).toBe(0);
     betaNode.start();
     await waitConnected(betaNode);

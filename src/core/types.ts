@@ -75,8 +75,15 @@ export interface StatFingerprint {
  * folder's `.systemsync/tmp`; `upload: null` on a file means only its metadata changed (the
  * server refuses it unless its content has that hash).
  */
+/** Where one file's content lies inside a bundle: many small files travel as one SFTP transfer. */
+export interface BundlePart {
+  offset: number;
+  length: number;
+}
+
 export type PushOp =
-  | { op: 'put'; path: string; base: number | null; entry: Entry; upload: string | null }
+  /** `upload` names the temp file holding the content; with `part`, a bundle holding it at these bytes. */
+  | { op: 'put'; path: string; base: number | null; entry: Entry; upload: string | null; part?: BundlePart }
   | { op: 'delete'; path: string; base: number | null }
   | { op: 'rename'; from: string; to: string; base: number | null; toBase: number | null; entry: Entry };
 
