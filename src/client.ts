@@ -18,7 +18,7 @@ import { SerialLock, forEachLimited, sleep } from './lock.js';
 import type { Logger } from './log.js';
 import { createProgress, showPath } from './log.js';
 import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type RpcPeer } from './rpc.js';
-import { DEFERRED_HASH, readLocal, readSmallFile, walkTree, fingerprint, isSameFingerprint, type LocalState } from './scan.js';
+import { DEFERRED_HASH, isRecordedFile, readLocal, readSmallFile, walkTree, fingerprint, isSameFingerprint, type LocalState } from './scan.js';
 import { BundlePrefetcher, groupBySize, type WantedFile } from './bundles.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
 import { connectSsh, type SshSession } from './transfer.js';
@@ -190,7 +190,11 @@ class SyncedFolder {
   }
 
   private onHints(paths: string[]): void {
-    this.state.markDirty(paths);
+    // Files still exactly as last agreed with the server are the echo of our own pulls: one
+    // lstat each here instead of a push batch under the folder lock.
+    const changed = paths.filter((p) => !isRecordedFile(this.root, p, this.state.getBase(p)));
+    if (changed.length === 0) return;
+    this.state.markDirty(changed);
     this.schedulePush();
   }
 

@@ -141,6 +141,17 @@ export function fingerprint(st: fs.Stats): StatFingerprint {
   return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
 }
 
+/**
+ * True when the file at `rel` is, by one lstat, exactly the file `recorded` describes (same
+ * fingerprint): a watcher hint for it is the echo of our own write, not an edit. Never true for
+ * directories, symlinks or records without a fingerprint (those are looked at in full).
+ */
+export function isRecordedFile(root: string, rel: string, recorded: { entry: Entry | null; stat: StatFingerprint | null } | null): boolean {
+  if (recorded?.entry?.type !== 'file' || recorded.stat === null) return false;
+  const st = lstatOrNull(absPathOf(root, rel));
+  return st !== null && st.isFile() && isSameFingerprint(recorded.stat, fingerprint(st));
+}
+
 /** True when two fingerprints are the same (both non-null and equal in every field). */
 export function isSameFingerprint(a: StatFingerprint | null | undefined, b: StatFingerprint | null | undefined): boolean {
   return (

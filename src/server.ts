@@ -20,7 +20,7 @@ import { SerialLock, forEachLimited } from './lock.js';
 import type { Logger } from './log.js';
 import { showPath } from './log.js';
 import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
-import { absPathOf, hashOpenFile, hashSmallFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './scan.js';
+import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
 import { isReachedThroughLink } from './safefs.js';
@@ -152,7 +152,9 @@ class ServedFolder {
 
   /** Watcher hints: coalesced, then compared with the log under the lock. */
   hint(paths: string[]): void {
-    for (const p of paths) this.pendingHints.add(p);
+    // Files exactly as recorded are the echo of our own commits: dropped after one lstat each.
+    for (const p of paths) if (!isRecordedFile(this.root, p, this.log.get(p))) this.pendingHints.add(p);
+    if (this.pendingHints.size === 0) return;
     if (this.hintTimer !== null) return;
     this.hintTimer = setTimeout(() => {
       this.hintTimer = null;

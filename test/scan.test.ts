@@ -6,7 +6,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createIgnoreMatcher } from '../src/core/ignore.js';
-import { DEFERRED_HASH, fingerprint, hashFile, hashOpenFile, readLocal, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
+import { DEFERRED_HASH, fingerprint, hashFile, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
 import { cleanupTempDirs, makeTree, tempDir } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);
@@ -246,5 +246,33 @@ describe('readLocal with deferHash', () => {
     expect(hashed !== null && hashed !== 'unsupported' && hashed.entry.type === 'file' && hashed.entry.hash).toBe(
       createHash('sha256').update('version two, longer').digest('hex'),
     );
+  });
+});
+
+describe('small-file reads', () => {
+  it('readSmallFile and hashSmallFile read whole files, never through a final symlink, and refuse what is too large', async () => {
+    const root = await makeTree({ 'a.txt': 'hello', 'empty.txt': '', 'big.bin': Buffer.alloc(70_000, 1) });
+    await fsp.symlink(path.join(root, 'a.txt'), path.join(root, 'link'));
+    expect((await readSmallFile(path.join(root, 'a.txt'), 64 * 1024)).toString()).toBe('hello');
+    expect((await readSmallFile(path.join(root, 'empty.txt'), 64 * 1024)).length).toBe(0);
+    expect(() => readSmallFile(path.join(root, 'big.bin'), 64 * 1024)).toThrow(/larger than 65536/);
+    expect(() => readSmallFile(path.join(root, 'link'), 64 * 1024)).toThrow(/ELOOP|symbolic link/);
+    expect(() => readSmallFile(root, 64 * 1024)).toThrow(/not a regular file/);
+    expect(hashSmallFile(path.join(root, 'big.bin'))).toEqual({ hash: createHash('sha256').update(Buffer.alloc(70_000, 1)).digest('hex'), size: 70_000 });
+    expect(() => hashSmallFile(path.join(root, 'link'))).toThrow(/ELOOP|symbolic link/);
+  });
+
+  it('isRecordedFile is true only for a file with exactly the recorded fingerprint', async () => {
+    const root = await makeTree({ 'a.txt': 'hello', 'd/x': 'x' });
+    const st = await fsp.lstat(path.join(root, 'a.txt'));
+    const entry = { type: 'file' as const, size: 5, mtime: Math.floor(st.mtimeMs), mode: 0o644, hash: 'f'.repeat(64) };
+    expect(isRecordedFile(root, 'a.txt', { entry, stat: fingerprint(st) })).toBe(true);
+    expect(isRecordedFile(root, 'a.txt', { entry, stat: null })).toBe(false);
+    expect(isRecordedFile(root, 'a.txt', null)).toBe(false);
+    expect(isRecordedFile(root, 'd', { entry: { type: 'dir', mode: 0o755 }, stat: fingerprint(await fsp.lstat(path.join(root, 'd'))) })).toBe(false);
+    await fsp.appendFile(path.join(root, 'a.txt'), '!');
+    expect(isRecordedFile(root, 'a.txt', { entry, stat: fingerprint(st) })).toBe(false);
+    await fsp.rm(path.join(root, 'a.txt'));
+    expect(isRecordedFile(root, 'a.txt', { entry, stat: fingerprint(st) })).toBe(false);
   });
 });
