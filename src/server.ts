@@ -161,7 +161,7 @@ class ServedFolder {
       const batch = [...this.pendingHints];
       this.pendingHints.clear();
       void this.lock.run(() => this.recordLocalChanges(batch)).catch((err) => this.logger.error(`local scan: ${err.message}`));
-    }, 5);
+    }, 2);
   }
 
   /** Walk the whole folder and every recorded path: finds edits made while the daemon was down. */

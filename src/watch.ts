@@ -36,7 +36,11 @@ export interface WatchOptions {
   onHints(paths: string[]): void;
   /** A watcher failure (events may have been lost: the consumer should rescan the folder). */
   onError(err: Error): void;
-  /** Coalescing window after the first event of a batch, in ms (default 10). */
+  /**
+   * Coalescing window after the first event of a batch, in ms (default 2). @parcel/watcher already
+   * batches: it delivers the first event after 500 ms of quiet at once, later ones after 50 ms of
+   * quiet (src/Debounce.cc), so a longer window here only adds latency.
+   */
   settleMs?: number;
   /**
    * Called once a burst of at least `burstEvents` events has been quiet for `burstQuietMs`: the
@@ -85,7 +89,7 @@ export async function watchFolder(
   root: string,
   opts: WatchOptions,
 ): Promise<FolderWatcher & { setIgnore(m: IgnoreMatcher): void }> {
-  const settleMs = opts.settleMs ?? 10;
+  const settleMs = opts.settleMs ?? 2;
   let ignore = opts.ignore;
   let closed = false;
   let timer: NodeJS.Timeout | null = null;
