@@ -19,7 +19,12 @@ export interface LocalState {
 export const DEFERRED_HASH = '';
 
 const HASH_CHUNK = 1024 * 1024;
-const MIN_HASH_CHUNK = 64 * 1024;
+/**
+ * Small enough that the buffer of a small file comes from Node's shared Buffer pool: a 64 KiB
+ * buffer per file, malloc'd and freed by the thousand during a scan, left the server's malloc
+ * heap ~15 MB larger after hashing 30,000 files of 256 bytes (measured).
+ */
+const MIN_HASH_CHUNK = 1024;
 const HASH_TRIES = 3;
 
 /** Absolute path of folder-relative `rel` under `root`. */
@@ -47,7 +52,7 @@ export async function hashFile(absPath: string, signal?: AbortSignal): Promise<{
 
 /**
  * sha256 of an open file from its start to EOF, with plain reads into one buffer sized for the
- * file (`sizeHint` + 1, at least 64 KiB, at most 1 MiB): a small file costs two reads and no
+ * file (`sizeHint` + 1, at least 1 KiB, at most 1 MiB): a small file costs two reads and no
  * stream machinery. The file may grow or shrink meanwhile; the bytes hashed are counted, not
  * assumed, and a read that fills the buffer doubles it (up to 1 MiB), so a file that was empty
  * when opened and grows while it is read is still read in large chunks.
