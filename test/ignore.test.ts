@@ -43,6 +43,21 @@ describe('createIgnoreMatcher', () => {
     expect(createIgnoreMatcher(patterns, syncignore).isIgnored(path, isDir)).toBe(expected);
   });
 
+  it('answers the same over many lookups (its cache is dropped now and then), with and without rules', () => {
+    const m = createIgnoreMatcher(['build/', '*.tmp'], '!keep.tmp\n# comment\n');
+    const none = createIgnoreMatcher([], '# only a comment\n\n');
+    for (let i = 0; i < 30_000; i++) {
+      const dir = `d${i % 7}`;
+      expect(m.isIgnored(`${dir}/f${i}.txt`, false)).toBe(false);
+      expect(m.isIgnored(`${dir}/f${i}.tmp`, false)).toBe(true);
+      expect(m.isIgnored(`${dir}/build/f${i}.txt`, false)).toBe(true);
+      expect(m.isIgnored(`${dir}/keep.tmp`, false)).toBe(false);
+      expect(none.isIgnored(`${dir}/f${i}.tmp`, false)).toBe(false);
+    }
+    expect(none.isIgnored('.systemsync/x', false)).toBe(true);
+    expect(() => none.isIgnored('a//b', false)).toThrow(expect.objectContaining({ code: 'BAD_PATH' }));
+  });
+
   it.each(['/abs', './a', 'a/../b', 'a//b'])('refuses the non-relative path %j with BAD_PATH', (bad) => {
     const m = createIgnoreMatcher([], null);
     expect(() => m.isIgnored(bad, false)).toThrow(expect.objectContaining({ code: 'BAD_PATH' }));
