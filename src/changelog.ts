@@ -9,6 +9,7 @@ import type { Change, Entry, StatFingerprint, Version } from './core/types.js';
 import { isSameOrInside } from './core/paths.js';
 import { isConflictCopy } from './core/conflict.js';
 import { JsonStore, ShardedMap } from './persistence.js';
+import { hasOriginPacked, isTombstonePacked, serverRecordCodec } from './recordcodec.js';
 
 /** A version plus the server's own local stat fingerprint of the file (never sent on the wire). */
 export interface ServerRecord extends Version {
@@ -53,7 +54,7 @@ export class ChangeLog {
 
   static async open(dir: string): Promise<ChangeLog> {
     // Commits call flush() before they answer; background saves only need to catch up.
-    const records = await ShardedMap.open<ServerRecord>(path.join(dir, 'versions'), { saveDelayMs: BACKGROUND_SAVE_MS });
+    const records = await ShardedMap.open<ServerRecord>(path.join(dir, 'versions'), { saveDelayMs: BACKGROUND_SAVE_MS, codec: serverRecordCodec });
     const meta = await JsonStore.open<FolderMeta>(path.join(dir, 'meta.json'), { head: 0, floor: 0, clients: {} }, { saveDelayMs: BACKGROUND_SAVE_MS });
     const log = new ChangeLog(records, meta);
     // The head on disk can lag the records only if a crash fell between two shard writes; the
@@ -114,8 +115,8 @@ export class ChangeLog {
   /** The live paths strictly inside directory `dir`, deepest first. */
   liveUnder(dir: string): string[] {
     const found: string[] = [];
-    for (const [p, record] of this.records.entries()) {
-      if (record.entry !== null && p !== dir && isSameOrInside(p, dir)) found.push(p);
+    for (const [p, packed] of this.records.storedEntries()) {
+      if (p !== dir && isSameOrInside(p, dir) && !isTombstonePacked(packed as string)) found.push(p);
     }
     return found.sort((a, b) => b.split('/').length - a.split('/').length || (a < b ? 1 : -1));
   }
@@ -123,7 +124,7 @@ export class ChangeLog {
   /** Every live path, for a full scan. */
   livePaths(): string[] {
     const found: string[] = [];
-    for (const [p, record] of this.records.entries()) if (record.entry !== null) found.push(p);
+    for (const [p, packed] of this.records.storedEntries()) if (!isTombstonePacked(packed as string)) found.push(p);
     return found;
   }
 
@@ -168,15 +169,21 @@ export class ChangeLog {
   /** How many versions made by other nodes a client at `cursor` still has to pull. */
   countAfter(cursor: number, node: string): number {
     // Walk the seqs after the cursor, not the whole log: a client that keeps up costs nothing.
+    // The origin is read from each record's stored form: no record is decoded.
     let n = 0;
     const head = this.head;
+    const quoted = JSON.stringify(node);
+    const byOther = (p: string): boolean => {
+      const packed = this.records.stored(p);
+      return packed === undefined || !hasOriginPacked(packed as string, quoted);
+    };
     if (head - cursor > this.bySeq.size) {
-      for (const [seq, p] of this.bySeq) if (seq > cursor && this.records.get(p)?.origin !== node) n++;
+      for (const [seq, p] of this.bySeq) if (seq > cursor && byOther(p)) n++;
       return n;
     }
     for (let seq = cursor + 1; seq <= head; seq++) {
       const p = this.bySeq.get(seq);
-      if (p !== undefined && this.records.get(p)?.origin !== node) n++;
+      if (p !== undefined && byOther(p)) n++;
     }
     return n;
   }

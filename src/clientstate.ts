@@ -9,6 +9,7 @@ import type { BaseRecord, Change } from './core/types.js';
 import { isSameOrInside } from './core/paths.js';
 import { isConflictCopy } from './core/conflict.js';
 import { JsonStore, ShardedMap } from './persistence.js';
+import { baseRecordCodec } from './recordcodec.js';
 
 export interface FailedTask {
   path: string;
@@ -56,7 +57,7 @@ export class ClientFolderState {
 
   static async open(dir: string): Promise<ClientFolderState> {
     // Callers flush() before telling the server anything; background saves only catch up.
-    const base = await ShardedMap.open<BaseRecord>(path.join(dir, 'base'), { saveDelayMs: BACKGROUND_SAVE_MS });
+    const base = await ShardedMap.open<BaseRecord>(path.join(dir, 'base'), { saveDelayMs: BACKGROUND_SAVE_MS, codec: baseRecordCodec });
     const meta = await JsonStore.open<FolderMeta>(path.join(dir, 'meta.json'), { cursor: 0, outbox: [], failed: [], lastSync: null }, { saveDelayMs: BACKGROUND_SAVE_MS });
     const applying = await JsonStore.open<{ changes: Change[] }>(path.join(dir, 'applying.json'), { changes: [] }, { saveDelayMs: BACKGROUND_SAVE_MS });
     return new ClientFolderState(base, meta, applying);

@@ -360,17 +360,31 @@ interface ShardFile<V> {
   entries: Array<[string, V]>;
 }
 
+/**
+ * How a `ShardedMap` keeps its values in memory: one compact string per value instead of an
+ * object graph (a few hundred bytes less per entry at 100k entries). `decode(encode(v))` must be
+ * JSON-equal to `v`, keys in the same order: the files hold `JSON.stringify(decode(s))`, exactly
+ * what they hold without a codec.
+ */
+export interface ValueCodec<V> {
+  encode(value: V): string;
+  decode(packed: string): V;
+}
+
 export interface ShardedMapOptions<V> extends StoreOptions {
   /** Number of shard files for a new directory (default 64, 1..4096). An existing directory keeps its own. */
   shards?: number;
   /** Checks and converts each value read; throwing marks its shard file corrupt. */
   validateValue?: (raw: unknown) => V;
+  /** Keep values in memory encoded by this codec; `get` and `entries` then decode a fresh copy each time. */
+  codec?: ValueCodec<V>;
 }
 
 const META_FILE = 'meta.json';
 const JOURNAL_FILE = 'journal.jsonl';
 /** The journal is folded into the shards once it has more lines than this and than half the map. */
 const COMPACT_MIN_LINES = 4096;
+const COMPACT_CONCURRENCY = 4;
 const DEFAULT_SHARDS = 64;
 const MAX_SHARDS = 4096;
 
@@ -421,7 +435,9 @@ export class ShardedMap<V> {
 
   private constructor(
     readonly dir: string,
-    private readonly maps: Array<Map<string, V>>,
+    /** Values as stored: `V` itself, or its codec string. */
+    private readonly maps: Array<Map<string, unknown>>,
+    private readonly codec: ValueCodec<V> | null,
     private readonly adapters: Array<AtomicJsonFile<ShardFile<V>>>,
     private readonly journal: fsp.FileHandle,
     private journalLines: number,
@@ -476,8 +492,10 @@ export class ShardedMap<V> {
       return f as ShardFile<V>;
     };
 
+    const codec = options.codec ?? null;
+    const stored = (value: V): unknown => (codec === null ? value : codec.encode(value));
     const adapters: Array<AtomicJsonFile<ShardFile<V>>> = [];
-    const maps: Array<Map<string, V>> = [];
+    const maps: Array<Map<string, unknown>> = [];
     await Promise.all(
       Array.from({ length: shards }, async (_, i) => {
         const file = path.join(dir, shardFileName(i));
@@ -491,14 +509,14 @@ export class ShardedMap<V> {
           await moveAside(file);
           content = null;
         }
-        const map = new Map<string, V>();
+        const map = new Map<string, unknown>();
         for (const [key, value] of content?.entries ?? []) {
           if (hashKey(key) % shards !== i) {
             const err = new StateCorruptError(file, `key ${JSON.stringify(key)} does not belong in shard ${i} of ${shards}`);
             if (options.onCorrupt !== 'reset') throw err;
             continue; // dropped; the shard is rewritten below
           }
-          map.set(key, value);
+          map.set(key, stored(value));
         }
         maps[i] = map;
       }),
@@ -507,8 +525,8 @@ export class ShardedMap<V> {
     const journalFile = path.join(dir, JOURNAL_FILE);
     const replayed = await replayJournal(journalFile, (line) => {
       if (!Array.isArray(line) || typeof line[0] !== 'string' || line.length > 2) throw new Error('expected [key, value] or [key]');
-      const map = maps[hashKey(line[0]) % shards] as Map<string, V>;
-      if (line.length === 2) map.set(line[0], validateEntry(line)[1]);
+      const map = maps[hashKey(line[0]) % shards] as Map<string, unknown>;
+      if (line.length === 2) map.set(line[0], stored(validateEntry(line)[1]));
       else map.delete(line[0]);
     }, options.onCorrupt ?? 'throw');
     const journal = await fsp.open(journalFile, 'a', FILE_MODE);
@@ -520,15 +538,19 @@ export class ShardedMap<V> {
       await journal.close();
       throw err;
     }
-    return new ShardedMap<V>(dir, maps, adapters, journal, replayed.lines, replayed.goodBytes, options);
+    return new ShardedMap<V>(dir, maps, codec, adapters, journal, replayed.lines, replayed.goodBytes, options);
   }
 
   private shardOf(key: string): number {
     return hashKey(key) % this.maps.length;
   }
 
-  private mapOf(key: string): Map<string, V> {
-    return this.maps[this.shardOf(key)] as Map<string, V>;
+  private mapOf(key: string): Map<string, unknown> {
+    return this.maps[this.shardOf(key)] as Map<string, unknown>;
+  }
+
+  private decoded(stored: unknown): V {
+    return this.codec === null ? (stored as V) : this.codec.decode(stored as string);
   }
 
   /** Number of shard files (fixed per directory). */
@@ -543,7 +565,7 @@ export class ShardedMap<V> {
   /** The value, or null if the key is absent. */
   get(key: string): V | null {
     const m = this.mapOf(key);
-    return m.has(key) ? (m.get(key) as V) : null;
+    return m.has(key) ? this.decoded(m.get(key)) : null;
   }
 
   has(key: string): boolean {
@@ -556,7 +578,7 @@ export class ShardedMap<V> {
     if (typeof key !== 'string') throw new PersistenceError('INVALID_KEY', `sharded map keys must be strings, got ${typeof key}`);
     const m = this.mapOf(key);
     if (!m.has(key)) this.count++;
-    m.set(key, value);
+    m.set(key, this.codec === null ? value : this.codec.encode(value));
     this.unsaved.add(key);
     this.coalescer.markDirty();
   }
@@ -575,8 +597,22 @@ export class ShardedMap<V> {
     for (const m of this.maps) yield* m.keys();
   }
 
+  /** Every entry, each value decoded afresh when there is a codec. */
   *entries(): IterableIterator<[string, V]> {
+    for (const m of this.maps) for (const [key, stored] of m) yield [key, this.decoded(stored)];
+  }
+
+  /**
+   * Every entry as stored: the codec's string (or the value itself without a codec). For scans
+   * that can answer from the encoded form without decoding every value.
+   */
+  *storedEntries(): IterableIterator<[string, unknown]> {
     for (const m of this.maps) yield* m.entries();
+  }
+
+  /** The stored form of one value (see `storedEntries`), or undefined if the key is absent. */
+  stored(key: string): unknown {
+    return this.mapOf(key).get(key);
   }
 
   /** Appends what changed to the journal (serialised before the first await), then compacts if due. */
@@ -586,7 +622,7 @@ export class ShardedMap<V> {
     let text = '';
     for (const key of keys) {
       const m = this.mapOf(key);
-      text += `${JSON.stringify(m.has(key) ? [key, m.get(key)] : [key])}\n`;
+      text += `${JSON.stringify(m.has(key) ? [key, this.decoded(m.get(key))] : [key])}\n`;
     }
     if (keys.length > 0) {
       try {
@@ -609,7 +645,15 @@ export class ShardedMap<V> {
     const shards = [...this.staleShards];
     this.staleShards.clear();
     try {
-      await Promise.all(shards.map((i) => (this.adapters[i] as AtomicJsonFile<ShardFile<V>>).write({ entries: [...(this.maps[i] as Map<string, V>)] })));
+      // A few shards at a time: each holds its whole text until written.
+      let next = 0;
+      const writeShards = async (): Promise<void> => {
+        for (let i = shards[next++]; i !== undefined; i = shards[next++]) {
+          const entries = [...(this.maps[i] as Map<string, unknown>)].map(([key, stored]): [string, V] => [key, this.decoded(stored)]);
+          await (this.adapters[i] as AtomicJsonFile<ShardFile<V>>).write({ entries });
+        }
+      };
+      await Promise.all(Array.from({ length: COMPACT_CONCURRENCY }, writeShards));
     } catch (err) {
       for (const i of shards) this.staleShards.add(i);
       throw err;

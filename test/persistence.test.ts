@@ -331,6 +331,46 @@ describe('ShardedMap', () => {
     await reset.close();
   });
 
+  it('with a codec keeps encoded values, writes the same files as without, and reads old files', async () => {
+    type V = { seq: number; tags: string[] };
+    const codec = {
+      encode: (v: V) => `${v.seq}|${JSON.stringify(v.tags)}`,
+      decode: (s: string): V => {
+        const bar = s.indexOf('|');
+        return { seq: Number(s.slice(0, bar)), tags: JSON.parse(s.slice(bar + 1)) as string[] };
+      },
+    };
+    const plainDir = path.join(await tempDir(), 'plain');
+    const codedDir = path.join(await tempDir(), 'coded');
+    const plain = await ShardedMap.open<V>(plainDir, { shards: 4 });
+    const coded = await ShardedMap.open<V>(codedDir, { shards: 4, codec });
+    for (let i = 0; i < 300; i++) {
+      const v = { seq: i, tags: [`t${i}`, 'x"y'] };
+      plain.set(`dir/k${i}`, v);
+      coded.set(`dir/k${i}`, v);
+    }
+    plain.delete('dir/k7');
+    coded.delete('dir/k7');
+    expect(coded.stored('dir/k3')).toBe('3|["t3","x\\"y"]');
+    const got = coded.get('dir/k3') as V;
+    expect(got).toEqual({ seq: 3, tags: ['t3', 'x"y'] });
+    got.tags.push('mutated'); // a fresh copy each time: the map is not touched
+    expect(coded.get('dir/k3')).toEqual({ seq: 3, tags: ['t3', 'x"y'] });
+    expect(new Map(coded.entries())).toEqual(new Map(plain.entries()));
+    await plain.close();
+    await coded.close();
+    for (let i = 0; i < 4; i++) {
+      const name = `shard-000${i}.json`;
+      expect(await fsp.readFile(path.join(codedDir, name), 'utf8')).toBe(await fsp.readFile(path.join(plainDir, name), 'utf8'));
+    }
+    // Files written without a codec load into a map with one.
+    const reopened = await ShardedMap.open<V>(plainDir, { codec });
+    expect(reopened.size).toBe(299);
+    expect(reopened.stored('dir/k5')).toBe('5|["t5","x\\"y"]');
+    await reopened.close();
+  });
+
+
   it('ignores leftover temp files and handles a corrupt shard per onCorrupt', async () => {
     const dir = await tempDir();
     const map = await ShardedMap.open<number>(dir, { shards: 2 });
