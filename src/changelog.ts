@@ -9,7 +9,7 @@ import type { Change, Entry, StatFingerprint, Version } from './core/types.js';
 import { isSameOrInside } from './core/paths.js';
 import { isConflictCopy } from './core/conflict.js';
 import { JsonStore, ShardedMap } from './persistence.js';
-import { hasOriginPacked, isTombstonePacked, serverRecordCodec } from './recordcodec.js';
+import { isTombstonePacked, originTest, serverRecordCodec } from './recordcodec.js';
 
 /** A version plus the server's own local stat fingerprint of the file (never sent on the wire). */
 export interface ServerRecord extends Version {
@@ -172,10 +172,10 @@ export class ChangeLog {
     // The origin is read from each record's stored form: no record is decoded.
     let n = 0;
     const head = this.head;
-    const quoted = JSON.stringify(node);
+    const byNode = originTest(node);
     const byOther = (p: string): boolean => {
       const packed = this.records.stored(p);
-      return packed === undefined || !hasOriginPacked(packed as string, quoted);
+      return packed === undefined || !byNode(packed as string);
     };
     if (head - cursor > this.bySeq.size) {
       for (const [seq, p] of this.bySeq) if (seq > cursor && byOther(p)) n++;
