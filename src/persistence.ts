@@ -83,9 +83,10 @@ async function fsyncDir(dirPath: string): Promise<void> {
 
 /**
  * Writes `text` to `file` atomically and durably: a temp file beside it (mode 0600), fsync,
- * rename into place, fsync of the directory.
+ * rename into place, fsync of the directory. `text` may come as chunks, written in order (each
+ * produced only when the previous one is written).
  */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
+export async function writeFileAtomic(file: string, text: string | Iterable<string>): Promise<void> {
   const dir = path.dirname(file);
   const temp = path.join(dir, `${path.basename(file)}${TEMP_INFIX}${process.pid}-${randomBytes(6).toString('hex')}`);
   let renamed = false;
@@ -93,7 +94,8 @@ export async function writeFileAtomic(file: string, text: string): Promise<void>
     const handle = await fsp.open(temp, 'wx', FILE_MODE);
     try {
       await handle.chmod(FILE_MODE); // independent of the umask
-      await handle.writeFile(text, 'utf8');
+      if (typeof text === 'string') await handle.writeFile(text, 'utf8');
+      else for (const chunk of text) await handle.writeFile(chunk, 'utf8'); // at the current position, all of it
       await handle.sync();
     } finally {
       await handle.close();
@@ -385,6 +387,10 @@ const JOURNAL_FILE = 'journal.jsonl';
 /** The journal is folded into the shards once it has more lines than this and than half the map. */
 const COMPACT_MIN_LINES = 4096;
 const COMPACT_CONCURRENCY = 4;
+/** Entries serialised per write of a shard file or the journal: ~30 KB of JSON for the daemons' records. */
+const CHUNK_ENTRIES = 128;
+/** Marks a key deleted in a save's snapshot. */
+const DELETED = Symbol('deleted');
 const DEFAULT_SHARDS = 64;
 const MAX_SHARDS = 4096;
 
@@ -438,7 +444,6 @@ export class ShardedMap<V> {
     /** Values as stored: `V` itself, or its codec string. */
     private readonly maps: Array<Map<string, unknown>>,
     private readonly codec: ValueCodec<V> | null,
-    private readonly adapters: Array<AtomicJsonFile<ShardFile<V>>>,
     private readonly journal: fsp.FileHandle,
     private journalLines: number,
     private journalBytes: number,
@@ -494,13 +499,11 @@ export class ShardedMap<V> {
 
     const codec = options.codec ?? null;
     const stored = (value: V): unknown => (codec === null ? value : codec.encode(value));
-    const adapters: Array<AtomicJsonFile<ShardFile<V>>> = [];
     const maps: Array<Map<string, unknown>> = [];
     await Promise.all(
       Array.from({ length: shards }, async (_, i) => {
         const file = path.join(dir, shardFileName(i));
         const adapter = new AtomicJsonFile<ShardFile<V>>(file, validateShard);
-        adapters[i] = adapter;
         let content: ShardFile<V> | null;
         try {
           content = await adapter.read();
@@ -538,7 +541,7 @@ export class ShardedMap<V> {
       await journal.close();
       throw err;
     }
-    return new ShardedMap<V>(dir, maps, codec, adapters, journal, replayed.lines, replayed.goodBytes, options);
+    return new ShardedMap<V>(dir, maps, codec, journal, replayed.lines, replayed.goodBytes, options);
   }
 
   private shardOf(key: string): number {
@@ -615,29 +618,50 @@ export class ShardedMap<V> {
     return this.mapOf(key).get(key);
   }
 
-  /** Appends what changed to the journal (serialised before the first await), then compacts if due. */
+  /**
+   * Appends what changed to the journal, then compacts if due. The changed values are taken at
+   * once (their stored forms), then serialised and appended a slice at a time: one string for a
+   * save of 100k keys would be ~20 MB, straight into V8's old generation as garbage.
+   */
   private async save(): Promise<void> {
-    const keys = [...this.unsaved];
+    const snapshot = [...this.unsaved].map((key): [string, unknown] => [key, this.mapOf(key).has(key) ? this.mapOf(key).get(key) : DELETED]);
     this.unsaved.clear();
-    let text = '';
-    for (const key of keys) {
-      const m = this.mapOf(key);
-      text += `${JSON.stringify(m.has(key) ? [key, this.decoded(m.get(key))] : [key])}\n`;
-    }
-    if (keys.length > 0) {
+    if (snapshot.length > 0) {
+      let written = 0;
       try {
-        await this.journal.write(text);
+        for (let start = 0; start < snapshot.length; start += CHUNK_ENTRIES) {
+          let text = '';
+          for (const [key, stored] of snapshot.slice(start, start + CHUNK_ENTRIES)) {
+            text += `${JSON.stringify(stored === DELETED ? [key] : [key, this.decoded(stored)])}\n`;
+          }
+          await this.journal.write(text);
+          written += Buffer.byteLength(text);
+        }
         await this.journal.datasync();
       } catch (cause) {
-        for (const key of keys) this.unsaved.add(key);
+        for (const [key] of snapshot) this.unsaved.add(key);
         await this.journal.truncate(this.journalBytes).catch(() => undefined); // no torn line before the next append
         throw new PersistenceError('STATE_WRITE', `cannot append to ${path.join(this.dir, JOURNAL_FILE)}: ${describe(cause)}`, { cause });
       }
-      this.journalBytes += Buffer.byteLength(text);
-      this.journalLines += keys.length;
-      for (const key of keys) this.staleShards.add(this.shardOf(key));
+      this.journalBytes += written;
+      this.journalLines += snapshot.length;
+      for (const [key] of snapshot) this.staleShards.add(this.shardOf(key));
     }
     if (this.journalLines > Math.max(COMPACT_MIN_LINES, this.count / 2)) await this.compact();
+  }
+
+  /**
+   * A shard file's text, `{"entries":[[key, value], ...]}` byte for byte as `JSON.stringify` makes
+   * it of the whole, a slice of entries at a time: a shard of a 100k-entry map is ~400 KB of JSON,
+   * and one string that size goes straight to V8's old generation and stays there as garbage.
+   */
+  private *shardChunks(snapshot: Array<[string, unknown]>): Generator<string> {
+    yield '{"entries":[';
+    for (let start = 0; start < snapshot.length; start += CHUNK_ENTRIES) {
+      const slice = snapshot.slice(start, start + CHUNK_ENTRIES).map(([key, stored]): [string, V] => [key, this.decoded(stored)]);
+      yield `${start === 0 ? '' : ','}${JSON.stringify(slice).slice(1, -1)}`;
+    }
+    yield ']}\n';
   }
 
   /** Rewrites the shards the journal covers (each atomically), then empties the journal. */
@@ -645,12 +669,12 @@ export class ShardedMap<V> {
     const shards = [...this.staleShards];
     this.staleShards.clear();
     try {
-      // A few shards at a time: each holds its whole text until written.
+      // A few shards at a time, each taken at once and written a slice at a time (shardChunks).
       let next = 0;
       const writeShards = async (): Promise<void> => {
         for (let i = shards[next++]; i !== undefined; i = shards[next++]) {
-          const entries = [...(this.maps[i] as Map<string, unknown>)].map(([key, stored]): [string, V] => [key, this.decoded(stored)]);
-          await (this.adapters[i] as AtomicJsonFile<ShardFile<V>>).write({ entries });
+          const snapshot = [...(this.maps[i] as Map<string, unknown>)];
+          await writeFileAtomic(path.join(this.dir, shardFileName(i)), this.shardChunks(snapshot));
         }
       };
       await Promise.all(Array.from({ length: COMPACT_CONCURRENCY }, writeShards));
