@@ -595,8 +595,18 @@ class SyncedFolder {
 
   private recordPushFailure(p: string, err: unknown): void {
     const { message, permanent } = classify(err);
-    const task = this.state.recordFailure({ path: p, op: 'push', lastError: message, permanent }, Date.now());
-    this.logger.warn(`push ${showPath(p)} failed (attempt ${task.attempts}${permanent ? ', permanent' : ''}): ${message}`);
+    this.recordPushTask(p, message, permanent, 'failed');
+  }
+
+  /**
+   * A push that failed: a task with its backoff, and, unless it is permanent, the path back in
+   * the outbox (it may have come from a walk, not from the outbox): the outbox keeps the retry
+   * timer armed, and `takeDirty` holds the path back until its backoff is over.
+   */
+  private recordPushTask(p: string, lastError: string, permanent: boolean, how: string, shown = lastError): void {
+    const task = this.state.recordFailure({ path: p, op: 'push', lastError, permanent }, Date.now());
+    if (!permanent) this.state.markDirty([p]);
+    this.logger.warn(`push ${showPath(p)} ${how} (attempt ${task.attempts}${permanent ? ', permanent' : ''}): ${shown}`);
   }
 
   private async commitChunk(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Promise<boolean> {
@@ -628,8 +638,7 @@ class SyncedFolder {
     const p = op.op === 'rename' ? op.to : op.path;
     const local = locals.get(p) ?? null;
     if (result.status === 'error') {
-      const task = this.state.recordFailure({ path: p, op: 'push', lastError: `${result.code}: ${result.message}`, permanent: result.permanent }, Date.now());
-      this.logger.warn(`push ${showPath(p)} refused by the server (attempt ${task.attempts}${result.permanent ? ', permanent' : ''}): ${result.message}`);
+      this.recordPushTask(p, `${result.code}: ${result.message}`, result.permanent, 'refused by the server', result.message);
       return;
     }
     this.state.clearFailure(p, 'push');
