@@ -23,7 +23,7 @@ import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type BundleParams, ty
 import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './scan.js';
 import { watchFolder, type FolderWatcher } from './watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './apply.js';
-import { isReachedThroughLink } from './safefs.js';
+import { checkPath, isReachedThroughLink } from './safefs.js';
 import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
 const TRASH_DIR = 'trash';
@@ -277,7 +277,12 @@ class ServedFolder {
   /** Open a pushed temp file without following links and check it is what the client said. */
   private async verifyUpload(upload: string, entry: Entry): Promise<string> {
     if (entry.type !== 'file') throw new OpError('BAD_OP', 'only files carry an upload', true);
-    const tmpAbs = path.join(this.tmpDir, upload);
+    let tmpAbs: string;
+    try {
+      tmpAbs = await this.uploadPath(upload);
+    } catch (err) {
+      throw new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, true);
+    }
     const inspect = inspectUpload(upload);
     let hashed: { hash: string; size: number };
     try {
@@ -298,9 +303,15 @@ class ServedFolder {
    * entry the client recorded, and write each part to a temp file of its own. Sets `verified[i]`
    * for every op in `indexes` to the temp file's path or to the error that refuses it.
    */
-  private splitBundle(upload: string, indexes: number[], ops: PushOp[], verified: Array<string | Error | null>): void {
-    const bundleAbs = path.join(this.tmpDir, upload);
+  private async splitBundle(upload: string, indexes: number[], ops: PushOp[], verified: Array<string | Error | null>): Promise<void> {
+    let bundleAbs: string;
     let data: Buffer;
+    try {
+      bundleAbs = await this.uploadPath(upload);
+    } catch (err) {
+      for (const i of indexes) verified[i] = new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, true);
+      return;
+    }
     try {
       data = readSmallFile(bundleAbs, MAX_BUNDLE_BYTES, inspectUpload(upload));
     } catch (err) {
@@ -324,7 +335,7 @@ class ServedFolder {
         if (length !== op.entry.size || createHash('sha256').update(bytes).digest('hex') !== op.entry.hash) {
           throw new OpError('HASH_MISMATCH', `upload does not match the hash the client recorded (changed while sent?)`, false);
         }
-        const tmpAbs = path.join(this.tmpDir, newTempName('part'));
+        const tmpAbs = await this.newTempPath('part');
         fsSync.writeFileSync(tmpAbs, bytes, { flag: 'wx', mode: 0o600 });
         verified[i] = tmpAbs;
       } catch (err) {
@@ -361,9 +372,22 @@ class ServedFolder {
       parts.push(part);
     }
     if (chunks.length === 0) return { bundle: null, parts };
-    const name = newTempName('bundle');
-    fsSync.writeFileSync(path.join(this.tmpDir, name), Buffer.concat(chunks, total), { flag: 'wx', mode: 0o600 });
-    return { bundle: name, parts };
+    const tmpAbs = await this.newTempPath('bundle');
+    fsSync.writeFileSync(tmpAbs, Buffer.concat(chunks, total), { flag: 'wx', mode: 0o600 });
+    return { bundle: path.basename(tmpAbs), parts };
+  }
+
+  /**
+   * A fresh temp file path in `.systemsync/tmp`, whose parents are checked (safefs): the server
+   * itself writes there, and a client can plant a symlink in place of the directory over SFTP.
+   */
+  private async newTempPath(suffix: string): Promise<string> {
+    return this.uploadPath(newTempName(suffix));
+  }
+
+  /** The path of temp file `name` (an upload, a bundle, a part) with `.systemsync/tmp` checked to be a real directory in the folder. */
+  private async uploadPath(name: string): Promise<string> {
+    return (await checkPath(this.root, `${MARKER_DIR}/tmp/${name}`, { allowReserved: true })).abs;
   }
 
   /** Record versions for parent directories that exist on disk but not (live) in the log. */
@@ -469,7 +493,7 @@ class ServedFolder {
     for (const [i, op] of ops.entries()) {
       if (op.op === 'put' && op.upload !== null && op.part !== undefined) bundles.set(op.upload, [...(bundles.get(op.upload) ?? []), i]);
     }
-    for (const [upload, indexes] of bundles) this.splitBundle(upload, indexes, ops, verified);
+    for (const [upload, indexes] of bundles) await this.splitBundle(upload, indexes, ops, verified);
     await forEachLimited(ops.keys(), VERIFY_CONCURRENCY, async (i) => {
       const op = ops[i]!;
       if (op.op !== 'put' || op.upload === null || op.part !== undefined) return;

@@ -489,6 +489,24 @@ describe('a rogue client on the real rpc.sock', () => {
       await expect(fs.lstat(path.join(hub, name))).rejects.toThrow(/ENOENT/);
     }
     expect(await passwdFacts()).toEqual(passwdBefore);
+    // The tmp dir swapped for a symlink to outside: the server writes no bundle or part through it.
+    const outsideTmp = path.join(cluster.dir, `${TOKEN}-outside-tmp`);
+    await fs.mkdir(outsideTmp);
+    await fs.rename(tmp, `${tmp}.moved`);
+    await fs.symlink(outsideTmp, tmp);
+    try {
+      expectRpcError(await rpc.call('bundle', { folder: 'docs', files: [{ path: 'legit.txt', hash: legitHash }] }), /UNSAFE_PATH|symlink/);
+      await fs.writeFile(path.join(outsideTmp, bundle), content);
+      const swappedReply = await rpc.call('push', { folder: 'docs', ops: [{ op: 'put', path: 'bundle-via-link.txt', base: null, entry: fileEntry(content), upload: bundle, part: { offset: 0, length: content.length } }] });
+      const [viaSwapped] = (swappedReply.result as { results: Array<{ status: string }> }).results;
+      expect(viaSwapped!.status).toBe('error');
+      expect(await fs.readdir(outsideTmp)).toEqual([bundle]); // not read, not removed, nothing added
+    } finally {
+      await fs.rm(tmp);
+      await fs.rename(`${tmp}.moved`, tmp);
+      await fs.rm(outsideTmp, { recursive: true });
+    }
+    await expect(fs.lstat(path.join(hub, 'bundle-via-link.txt'))).rejects.toThrow(/ENOENT/);
     // A genuine bundled push commits, and the bundle is gone afterwards.
     const [good] = await pushParts([{ op: 'put', path: 'bundle-ok.txt', base: null, entry: fileEntry(content), upload: bundle, part: { offset: 0, length: content.length } }]);
     expect(good!.status).toBe('ok');
