@@ -5,7 +5,7 @@
  */
 import ignore, { type Ignore } from 'ignore';
 import { SyncError } from './errors.js';
-import { RESERVED_DIR } from './paths.js';
+import { isReservedFirstSegment } from './reserved.js';
 
 export interface IgnoreMatcher {
   /**
@@ -26,11 +26,9 @@ const CACHE_LOOKUPS = 8192;
 /** The name of the per-folder ignore file; it syncs like any file unless a pattern names it. */
 export const SYNCIGNORE_FILE = '.syncignore';
 
-/** True when `relPath` is `.systemsync` or lies under it (case-insensitively, like paths.ts). */
+/** True when `relPath` is `.systemsync` or lies under it, under any alias of that name (reserved.ts). */
 export function isReservedPath(relPath: string): boolean {
-  const slash = relPath.indexOf('/');
-  const first = slash < 0 ? relPath : relPath.slice(0, slash);
-  return first.toLowerCase() === RESERVED_DIR;
+  return isReservedFirstSegment(relPath);
 }
 
 /**

@@ -3,6 +3,7 @@
  * program and over the wire. Pure: no fs, no imports from outside `core/`.
  */
 import { PathError, type PathErrorReason } from './errors.js';
+import { isReservedName } from './reserved.js';
 
 export { PathError } from './errors.js';
 
@@ -46,8 +47,9 @@ export function pathProblem(p: unknown, options: PathCheckOptions = {}): PathErr
     if (part === '.') return 'dot segment';
     if (utf8Length(part) > MAX_SEGMENT_BYTES) return 'segment too long';
   }
-  // Case-insensitive: on a case-insensitive file system ".SystemSync" is the same directory.
-  if (options.allowReserved !== true && (parts[0] as string).toLowerCase() === RESERVED_DIR) return 'reserved';
+  // Folded: on a case-folding or normalizing file system ".SystemSync", ".ſystemsync" or
+  // ".system<ZWJ>sync" is the same directory (reserved.ts).
+  if (options.allowReserved !== true && isReservedName(parts[0] as string)) return 'reserved';
   return null;
 }
 
