@@ -44,6 +44,11 @@ export interface Version {
   from?: string;
 }
 
+/** What the server keeps per path: the latest version and the stat it was committed with. */
+export interface ServerRecord extends Version {
+  stat: StatFingerprint | null;
+}
+
 /** A version together with its path, as listed by the server's change feed. */
 export interface Change extends Version {
   path: string;
