@@ -175,6 +175,8 @@ describe('connecting', () => {
 
   it('accepts the private key as a Buffer', async () => {
     const s = await connectSsh(target({ privateKey: await readFile(sshd.clientKeyPath) }));
+    // Authenticated for real: the session answers an SFTP request.
+    expect(await s.realpath('.')).toMatch(/^\//);
     await s.close();
   });
 
