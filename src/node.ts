@@ -9,7 +9,7 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
-import { ensurePrivateDir } from './persistence.js';
+import { ensurePrivateDir, ensureSocketDir } from './persistence.js';
 import { SyncError } from './core/errors.js';
 import { needsMarker, pauseReason } from './core/safety.js';
 import { MARKER_DIR } from './apply.js';
@@ -266,7 +266,7 @@ export abstract class NodeBase {
  * another daemon uses this state_dir, and is an error.
  */
 export async function listenPrivateSocket(socketPath: string, onConnection: (socket: net.Socket) => void): Promise<net.Server> {
-  await ensurePrivateDir(path.dirname(socketPath));
+  await ensureSocketDir(path.dirname(socketPath));
   const isAlive = await new Promise<boolean>((resolve) => {
     const probe = net.connect(socketPath);
     probe.once('connect', () => {

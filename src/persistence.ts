@@ -12,7 +12,7 @@
  * its new content, never half of one; a journal may end in a torn line, which is dropped on load.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import { Low, type Adapter } from 'lowdb';
 
@@ -61,6 +61,37 @@ export async function ensurePrivateDir(dirPath: string): Promise<void> {
     if ((st.mode & 0o7777) !== DIR_MODE) await fsp.chmod(dirPath, DIR_MODE);
   } catch (cause) {
     throw new PersistenceError('STATE_DIR', `cannot use ${dirPath} as a private state directory: ${describe(cause)}`, { cause });
+  }
+}
+
+/**
+ * The directory a Unix socket is bound in. One this call creates is made 0700. One that already
+ * exists (e.g. the home directory, for `[rpc] socket = ~/rpc.sock`) is never chmod'ed: it must be
+ * a directory owned by this user (or root) that nobody else can write into, unless its sticky bit
+ * keeps others from removing or replacing the socket; otherwise this refuses with a
+ * `PersistenceError` ('SOCKET_DIR') naming the directory and its mode. The socket file itself is
+ * 0600, so a readable parent is fine.
+ */
+export async function ensureSocketDir(dirPath: string): Promise<void> {
+  let st: Stats;
+  try {
+    const created = await fsp.mkdir(dirPath, { recursive: true, mode: DIR_MODE });
+    if (created !== undefined) return;
+    st = await fsp.stat(dirPath);
+  } catch (cause) {
+    throw new PersistenceError('SOCKET_DIR', `cannot use ${dirPath} for a socket: ${describe(cause)}`, { cause });
+  }
+  const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+  if (!st.isDirectory()) throw new PersistenceError('SOCKET_DIR', `cannot use ${dirPath} for a socket: not a directory`);
+  const uid = process.getuid?.() ?? st.uid;
+  if (st.uid !== uid && st.uid !== 0) {
+    throw new PersistenceError('SOCKET_DIR', `refusing to put a socket in ${dirPath}: it is owned by uid ${st.uid}, not by this user (uid ${uid}) or root`);
+  }
+  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+    throw new PersistenceError(
+      'SOCKET_DIR',
+      `refusing to put a socket in ${dirPath}: mode ${mode} lets other users replace it; make that directory not group/other-writable, or choose a socket path in a private directory (systemsync does not change the mode of a directory it did not create)`,
+    );
   }
 }
 
