@@ -13,6 +13,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import type { DirEntry, Entry, FileEntry, StatFingerprint } from './core/types.js';
 import { SyncError } from './core/errors.js';
+import { permissionBits } from './core/modes.js';
 import { fingerprint } from './scan.js';
 import {
   checkPath,
@@ -65,7 +66,7 @@ async function stampFile(tmpAbs: string, entry: FileEntry): Promise<void> {
   const time = mtimeArg(entry.mtime);
   const fd = fsSync.openSync(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {
-    fsSync.fchmodSync(fd, entry.mode);
+    fsSync.fchmodSync(fd, permissionBits(entry.mode));
     fsSync.futimesSync(fd, time, time);
   } finally {
     fsSync.closeSync(fd);
@@ -135,7 +136,7 @@ export async function restampFile(root: string, rel: string, entry: FileEntry): 
     await recheckPath(c, 'while opening the file');
     const st = fsSync.fstatSync(fd);
     if (!st.isFile() || st.size !== entry.size) throw new Error(`${rel}: changed on disk while its metadata was being set`);
-    fsSync.fchmodSync(fd, entry.mode);
+    fsSync.fchmodSync(fd, permissionBits(entry.mode));
     fsSync.futimesSync(fd, time, time);
     return fingerprint(fsSync.fstatSync(fd));
   } finally {
@@ -143,13 +144,17 @@ export async function restampFile(root: string, rel: string, entry: FileEntry): 
   }
 }
 
-/** Make `rel` a directory with the entry's mode (parents created as needed). */
+/**
+ * Make `rel` a directory with the entry's permission bits (parents created as needed). A setgid
+ * bit the directory has here (inherited from its parent, a local policy) is kept; none is set.
+ */
 export async function placeDir(root: string, rel: string, entry: DirEntry, beforeReplace?: BeforeReplace): Promise<void> {
+  const mode = permissionBits(entry.mode);
   const c = await checkPath(root, rel, { createParents: 0o755 });
   let st = await clearForType(c, 'dir', beforeReplace);
   if (st === null) {
     try {
-      fsSync.mkdirSync(c.abs, { mode: entry.mode });
+      fsSync.mkdirSync(c.abs, { mode });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
@@ -157,7 +162,7 @@ export async function placeDir(root: string, rel: string, entry: DirEntry, befor
     st = fsSync.lstatSync(c.abs);
   }
   if (!st.isDirectory()) throw new Error(`${rel}: expected a directory after mkdir`);
-  if ((st.mode & 0o7777) !== entry.mode) await safeChmod(root, rel, entry.mode);
+  if (permissionBits(st.mode) !== mode) await safeChmod(root, rel, mode | (st.mode & 0o2000));
 }
 
 /** Make `rel` a symlink to `target`, atomically (created under a temp name, renamed into place). */

@@ -23,6 +23,7 @@ import { BundlePrefetcher, groupBySize, type WantedFile } from './bundles.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './watch.js';
 import { connectSsh, type SshSession } from './transfer.js';
 import { isReachedThroughLink } from './safefs.js';
+import { permissionBits } from './core/modes.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './apply.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 
@@ -218,7 +219,7 @@ class SyncedFolder {
         base !== null &&
         base.stat !== null &&
         (item.type === 'dir'
-          ? base.entry.type === 'dir' && base.entry.mode === (item.stat.mode & 0o7777)
+          ? base.entry.type === 'dir' && base.entry.mode === permissionBits(item.stat.mode)
           : base.stat.ino === fp.ino && base.stat.size === fp.size && base.stat.mtimeMs === fp.mtimeMs && base.stat.ctimeMs === fp.ctimeMs);
       if (!isClean) dirty.push(item.path);
     }

@@ -24,6 +24,7 @@ import {
 } from 'json-rpc-2.0';
 import { SyncError } from './core/errors.js';
 import { pathProblem } from './core/paths.js';
+import { permissionBits } from './core/modes.js';
 import type { BundlePart, Change, Entry, PushOp, PushResult, Version } from './core/types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -246,9 +247,12 @@ export const MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
 const contentHash = str({ maxBytes: 64, pattern: /^[0-9a-f]{64}$/, patternHint: 'expected 64 lowercase hex digits' });
 const bundlePart: Schema<BundlePart> = obj({ offset: int(0, MAX_BUNDLE_BYTES), length: int(0, MAX_BUNDLE_BYTES) });
 
+/** Mode bits as sent (0..0o7777), kept to the permission bits: setuid, setgid and sticky never travel. */
+const modeBits: Schema<number> = { parse: (v, at) => permissionBits(int(0, 0o7777).parse(v, at)) };
+
 const entrySchema: Schema<Entry> = union('type', {
-  file: obj({ type: oneOf('file'), size: int(0), mtime: int(Number.MIN_SAFE_INTEGER), mode: int(0, 0o7777), hash: contentHash }),
-  dir: obj({ type: oneOf('dir'), mode: int(0, 0o7777) }),
+  file: obj({ type: oneOf('file'), size: int(0), mtime: int(Number.MIN_SAFE_INTEGER), mode: modeBits, hash: contentHash }),
+  dir: obj({ type: oneOf('dir'), mode: modeBits }),
   symlink: obj({ type: oneOf('symlink'), target: str({ min: 1, maxBytes: 4096, check: (s) => (s.includes('\0') ? 'NUL byte' : null) }) }),
 });
 

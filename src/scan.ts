@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import type { IgnoreMatcher } from './core/ignore.js';
 import { isReservedPath } from './core/ignore.js';
+import { permissionBits } from './core/modes.js';
 import { SyncError } from './core/errors.js';
 import type { Entry, StatFingerprint } from './core/types.js';
 
@@ -216,7 +217,7 @@ export async function readLocal(
     return { entry: { type: 'symlink', target }, stat: null };
   }
   // A directory's fingerprint serves its inode (rename detection); its mtime moves with its children.
-  if (st.isDirectory()) return { entry: { type: 'dir', mode: st.mode & 0o7777 }, stat: fingerprint(st) };
+  if (st.isDirectory()) return { entry: { type: 'dir', mode: permissionBits(st.mode) }, stat: fingerprint(st) };
   if (!st.isFile()) return 'unsupported';
 
   let fp = fingerprint(st);
@@ -252,7 +253,7 @@ export async function readLocal(
 }
 
 function fileEntry(st: fs.Stats, hash: string): Entry {
-  return { type: 'file', size: st.size, mtime: mtimeOf(st), mode: st.mode & 0o7777, hash };
+  return { type: 'file', size: st.size, mtime: mtimeOf(st), mode: permissionBits(st.mode), hash };
 }
 
 /**

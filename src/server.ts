@@ -13,6 +13,7 @@ import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core
 import { conflictCopyPath, formatStamp } from './core/conflict.js';
 import { decideDelete, decidePut, decideRename, hasSameContent, isSameEntry } from './core/reconcile.js';
 import { parentOf, isSameOrInside } from './core/paths.js';
+import { permissionBits } from './core/modes.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ChangeLog, type ServerRecord } from './changelog.js';
 import { SyncError } from './core/errors.js';
@@ -399,7 +400,7 @@ class ServedFolder {
     }
     for (const dir of missing) {
       const st = await fs.lstat(path.join(this.root, dir));
-      this.log.assign(dir, { type: 'dir', mode: st.mode & 0o7777 }, origin);
+      this.log.assign(dir, { type: 'dir', mode: permissionBits(st.mode) }, origin);
     }
   }
 

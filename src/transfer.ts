@@ -649,7 +649,7 @@ export class SshSession {
   /** Sets permission bits and/or modification time (atime is set to the same value). */
   async setAttributes(remotePath: string, attrs: { mode?: number; mtimeMs?: number }): Promise<void> {
     const sftpAttrs: { mode?: number; atime?: number; mtime?: number } = {};
-    if (attrs.mode !== undefined) sftpAttrs.mode = attrs.mode & 0o7777;
+    if (attrs.mode !== undefined) sftpAttrs.mode = attrs.mode & 0o777; // never setuid, setgid or sticky
     if (attrs.mtimeMs !== undefined) {
       sftpAttrs.mtime = Math.floor(attrs.mtimeMs / 1000);
       sftpAttrs.atime = sftpAttrs.mtime;

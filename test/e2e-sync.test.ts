@@ -81,6 +81,48 @@ describe('sync between a server and two clients over a real sshd', () => {
     expect((await fs.stat(path.join(beta, 'a/b/mid.txt'))).mode & 0o777).toBe(0o640);
   });
 
+  it('never carries setuid, setgid or sticky bits: a 04755 and a 02755 file arrive as 0755', async () => {
+    const modeOf = async (file: string): Promise<number | null> => {
+      const st = await fs.lstat(file).catch(() => null);
+      return st === null ? null : st.mode & 0o7777;
+    };
+    await fs.writeFile(path.join(alpha, 'setuid.sh'), '#!/bin/sh\nid\n');
+    await fs.writeFile(path.join(alpha, 'setgid.sh'), '#!/bin/sh\nid -g\n');
+    await fs.writeFile(path.join(hub, 'server-setuid.sh'), '#!/bin/sh\nid -u\n');
+    await fs.mkdir(path.join(alpha, 'sticky-dir'));
+    await fs.chmod(path.join(alpha, 'setuid.sh'), 0o4755);
+    await fs.chmod(path.join(alpha, 'setgid.sh'), 0o2755);
+    await fs.chmod(path.join(hub, 'server-setuid.sh'), 0o4755);
+    await fs.chmod(path.join(alpha, 'sticky-dir'), 0o1777);
+    expect(await modeOf(path.join(alpha, 'setuid.sh'))).toBe(0o4755);
+    expect(await modeOf(path.join(alpha, 'setgid.sh'))).toBe(0o2755);
+    const arrived = async (): Promise<boolean> => {
+      for (const node of [hub, beta]) {
+        if ((await modeOf(path.join(node, 'setuid.sh'))) === null || (await modeOf(path.join(node, 'setgid.sh'))) === null) return false;
+        if ((await modeOf(path.join(node, 'sticky-dir'))) === null) return false;
+      }
+      return (await modeOf(path.join(alpha, 'server-setuid.sh'))) !== null && (await modeOf(path.join(beta, 'server-setuid.sh'))) !== null;
+    };
+    await waitFor(arrived, { timeoutMs: 60_000, what: 'the setuid/setgid files on every node' });
+    await waitIdle(cluster.all);
+    for (const node of [hub, beta]) {
+      expect(await modeOf(path.join(node, 'setuid.sh'))).toBe(0o755);
+      expect(await modeOf(path.join(node, 'setgid.sh'))).toBe(0o755);
+      expect(await modeOf(path.join(node, 'sticky-dir'))).toBe(0o777);
+    }
+    expect(await modeOf(path.join(alpha, 'server-setuid.sh'))).toBe(0o755);
+    expect(await modeOf(path.join(beta, 'server-setuid.sh'))).toBe(0o755);
+    // The sources keep their own bits (nothing is written back to them).
+    expect(await modeOf(path.join(alpha, 'setuid.sh'))).toBe(0o4755);
+    expect(await modeOf(path.join(hub, 'server-setuid.sh'))).toBe(0o4755);
+    // Back to plain modes (no change to sync: the bits were never part of the entry), for the trees compared below.
+    await fs.chmod(path.join(alpha, 'setuid.sh'), 0o755);
+    await fs.chmod(path.join(alpha, 'setgid.sh'), 0o755);
+    await fs.chmod(path.join(alpha, 'sticky-dir'), 0o777);
+    await fs.chmod(path.join(hub, 'server-setuid.sh'), 0o755);
+    await converge();
+  });
+
   it('syncs an empty directory and a symlink (as a link, never followed)', async () => {
     await fs.mkdir(path.join(alpha, 'empty'));
     await fs.symlink('hello.txt', path.join(alpha, 'link-to-hello'));

@@ -11,7 +11,7 @@ export interface FileEntry {
   size: number;
   /** Modification time, integer milliseconds since the epoch. */
   mtime: number;
-  /** Permission bits only (mode & 0o7777). */
+  /** Permission bits only (mode & 0o777): never setuid, setgid or sticky (core/modes.ts). */
   mode: number;
   /** sha256 of the content, lowercase hex. */
   hash: string;
