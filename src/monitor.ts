@@ -9,12 +9,12 @@
 process.env.UV_THREADPOOL_SIZE ??= '16';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, findConfigFile, loadConfig, type Config, type Role } from './config.js';
-import { createLogger, type LogLevel } from './log.js';
+import { ConfigError, findConfigFile, loadConfig, type Config, type Role } from './cli/config.js';
+import { createLogger, type LogLevel } from './node/log.js';
 import { SyncServer } from './server.js';
 import { SyncClient } from './client.js';
 import { ensurePrivateDir } from './persistence.js';
-import { askDaemon, formatStatus, formatTasks } from './control.js';
+import { askDaemon, formatStatus, formatTasks } from './cli/control.js';
 import type { StatusReport, TaskInfo } from './node.js';
 
 const USAGE = `usage: systemsync <command> [options]
@@ -164,7 +164,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (args.command === 'monitor') return await monitor(args);
     if (args.command === 'init' || args.command === 'check') {
-      const setup = await import('./setup.js');
+      const setup = await import('./cli/setup.js');
       return args.command === 'init' ? await setup.init(args) : await setup.check(await readConfig(args));
     }
     return await control(args);

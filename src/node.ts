@@ -6,13 +6,13 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { Config } from './config.js';
-import type { Logger } from './log.js';
+import type { Config } from './cli/config.js';
+import type { Logger } from './node/log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { ensurePrivateDir, ensureSocketDir } from './persistence.js';
 import { SyncError } from './core/errors.js';
 import { needsMarker, pauseReason } from './core/safety.js';
-import { MARKER_DIR } from './apply.js';
+import { MARKER_DIR } from './fs/apply.js';
 
 export interface FolderStatus {
   name: string;

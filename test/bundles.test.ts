@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BundlePrefetcher, groupBySize, type WantedFile } from '../src/bundles.js';
+import { BundlePrefetcher, groupBySize, type WantedFile } from '../src/wire/bundles.js';
 
 describe('groupBySize', () => {
   it('keeps order and caps each group by count and by bytes; an oversized item goes alone', () => {

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config.js';
+import { parseConfig } from '../src/cli/config.js';
 import { MONITOR, startAll, startCluster, type Cluster } from './helpers/daemons.js';
 import { freePort, generateKey } from './helpers/sshd.js';
 import { cleanupTempDirs, tempDir } from './helpers/tree.js';

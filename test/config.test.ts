@@ -14,7 +14,7 @@ import {
   type Config,
   type ParseOptions,
   type Role,
-} from '../src/config.js';
+} from '../src/cli/config.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const fixtures = path.join(repo, 'test', 'fixtures', 'config');

@@ -397,7 +397,7 @@ describe('orderPushOps', () => {
 });
 
 describe('orderPushOps: a directory replaced by a file or link', () => {
-  // The server replaces a directory by a file or link only when it is empty (src/apply.ts,
+  // The server replaces a directory by a file or link only when it is empty (src/fs/apply.ts,
   // clearForType: "its children were deleted first"), so the deletes of its children must be
   // sent before the put that replaces it, children first.
   const putFileOver = (path: string): PushOp => ({ op: 'put', path, base: 4, entry: fileA, upload: 'u' });

@@ -11,7 +11,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import { connectSsh, type SshSession } from '../src/transfer.js';
+import { connectSsh, type SshSession } from '../src/ssh/transfer.js';
 import { RPC_ERROR_CODES } from '../src/rpc.js';
 import { startCluster, waitIdle, type Cluster } from './helpers/daemons.js';
 import { cleanupTempDirs, makeTree, snapshotTree, type TreeItem } from './helpers/tree.js';

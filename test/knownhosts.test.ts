@@ -13,7 +13,7 @@ import {
   knownKeyTypesFor,
   lookupHostKey,
   type HostKeyStatus,
-} from '../src/knownhosts.js';
+} from '../src/ssh/knownhosts.js';
 import { generateKey } from './helpers/sshd.js';
 
 const execFileAsync = promisify(execFile);

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createLogger, createProgress, showPath } from '../src/log.js';
+import { createLogger, createProgress, showPath } from '../src/node/log.js';
 import { cleanupTempDirs, tempDir } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);

@@ -8,8 +8,8 @@ import crypto from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { permissionBits } from '../src/core/modes.js';
 import { validateParams, validateResult } from '../src/rpc.js';
-import { placeDir, placeFile, restampFile, tmpDirOf } from '../src/apply.js';
-import { readLocal } from '../src/scan.js';
+import { placeDir, placeFile, restampFile, tmpDirOf } from '../src/fs/apply.js';
+import { readLocal } from '../src/fs/scan.js';
 import { cleanupTempDirs, makeTree } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { BaseRecord, Entry, StatFingerprint } from '../src/core/types.js';
-import type { ServerRecord } from '../src/changelog.js';
-import { baseRecordCodec, isTombstonePacked, originTest, serverRecordCodec } from '../src/recordcodec.js';
+import type { ServerRecord } from '../src/server/changelog.js';
+import { baseRecordCodec, isTombstonePacked, originTest, serverRecordCodec } from '../src/state/recordcodec.js';
 
 const num = fc.oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constantFrom(0, 1.5, 1763942400123.4568, Number.MAX_SAFE_INTEGER, 2 ** 53 + 2));
 const text = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constantFrom('', ' ', '"', '\\', ',', ']', '[', 'a"b,c]'));

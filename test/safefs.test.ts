@@ -19,7 +19,7 @@ import {
   safeSymlink,
   safeUnlink,
   safeUtimes,
-} from '../src/safefs.js';
+} from '../src/fs/safefs.js';
 import { cleanupTempDirs, makeTree, snapshotTree, tempDir } from './helpers/tree.js';
 import { rejection } from './helpers/wait.js';
 

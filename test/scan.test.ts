@@ -6,7 +6,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createIgnoreMatcher } from '../src/core/ignore.js';
-import { DEFERRED_HASH, fingerprint, hashFile, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, setMtime, walkTree, type WalkProblem } from '../src/scan.js';
+import { DEFERRED_HASH, fingerprint, hashFile, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, setMtime, walkTree, type WalkProblem } from '../src/fs/scan.js';
 import { cleanupTempDirs, makeTree, tempDir } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);

@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fingerprintSha256 } from '../src/knownhosts.js';
+import { fingerprintSha256 } from '../src/ssh/knownhosts.js';
 import {
   AuthFailedError,
   ConnectError,
@@ -22,7 +22,7 @@ import {
   TransferAbortedError,
   type SshSession,
   type SshTarget,
-} from '../src/transfer.js';
+} from '../src/ssh/transfer.js';
 import { freePort, generateKey, startSshd, type TestSshd } from './helpers/sshd.js';
 
 let sshd: TestSshd;

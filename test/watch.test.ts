@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createIgnoreMatcher, type IgnoreMatcher } from '../src/core/ignore.js';
-import { changesSince, watchFolder, writeSnapshot, type FolderWatcher } from '../src/watch.js';
+import { changesSince, watchFolder, writeSnapshot, type FolderWatcher } from '../src/fs/watch.js';
 import { cleanupTempDirs, makeTree, tempDir } from './helpers/tree.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Change, Entry } from '../core/types.js';
 import { createRpcPeer, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, BUNDLE_FILE_MAX, type FolderInfo, type RpcPeer } from '../rpc.js';
-import { connectSsh, type SshSession, type SshTarget } from '../transfer.js';
+import { connectSsh, type SshSession, type SshTarget } from '../ssh/transfer.js';
 
 export type LoadMode = 'apply' | 'ack';
 

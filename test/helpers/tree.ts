@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setMtime } from '../../src/scan.js';
+import { setMtime } from '../../src/fs/scan.js';
 
 /** One node of a tree spec: file content, a symlink, an empty directory, or a file with metadata. */
 export type TreeSpecItem =
@@ -18,7 +18,7 @@ export type TreeSpecItem =
 /** Folder-relative POSIX path → what is there. Parent directories are created as needed. */
 export type TreeSpec = Record<string, TreeSpecItem>;
 
-/** `mtime` is integer ms, rounded down: the value that travels (see mtimeOf in src/scan.ts). */
+/** `mtime` is integer ms, rounded down: the value that travels (see mtimeOf in src/fs/scan.ts). */
 export type TreeItem =
   | { type: 'file'; hash: string; size: number; mode: number; mtime: number }
   | { type: 'dir'; mode: number }

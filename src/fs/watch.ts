@@ -15,9 +15,9 @@
 import fs, { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import watcher from '@parcel/watcher';
-import { isReservedPath, type IgnoreMatcher } from './core/ignore.js';
-import { SyncError } from './core/errors.js';
-import { isSameOrInside, RESERVED_DIR } from './core/paths.js';
+import { isReservedPath, type IgnoreMatcher } from '../core/ignore.js';
+import { SyncError } from '../core/errors.js';
+import { isSameOrInside, RESERVED_DIR } from '../core/paths.js';
 import { walkTree } from './scan.js';
 
 export interface FolderWatcher {

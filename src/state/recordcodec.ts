@@ -19,8 +19,8 @@
  * hash as its 32 bytes and the two stat times as float64: ~70 bytes instead of ~155 characters.
  * It starts with byte 1 (client) or 2 (server), which neither JSON form can start with.
  */
-import type { BaseRecord, Entry, ServerRecord, StatFingerprint } from './core/types.js';
-import type { ValueCodec } from './persistence.js';
+import type { BaseRecord, Entry, ServerRecord, StatFingerprint } from '../core/types.js';
+import type { ValueCodec } from '../persistence.js';
 
 const OPEN_BRACKET = 0x5b; // '['
 const TOMBSTONE_TAG = 0x78; // 'x'

@@ -23,8 +23,8 @@
  */
 import fs, { constants as FS, type Stats } from 'node:fs';
 import path from 'node:path';
-import { SyncError } from './core/errors.js';
-import { checkRelativePath, parentOf, segments } from './core/paths.js';
+import { SyncError } from '../core/errors.js';
+import { checkRelativePath, parentOf, segments } from '../core/paths.js';
 
 /** A path that is, or would be, reached through a symlink, or that left the folder. code 'UNSAFE_PATH'. */
 export class UnsafePathError extends SyncError {

@@ -18,11 +18,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ssh2 from 'ssh2';
-import { MARKER_DIR, tmpDirOf } from './apply.js';
+import { MARKER_DIR, tmpDirOf } from '../fs/apply.js';
 import { CONFIG_DEFAULTS, parseConfig, type Config, type Role } from './config.js';
 import { askDaemon } from './control.js';
-import type { StatusReport } from './node.js';
-import { createRpcPeer, type HelloResult } from './rpc.js';
+import type { StatusReport } from '../node.js';
+import { createRpcPeer, type HelloResult } from '../rpc.js';
 import {
   AuthFailedError,
   connectSsh,
@@ -31,7 +31,7 @@ import {
   TransferError,
   toSftpError,
   type SshSession,
-} from './transfer.js';
+} from '../ssh/transfer.js';
 
 const ssh2Utils = ssh2.utils;
 
@@ -152,7 +152,7 @@ async function runInit(role: Role, configPath: string): Promise<void> {
 }
 
 async function readExample(): Promise<string> {
-  const url = new URL('../systemsync.cfg.example', import.meta.url);
+  const url = new URL('../../systemsync.cfg.example', import.meta.url);
   try {
     return await fsp.readFile(url, 'utf8');
   } catch (err) {

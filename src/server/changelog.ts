@@ -5,11 +5,11 @@
  * What a client still has to pull is derived: the versions with `seq > cursor`.
  */
 import path from 'node:path';
-import type { Change, Entry, ServerRecord, StatFingerprint } from './core/types.js';
-import { isSameOrInside } from './core/paths.js';
-import { isConflictCopy } from './core/conflict.js';
-import { JsonStore, ShardedMap } from './persistence.js';
-import { isTombstonePacked, originTest, serverRecordCodec } from './recordcodec.js';
+import type { Change, Entry, ServerRecord, StatFingerprint } from '../core/types.js';
+import { isSameOrInside } from '../core/paths.js';
+import { isConflictCopy } from '../core/conflict.js';
+import { JsonStore, ShardedMap } from '../persistence.js';
+import { isTombstonePacked, originTest, serverRecordCodec } from '../state/recordcodec.js';
 
 /** A version plus the server's own local stat fingerprint of the file (never sent on the wire). */
 export type { ServerRecord };

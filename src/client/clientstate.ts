@@ -5,11 +5,11 @@
  * server anything that depends on it.
  */
 import path from 'node:path';
-import type { BaseRecord, Change } from './core/types.js';
-import { isSameOrInside } from './core/paths.js';
-import { isConflictCopy } from './core/conflict.js';
-import { JsonStore, ShardedMap } from './persistence.js';
-import { baseRecordCodec } from './recordcodec.js';
+import type { BaseRecord, Change } from '../core/types.js';
+import { isSameOrInside } from '../core/paths.js';
+import { isConflictCopy } from '../core/conflict.js';
+import { JsonStore, ShardedMap } from '../persistence.js';
+import { baseRecordCodec } from '../state/recordcodec.js';
 
 export interface FailedTask {
   path: string;

@@ -3,8 +3,8 @@
  */
 import net from 'node:net';
 import type { Config } from './config.js';
-import { createRpcPeer } from './rpc.js';
-import { controlSocketPath, type StatusReport, type TaskInfo } from './node.js';
+import { createRpcPeer } from '../rpc.js';
+import { controlSocketPath, type StatusReport, type TaskInfo } from '../node.js';
 
 export class DaemonNotRunningError extends Error {
   readonly code = 'NOT_RUNNING';

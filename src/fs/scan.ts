@@ -4,11 +4,11 @@
  */
 import { createHash } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
-import type { IgnoreMatcher } from './core/ignore.js';
-import { isReservedPath } from './core/ignore.js';
-import { permissionBits } from './core/modes.js';
-import { SyncError } from './core/errors.js';
-import type { Entry, StatFingerprint } from './core/types.js';
+import type { IgnoreMatcher } from '../core/ignore.js';
+import { isReservedPath } from '../core/ignore.js';
+import { permissionBits } from '../core/modes.js';
+import { SyncError } from '../core/errors.js';
+import type { Entry, StatFingerprint } from '../core/types.js';
 
 /** A path as found on disk: its entry plus the stat fingerprint (null for dirs and symlinks). */
 export interface LocalState {

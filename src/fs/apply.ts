@@ -11,9 +11,9 @@ import fs from 'node:fs/promises';
 import fsSync, { constants as FS } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import type { DirEntry, Entry, FileEntry, StatFingerprint } from './core/types.js';
-import { SyncError } from './core/errors.js';
-import { permissionBits } from './core/modes.js';
+import type { DirEntry, Entry, FileEntry, StatFingerprint } from '../core/types.js';
+import { SyncError } from '../core/errors.js';
+import { permissionBits } from '../core/modes.js';
 import { fingerprint } from './scan.js';
 import {
   checkPath,
