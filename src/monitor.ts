@@ -16,6 +16,7 @@ import { SyncClient } from './client.js';
 import { ensurePrivateDir } from './persistence.js';
 import { askDaemon, formatStatus, formatTasks } from './cli/control.js';
 import type { StatusReport, TaskInfo } from './node.js';
+import { escapeControls, escapeControlsKeepLines, escapeJsonControls } from './core/text.js';
 
 const USAGE = `usage: systemsync <command> [options]
 
@@ -131,12 +132,12 @@ async function control(args: Args): Promise<number> {
   switch (args.command) {
     case 'status': {
       const report = await askDaemon<StatusReport>(config, 'status');
-      process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, process.stdout.isTTY === true));
+      process.stdout.write(args.json ? `${escapeJsonControls(JSON.stringify(report, null, 2))}\n` : formatStatus(report, process.stdout.isTTY === true));
       return 0;
     }
     case 'tasks': {
       const { tasks } = await askDaemon<{ tasks: TaskInfo[] }>(config, 'tasks');
-      process.stdout.write(args.json ? `${JSON.stringify(tasks, null, 2)}\n` : formatTasks(tasks));
+      process.stdout.write(args.json ? `${escapeJsonControls(JSON.stringify(tasks, null, 2))}\n` : formatTasks(tasks));
       return 0;
     }
     case 'retry': {
@@ -158,7 +159,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     args = parseArgs(argv);
   } catch (err) {
-    process.stderr.write(err instanceof UsageError && err.message ? `systemsync: ${err.message}\n\n${USAGE}` : USAGE);
+    process.stderr.write(err instanceof UsageError && err.message ? `systemsync: ${escapeControls(err.message)}\n\n${USAGE}` : USAGE);
     return 2;
   }
   try {
@@ -170,14 +171,14 @@ async function main(argv: string[]): Promise<number> {
     return await control(args);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`systemsync: ${err.message}\n\n${USAGE}`);
+      process.stderr.write(`systemsync: ${escapeControls(err.message)}\n\n${USAGE}`);
       return 2;
     }
     if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
+      process.stderr.write(`${escapeControlsKeepLines(err.message)}\n`);
       return 2;
     }
-    process.stderr.write(`systemsync: ${(err as Error).message}\n`);
+    process.stderr.write(`systemsync: ${escapeControls((err as Error).message)}\n`);
     return 1;
   }
 }
@@ -185,7 +186,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    process.stderr.write(`systemsync: unexpected error: ${(err as Error).stack ?? err}\n`);
+    process.stderr.write(`systemsync: unexpected error: ${escapeControlsKeepLines(String((err as Error).stack ?? err))}\n`);
     process.exit(1);
   },
 );

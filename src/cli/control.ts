@@ -5,6 +5,7 @@ import net from 'node:net';
 import type { Config } from './config.js';
 import { createRpcPeer } from '../rpc.js';
 import { controlSocketPath, type StatusReport, type TaskInfo } from '../node.js';
+import { escapeControls } from '../core/text.js';
 
 export class DaemonNotRunningError extends Error {
   readonly code = 'NOT_RUNNING';
@@ -39,7 +40,8 @@ export function formatBytes(n: number): string {
   return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-function table(header: string[], rows: string[][]): string {
+function table(header: string[], cells: string[][]): string {
+  const rows = cells.map((r) => r.map(escapeControls));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
@@ -53,7 +55,7 @@ function bar(done: number, total: number, width = 20): string {
 
 /** A compact human-readable status. */
 export function formatStatus(report: StatusReport, isTty = false): string {
-  let out = `${report.role} ${report.node} (pid ${report.pid}) — ${report.connected ? 'connected' : 'not connected'}\n\n`;
+  let out = `${report.role} ${escapeControls(report.node)} (pid ${report.pid}) — ${report.connected ? 'connected' : 'not connected'}\n\n`;
   out += table(
     ['FOLDER', 'FILES', 'SIZE', 'PUSH', 'PULL', 'CONFLICTS', 'FAILED', 'LAST SYNC', 'STATE'],
     report.folders.map((f) => [
@@ -99,7 +101,7 @@ export function formatTasks(tasks: TaskInfo[]): string {
       t.state + (t.permanent ? ' (permanent)' : ''),
       t.op,
       t.folder,
-      JSON.stringify(t.path).slice(1, -1),
+      t.path,
       String(t.attempts),
       t.since || '-',
       t.lastError ?? '',

@@ -22,6 +22,7 @@ import { MARKER_DIR, tmpDirOf } from '../fs/apply.js';
 import { CONFIG_DEFAULTS, parseConfig, type Config, type Role } from './config.js';
 import { askDaemon } from './control.js';
 import type { StatusReport } from '../node.js';
+import { escapeControls } from '../core/text.js';
 import { createRpcPeer, type HelloResult } from '../rpc.js';
 import {
   AuthFailedError,
@@ -79,7 +80,7 @@ export async function init(args: InitArgs): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof InitError) {
-      process.stderr.write(`systemsync init: ${err.message}\n`);
+      process.stderr.write(`systemsync init: ${escapeControls(err.message)}\n`);
       return 1;
     }
     throw err;
@@ -272,7 +273,7 @@ class Report {
     this.line('INFO', what);
   }
   private line(outcome: Outcome, text: string): void {
-    process.stdout.write(`${outcome} ${text}\n`);
+    process.stdout.write(`${outcome} ${escapeControls(text)}\n`);
   }
 }
 

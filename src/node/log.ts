@@ -3,6 +3,7 @@
  * Written to stderr and to `<state_dir>/systemsync.log` (mode 0600), rotated at a size cap.
  */
 import fs from 'node:fs';
+import { escapeControls } from '../core/text.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
@@ -76,9 +77,10 @@ function makeLogger(sink: LogSink, scope: string | null): Logger {
   const emit = (level: LogLevel, message: string): void => {
     if (RANK[level] > RANK[sink.options.level]) return;
     const tag = level.toUpperCase().padEnd(5);
-    const where = scope === null ? '' : `[${scope}] `;
-    // One event, one line: a newline inside a file name must not split the record.
-    const flat = message.replace(/\n/g, '\\n');
+    const where = scope === null ? '' : `[${escapeControls(scope)}] `;
+    // One event, one line, nothing a terminal acts on: a newline, ESC or CSI inside a file name
+    // or a peer's error text must neither split the record nor move the cursor.
+    const flat = escapeControls(message);
     sink.write(`${new Date().toISOString()} ${tag} ${where}${flat}\n`);
   };
   return {
@@ -121,10 +123,11 @@ export function createProgress(label: string, total: number, options: ProgressOp
   const everyMs = options.everyMs ?? 5000;
   let lastShown = 0;
   let drewBar = false;
+  const shown = escapeControls(label);
   const describe = (done: number, now: number): string => {
     const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
     const rate = done / Math.max(0.001, (now - started) / 1000) / (1024 * 1024);
-    return `${label}: ${pct}% (${done}/${total} bytes, ${rate.toFixed(1)} MiB/s)`;
+    return `${shown}: ${pct}% (${done}/${total} bytes, ${rate.toFixed(1)} MiB/s)`;
   };
   return {
     update(done) {
