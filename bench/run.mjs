@@ -6,7 +6,11 @@
 //
 //   node bench/run.mjs [--quick] [--reps N] [--small-files N] [--small-dirs N] [--big-mib N]
 //                      [--index-files N] [--latency-files N] [--latency-interval MS]
-//                      [--only latency,small,big,index] [--out FILE] [--keep] [--log-level L]
+//                      [--only latency,small,big,index,fanout,scale] [--out FILE] [--keep] [--log-level L]
+//                      [--fanout-clients N] [--fanout-changes N] [--scale-files N] [--scale-dirs N]
+//
+// `fanout` (100 load sessions on one hub) and `scale` (a million files) run only when named in
+// --only: the default run is the first four cases.
 //
 // The sshd is started by scripts/private-sshd.mjs, the same starter the tests use.
 import fs from 'node:fs';
@@ -15,16 +19,21 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { latencyCase, smallFilesCase, bigFileCase, indexCase } from './lib/cases.mjs';
+import { fanoutCase, scaleCase } from './lib/scale.mjs';
 import { MONITOR } from './lib/cluster.mjs';
 import { ms, mib, ratio } from './lib/stats.mjs';
 import { startSshd } from '../scripts/private-sshd.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const CASES = ['latency', 'small', 'big', 'index'];
+const CASES = ['latency', 'small', 'big', 'index', 'fanout', 'scale'];
+/** The cases run when --only is not given. */
+const DEFAULT_CASES = ['latency', 'small', 'big', 'index'];
 
 const USAGE = `usage: node bench/run.mjs [--quick] [--reps N] [--small-files N] [--small-dirs N] [--big-mib N]
        [--index-files N] [--latency-files N] [--latency-interval MS] [--only ${CASES.join(',')}]
-       [--out FILE] [--keep] [--log-level debug|info|warn]`;
+       [--out FILE] [--keep] [--log-level debug|info|warn]
+       [--fanout-clients N] [--fanout-changes N] [--scale-files N] [--scale-dirs N]
+fanout and scale run only when named in --only.`;
 
 function parseArgs(argv) {
   const quick = argv.includes('--quick');
@@ -39,7 +48,11 @@ function parseArgs(argv) {
     bigMiB: quick ? 64 : 1024,
     indexFiles: quick ? 2000 : 100_000,
     indexFileSize: 256,
-    only: CASES,
+    fanoutClients: quick ? 10 : 100,
+    fanoutChanges: quick ? 5 : 20,
+    scaleFiles: quick ? 20_000 : 1_000_000,
+    scaleDirs: quick ? 100 : 1000,
+    only: DEFAULT_CASES,
     out: path.join(HERE, 'RESULTS.md'),
     keep: false,
     logLevel: 'info',
@@ -52,6 +65,10 @@ function parseArgs(argv) {
     '--index-files': 'indexFiles',
     '--latency-files': 'latencyFiles',
     '--latency-interval': 'latencyIntervalMs',
+    '--fanout-clients': 'fanoutClients',
+    '--fanout-changes': 'fanoutChanges',
+    '--scale-files': 'scaleFiles',
+    '--scale-dirs': 'scaleDirs',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -132,14 +149,35 @@ function buildReport(o, r, env) {
       ok(worstStall <= 50),
     );
   }
-  L.push('');
-  L.push('Peak RSS (VmHWM) of each daemon, per case:');
-  L.push('');
-  row('case', 'hub (server)', 'alpha (client A)', 'beta (client B)');
-  row('---', '---:', '---:', '---:');
-  for (const c of CASES) {
-    const rss = r[c]?.rss;
-    if (rss) row(c, mib(rss.hub), mib(rss.alpha), mib(rss.beta));
+  if (r.fanout) {
+    const x = r.fanout;
+    const base = `the same change to 1 other session: p50 ${ms(x.oneP50)}, p99 ${ms(x.oneP99)}; one \`scp\`: ${ms(x.scp)}`;
+    row(`${x.clients} load sessions on one hub: a small change pushed by one reaches all ${x.clients - 1} others, p50 (${x.changes} changes)`, ms(x.p50), base, ratio(x.p50, x.oneP50), '≤ 300 ms', ok(x.p50 <= 300));
+    row(`the same, p99`, ms(x.p99), base, ratio(x.p99, x.oneP99), '≤ 1000 ms', ok(x.p99 <= 1000));
+    row(`hub CPU per change fanned out to ${x.clients - 1} sessions`, ms(x.hubCpuPerChangeMs), `to 1 session: ${ms(x.hubCpuPerChangeOneMs)}`, ratio(x.hubCpuPerChangeMs, x.hubCpuPerChangeOneMs), '', '');
+    const pct = (v) => `${(v * 100).toFixed(2)}%`;
+    row(`hub peak RSS with ${x.clients} sessions`, mib(x.rss.hub), '', '', '', '');
+    row(`hub CPU with ${x.clients} sessions connected and idle`, `${pct(x.idleConnected)} of a core`, `the hub with no client: ${pct(x.idleAlone)}; sshd with the ${x.clients} connections: ${pct(x.idleSshd)}`, '', '≤ 1% of a core', ok(x.idleConnected <= 0.01));
+  }
+  if (r.scale) {
+    const x = r.scale;
+    const n = x.files.toLocaleString('en-US');
+    row(`${n} files of ${o.indexFileSize} B in ${x.dirs} dirs: first sync to one client (start → all there, idle)`, ms(x.firstSyncMs), `\`rsync -a\` one hop: ${ms(x.rsyncMs)}`, ratio(x.firstSyncMs, x.rsyncMs), '≤ 2 × rsync', ok(x.firstSyncMs <= 2 * x.rsyncMs));
+    row(`${n} files: restart of an unchanged client until idle`, ms(x.restartMs), `\`rsync -a -n\`: ${ms(x.rsyncNoopMs)}`, ratio(x.restartMs, x.rsyncNoopMs), '≤ 1.5 × rsync -n', ok(x.restartMs <= 1.5 * x.rsyncNoopMs));
+    row(`${n} files: one change A → B (median of 5; max ${ms(x.changeMax)})`, ms(x.changeMs), `one \`scp\` of a small file: ${ms(x.scp)}`, ratio(x.changeMs, x.scp), '≤ 50 ms', ok(x.changeMs <= 50));
+    for (const [name, peak] of Object.entries(x.rss)) {
+      const h = x.heap[name];
+      row(`${n} files: peak RSS, ${name}`, mib(peak), `RSS now ${mib(x.rssNow[name])} (${(x.rssNow[name] / x.files).toFixed(0)} B/file); V8 heap in use ${mib(h?.heapUsed)} of ${mib(h?.heapTotal)}`, ratio(peak, 1.2 * 1073741824) + ' of target', '≤ 1.2 GiB', ok(peak <= 1.2 * 1073741824));
+    }
+  }
+  const withRss = CASES.filter((c) => c !== 'fanout' && r[c]?.rss);
+  if (withRss.length > 0) {
+    L.push('');
+    L.push('Peak RSS (VmHWM) of each daemon, per case:');
+    L.push('');
+    row('case', 'hub (server)', 'alpha (client A)', 'beta (client B)');
+    row('---', '---:', '---:', '---:');
+    for (const c of withRss) row(c, mib(r[c].rss.hub), mib(r[c].rss.alpha), mib(r[c].rss.beta));
   }
   if (r.small?.cpu || r.big?.cpu) {
     const secs = (x) => (Number.isFinite(x) ? `${x.toFixed(2)} s` : 'n/a');
@@ -158,6 +196,23 @@ function buildReport(o, r, env) {
   if (r.latency) {
     L.push('');
     L.push('Latency anchors from the issue, **not measured here** (typical defaults): Syncthing ≈ 10 s, lsyncd ≈ 15 s, Unison (repeat watch) ≈ 0.5 s.');
+  }
+  if (r.scale) {
+    const x = r.scale;
+    L.push('');
+    L.push(
+      `How the ${x.files}-file case ran: the files were written into the server's folder before its first start (${ms(x.fillMs)}); the server indexed them in ${ms(x.serverIndexMs)}; ` +
+        `alpha pulled them alone (the first-sync row), then beta pulled them (${ms(x.secondSyncMs)}) before the single changes.`,
+    );
+  }
+  if (r.fanout) {
+    const x = r.fanout;
+    L.push('');
+    L.push(
+      `How the fan-out case ran: one real hub (dist/monitor.js) and one load client process (dist/load/loadclient.js) holding ${x.clients} sessions, each its own SSH connection, SFTP session and RPC stream, ` +
+        `applying every pull to its own folder (connected in ${ms(x.connectMs)}). Each change is uploaded and pushed by one session; the time runs until each other session has written it. ` +
+        `The load client shares the 2 cores with the hub and sshd.`,
+    );
   }
   if (r.index) {
     const x = r.index;
@@ -193,7 +248,7 @@ async function main() {
   const sshd = await startSshd({ dir: path.join(workDir, 'sshd') });
   const ctx = { sshd, workDir, options, log, logLevel: options.logLevel, nodeArgs, keep: options.keep };
   const results = {};
-  const runners = { latency: latencyCase, small: smallFilesCase, big: bigFileCase, index: indexCase };
+  const runners = { latency: latencyCase, small: smallFilesCase, big: bigFileCase, index: indexCase, fanout: fanoutCase, scale: scaleCase };
   try {
     for (const name of CASES) {
       if (!options.only.includes(name)) continue;

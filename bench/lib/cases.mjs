@@ -17,14 +17,14 @@ function sshArgs(sshd) {
 }
 
 /** One `scp` of `src` to `dst` on the sshd; returns ms. */
-async function timeScp(sshd, src, dst) {
+export async function timeScp(sshd, src, dst) {
   const t0 = now();
   await execFileAsync('scp', ['-q', '-P', String(sshd.port), ...sshArgs(sshd), src, `${sshd.user}@127.0.0.1:${dst}`], { maxBuffer: 1 << 20 });
   return now() - t0;
 }
 
 /** One `rsync -a` over ssh of directory `src` into `dst` on the sshd; returns ms. */
-async function timeRsync(sshd, src, dst, extra = []) {
+export async function timeRsync(sshd, src, dst, extra = []) {
   const ssh = ['ssh', '-p', String(sshd.port), ...sshArgs(sshd)].join(' ');
   const t0 = now();
   await execFileAsync('rsync', ['-a', ...extra, '-e', ssh, `${src}/`, `${sshd.user}@127.0.0.1:${dst}/`], { maxBuffer: 1 << 20 });
@@ -32,7 +32,7 @@ async function timeRsync(sshd, src, dst, extra = []) {
 }
 
 /** Peak RSS (VmHWM) of each running daemon, by name. */
-function peaks(cluster) {
+export function peaks(cluster) {
   return Object.fromEntries(cluster.all.filter((d) => d.isRunning).map((d) => [d.name, d.memory().hwm]));
 }
 
@@ -41,7 +41,7 @@ function mergePeaks(into, more) {
 }
 
 /** Content for file `i`: a header naming it, then pseudo-random bytes, `size` bytes in all. */
-function fileContent(pool, i, size) {
+export function fileContent(pool, i, size) {
   const header = Buffer.from(`file ${i} ${crypto.randomUUID()}\n`);
   const out = Buffer.allocUnsafe(size);
   header.copy(out, 0, 0, Math.min(size, header.length));
@@ -50,6 +50,18 @@ function fileContent(pool, i, size) {
     pool.copy(out, header.length, offset, offset + size - header.length);
   }
   return out;
+}
+
+/** Writes `files` files of `size` bytes into `root`, `perDir` to a directory `dirNNNN`; returns ms. */
+export function fillFolder(root, files, perDir, size) {
+  const pool = crypto.randomBytes(1 << 16);
+  const t0 = now();
+  for (let i = 0; i < files; i++) {
+    const dir = path.join(root, `dir${String(Math.floor(i / perDir)).padStart(4, '0')}`);
+    if (i % perDir === 0) fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, `file${String(i).padStart(7, '0')}.txt`), fileContent(pool, i, size));
+  }
+  return now() - t0;
 }
 
 /** CPU seconds spent while `fn` runs by each daemon and by the sshd with all its connections. */
@@ -74,7 +86,7 @@ function medianCpu(readings) {
   return Object.fromEntries(keys.map((k) => [k, median(readings.map((r) => r[k]))]));
 }
 
-async function withCluster(ctx, options, fn) {
+export async function withCluster(ctx, options, fn) {
   const cluster = makeCluster(ctx.sshd, ctx.workDir, { logLevel: ctx.logLevel, nodeArgs: ctx.nodeArgs, ...options });
   try {
     return await fn(cluster);
@@ -306,15 +318,7 @@ export async function indexCase(ctx) {
   });
   return withCluster(ctx, {}, async (cluster) => {
     const [a, b] = cluster.clients;
-    const pool = crypto.randomBytes(1 << 16);
-    const perDir = 1000;
-    const t0 = now();
-    for (let i = 0; i < indexFiles; i++) {
-      const dir = path.join(cluster.server.folder, `dir${String(Math.floor(i / perDir)).padStart(4, '0')}`);
-      if (i % perDir === 0) fs.mkdirSync(dir, { recursive: true });
-      fs.writeFileSync(path.join(dir, `file${String(i).padStart(7, '0')}.txt`), fileContent(pool, i, indexFileSize));
-    }
-    const fillMs = now() - t0;
+    const fillMs = fillFolder(cluster.server.folder, indexFiles, 1000, indexFileSize);
     const t1 = now();
     await cluster.startServer();
     const serverIndexMs = now() - t1;
