@@ -23,6 +23,7 @@ import { BundlePrefetcher, groupBySize, type WantedFile } from './wire/bundles.j
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './fs/watch.js';
 import { connectSsh, type SshSession } from './ssh/transfer.js';
 import { isReachedThroughLink } from './fs/safefs.js';
+import { openRpcStream } from './client/rpcstream.js';
 import { permissionBits } from './core/modes.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
@@ -1109,10 +1110,7 @@ export class SyncClient extends NodeBase {
           readyTimeoutMs: server.connectTimeoutMs,
           keepaliveIntervalMs: 5000,
         });
-        const socketPath = server.rpcSocket.startsWith('~/')
-          ? `${(await ssh.realpath('.')).replace(/\/$/, '')}/${server.rpcSocket.slice(2)}`
-          : server.rpcSocket;
-        const stream = await ssh.openUnixStream(socketPath);
+        const { stream } = await openRpcStream(ssh, server.rpcSocket);
         const peer = createRpcPeer(stream, {
           context: null,
           log: (level, message) => this.logger[level](`rpc: ${message}`),
@@ -1128,6 +1126,9 @@ export class SyncClient extends NodeBase {
           30_000,
         );
         for (const name of hello.missing) this.logger.child(name).error(`the server ${hello.server} does not serve folder ${name}`);
+        for (const name of hello.denied ?? []) {
+          this.logger.child(name).error(`the server ${hello.server} does not let this node (${this.config.node.name}) sync folder ${name}: it is not in the folder's [access] there`);
+        }
         for (const [name, folder] of this.folders) {
           const info = hello.folders[name];
           folder.remote = info === undefined ? null : { root: info.root, tmp: info.tmp };
@@ -1142,6 +1143,11 @@ export class SyncClient extends NodeBase {
         await Promise.race([peer.closed, ssh.closed, new Promise((r) => this.stopController.signal.addEventListener('abort', r))]);
         if (!this.stopped) this.logger.warn('connection to the server lost; reconnecting');
       } catch (err) {
+        // The server bound this key to another node name: no retry can fix that.
+        if ((err as { code?: unknown }).code === 'NODE_NAME_MISMATCH') {
+          this.giveUp(err as Error);
+          break;
+        }
         if (!this.stopped) this.logger.warn(`cannot reach the server: ${(err as Error).message}; retrying in ${(backoff / 1000).toFixed(1)} s`);
       } finally {
         this.link = null;

@@ -124,7 +124,7 @@ async function monitor(args: Args): Promise<number> {
   await Promise.race([stopSignal, daemon.stopRequested]);
   await daemon.stop();
   logger.close();
-  return 0;
+  return daemon.fatalError === null ? 0 : 1;
 }
 
 async function control(args: Args): Promise<number> {

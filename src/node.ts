@@ -175,6 +175,16 @@ export abstract class NodeBase {
   private resolveStopRequest!: () => void;
   /** Resolves when someone asked this daemon to stop through the control socket. */
   readonly stopRequested = new Promise<void>((resolve) => (this.resolveStopRequest = resolve));
+  /** Set when the daemon gave up for a reason that retrying cannot fix; the command exits 1. */
+  fatalError: Error | null = null;
+
+  /** Gives up: logs `err`, records it and asks for a stop (monitor exits 1). */
+  protected giveUp(err: Error): void {
+    if (this.fatalError !== null) return;
+    this.fatalError = err;
+    this.logger.error(`giving up: ${err.message}`);
+    setImmediate(() => this.resolveStopRequest());
+  }
 
   constructor(
     readonly config: Config,

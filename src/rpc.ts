@@ -298,6 +298,8 @@ export interface HelloResult {
   server: string;
   folders: Record<string, FolderInfo>;
   missing: string[];
+  /** Embedded endpoint: folders served here that this client may not use (`[access]`). */
+  denied?: string[];
 }
 export interface PushParams {
   folder: string;
@@ -378,6 +380,7 @@ const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result
       server: nodeName,
       folders: record(folderName, obj({ root: absPath, tmp: absPath, head: seq, cursor: seq, floor: seq }), MAX_FOLDERS),
       missing: arrayOf(folderName, 0, MAX_FOLDERS),
+      denied: optional(arrayOf(folderName, 0, MAX_FOLDERS)),
     }),
   },
   push: {
@@ -427,6 +430,7 @@ export const RPC_ERROR_CODES: Readonly<Record<string, number>> = Object.freeze({
   UNKNOWN_FOLDER: -33010,
   FOLDER_PAUSED: -33011,
   NO_HELLO: -33012,
+  NODE_NAME_MISMATCH: -33014,
   RPC_TIMEOUT: -33100,
   RPC_CLOSED: -33101,
 });

@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import fsSync, { constants as FS, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import type { Config } from './cli/config.js';
 import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core/types.js';
@@ -25,6 +26,8 @@ import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, read
 import { watchFolder, type FolderWatcher } from './fs/watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
 import { checkPath, isReachedThroughLink } from './fs/safefs.js';
+import { isFolderAllowed } from './core/access.js';
+import { Endpoint } from './endpoint/server.js';
 import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
 const TRASH_DIR = 'trash';
@@ -37,6 +40,8 @@ interface Session {
   id: number;
   peer: RpcPeer;
   node: string | null;
+  /** Embedded endpoint: the node name bound to the key the client signed in with; null through a system sshd. */
+  boundNode: string | null;
   folders: Set<string>;
   connectedAt: Date;
 }
@@ -608,6 +613,7 @@ export class SyncServer extends NodeBase {
   private readonly folders = new Map<string, ServedFolder>();
   private readonly sessions = new Set<Session>();
   private rpcServer: net.Server | null = null;
+  private endpoint: Endpoint | null = null;
   private nextSessionId = 1;
   private maintenanceTimer: NodeJS.Timeout | null = null;
 
@@ -627,6 +633,17 @@ export class SyncServer extends NodeBase {
       await this.startFolder(folder.name, served);
     }
     await this.listenRpc(this.config.rpc.socket);
+    if (this.config.listen !== null) {
+      this.endpoint = new Endpoint({
+        listen: this.config.listen,
+        clients: this.config.clients,
+        access: this.config.access,
+        folders: this.config.folders.map((f) => ({ name: f.name, root: f.path })),
+        logger: this.logger,
+        onRpc: (stream, node) => this.accept(stream, node),
+      });
+      await this.endpoint.start();
+    }
     await this.maintenance();
     this.maintenanceTimer = setInterval(() => void this.maintenance(), 5_000);
     this.maintenanceTimer.unref();
@@ -663,8 +680,9 @@ export class SyncServer extends NodeBase {
     this.rpcServer.on('error', (err) => this.logger.error(`rpc socket: ${err.message}`));
   }
 
-  private accept(socket: net.Socket): void {
-    const session: Session = { id: this.nextSessionId++, peer: null as unknown as RpcPeer, node: null, folders: new Set(), connectedAt: new Date() };
+  /** A new RPC stream: from rpc.sock (a system sshd's forwarding), or from the endpoint with the key's node name. */
+  private accept(socket: Duplex, boundNode: string | null = null): void {
+    const session: Session = { id: this.nextSessionId++, peer: null as unknown as RpcPeer, node: null, boundNode, folders: new Set(), connectedAt: new Date() };
     session.peer = createRpcPeer(socket, {
       context: session,
       log: (level, message) => this.logger[level](`rpc session ${session.id}${session.node ? ` (${session.node})` : ''}: ${message}`),
@@ -701,6 +719,13 @@ export class SyncServer extends NodeBase {
   }
 
   private async hello(session: Session, params: { node: string; folders: string[]; protocol: number }) {
+    if (session.boundNode !== null && params.node !== session.boundNode) {
+      this.logger.warn(`refused hello as ${params.node} from the key of client ${session.boundNode}`);
+      throw new SyncError(
+        'NODE_NAME_MISMATCH',
+        `this client's key belongs to node ${session.boundNode} in the server's [clients], but hello says ${params.node}: set [node] name = ${session.boundNode} in the client's config (or bind this key to ${params.node} on the server)`,
+      );
+    }
     if (params.node === this.nodeName) {
       throw new SyncError('NAME_TAKEN', `node name ${params.node} is the server's own name: give the client another [node] name`);
     }
@@ -713,10 +738,15 @@ export class SyncServer extends NodeBase {
     session.node = params.node;
     const folders: Record<string, { root: string; tmp: string; head: number; cursor: number; floor: number }> = {};
     const missing: string[] = [];
+    const denied: string[] = [];
     for (const name of params.folders) {
       const folder = this.folders.get(name);
       if (folder === undefined) {
         missing.push(name);
+        continue;
+      }
+      if (session.boundNode !== null && !isFolderAllowed(this.config.access, name, session.boundNode)) {
+        denied.push(name);
         continue;
       }
       session.folders.add(name);
@@ -730,7 +760,8 @@ export class SyncServer extends NodeBase {
       };
     }
     this.logger.info(`client ${params.node} connected (${Object.keys(folders).length} folder(s)${missing.length ? `, not served here: ${missing.join(', ')}` : ''})`);
-    return { server: this.nodeName, folders, missing };
+    if (denied.length > 0) this.logger.warn(`refused folder(s) ${denied.join(', ')} to client ${params.node}: not in its [access]`);
+    return { server: this.nodeName, folders, missing, ...(denied.length > 0 ? { denied } : {}) };
   }
 
   private async push(session: Session, params: { folder: string; ops: PushOp[] }) {
@@ -766,6 +797,7 @@ export class SyncServer extends NodeBase {
   protected override async stopRole(): Promise<void> {
     if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
     for (const session of this.sessions) session.peer.close();
+    await this.endpoint?.stop();
     await new Promise<void>((resolve) => (this.rpcServer ? this.rpcServer.close(() => resolve()) : resolve()));
     await fs.rm(this.config.rpc.socket, { force: true });
     for (const folder of this.folders.values()) await folder.stop();

@@ -156,6 +156,9 @@ describe('systemsync.cfg.example', () => {
       ],
       ignore: { patterns: [] },
       trash: { retentionDays: 30 },
+      listen: null,
+      clients: [],
+      access: {},
     } satisfies Config);
   });
 
@@ -215,6 +218,9 @@ describe('defaults', () => {
       folders: [{ name: 'd', path: '/d' }],
       ignore: { patterns: [] },
       trash: { retentionDays: d.trash.retentionDays },
+      listen: null,
+      clients: [],
+      access: {},
     } satisfies Config);
   });
 

@@ -1,7 +1,8 @@
 /**
- * The whole sync path, end to end: a real sshd, one server daemon and two client daemons as
- * separate processes, real folders. Every step ends when all three trees are identical by path,
- * type, content hash, mode and mtime.
+ * The whole sync path, end to end: one server daemon and two client daemons as separate
+ * processes, real folders, once through a real sshd and once through the server's embedded
+ * endpoint (no sshd). Every step ends when all three trees are identical by path, type, content
+ * hash, mode and mtime.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
@@ -9,18 +10,10 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
-import { startAll, startCluster, waitIdle, type Cluster } from './helpers/daemons.js';
+import { CLUSTER_MODES, startAll, startCluster, waitIdle, type Cluster } from './helpers/daemons.js';
 import { startProxy, type TestProxy } from './helpers/proxy.js';
 import { snapshotTree, cleanupTempDirs } from './helpers/tree.js';
 import { waitFor, waitForTreesEqual } from './helpers/wait.js';
-
-let cluster: Cluster;
-let proxy: TestProxy;
-let hub: string, alpha: string, beta: string;
-
-async function converge(timeoutMs = 60_000): Promise<void> {
-  await waitForTreesEqual([hub, alpha, beta], { timeoutMs });
-}
 
 async function writeRandomFile(file: string, bytes: number): Promise<string> {
   const hash = crypto.createHash('sha256');
@@ -42,23 +35,36 @@ async function sha256(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-beforeAll(async () => {
-  // alpha reaches sshd through a counting proxy, to see how many bytes it sends.
-  cluster = await startCluster({ clients: 2, noStart: true });
-  proxy = await startProxy({ targetPort: cluster.sshd.port });
-  cluster.trustPort(proxy.port);
-  cluster.writeClientConfig(cluster.clients[0]!, proxy.port);
-  await startAll(cluster);
-  [hub, alpha, beta] = [cluster.server.folder(), cluster.clients[0]!.folder(), cluster.clients[1]!.folder()];
-});
+describe.each(CLUSTER_MODES)('sync between a server and two clients (%s)', (mode) => {
+  let cluster: Cluster;
+  let proxy: TestProxy;
+  let hub: string, alpha: string, beta: string;
 
-afterAll(async () => {
-  await cluster?.stop();
-  await proxy?.close();
-  await cleanupTempDirs();
-});
+  async function converge(timeoutMs = 60_000): Promise<void> {
+    await waitForTreesEqual([hub, alpha, beta], { timeoutMs });
+  }
 
-describe('sync between a server and two clients over a real sshd', () => {
+  beforeAll(async () => {
+    // alpha reaches sshd through a counting proxy, to see how many bytes it sends.
+    cluster = await startCluster({ clients: 2, noStart: true, mode });
+    proxy = await startProxy({ targetPort: cluster.sshd.port });
+    cluster.trustPort(proxy.port);
+    cluster.writeClientConfig(cluster.clients[0]!, proxy.port);
+    await startAll(cluster);
+    [hub, alpha, beta] = [cluster.server.folder(), cluster.clients[0]!.folder(), cluster.clients[1]!.folder()];
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+    await proxy?.close();
+    await cleanupTempDirs();
+  });
+
+  async function serverHead(): Promise<number> {
+    const status = (await cluster.server.control<{ folders: Array<{ head: number }> }>('status'));
+    return status.folders[0]!.head;
+  }
+
   it('creates a file', async () => {
     await fs.writeFile(path.join(alpha, 'hello.txt'), 'hello world\n');
     await converge();
@@ -215,7 +221,3 @@ describe('sync between a server and two clients over a real sshd', () => {
   });
 });
 
-async function serverHead(): Promise<number> {
-  const status = (await cluster.server.control<{ folders: Array<{ head: number }> }>('status'));
-  return status.folders[0]!.head;
-}

@@ -15,6 +15,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import ini from 'ini';
+import ssh2 from 'ssh2';
 
 export type Role = 'client' | 'server';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -44,6 +45,23 @@ export interface ClientServerConfig {
   connectTimeoutMs: number;
 }
 
+/** Server: the embedded SSH endpoint (`[listen]`). */
+export interface ListenConfig {
+  address: string;
+  port: number;
+  /** Absolute path of the host's private key (made on first start; `.pub` beside it). */
+  hostKey: string;
+}
+
+/** Server: one `[clients]` line, a node name bound to its public key. */
+export interface ClientKeyConfig {
+  name: string;
+  /** Key type as in the line ("ssh-ed25519", ...). */
+  type: string;
+  /** The public key blob (SSH wire format), base64 as in the line. */
+  blob: string;
+}
+
 export interface Config {
   /** Absolute path of the config file read. */
   file: string;
@@ -58,6 +76,12 @@ export interface Config {
   ignore: { patterns: string[] };
   /** Server: days a file stays in `.systemsync/trash/` before it is removed. */
   trash: { retentionDays: number };
+  /** Server: the embedded SSH endpoint, or null (clients come in through the system sshd). */
+  listen: ListenConfig | null;
+  /** Server with `[listen]`: the clients and their keys, in file order. */
+  clients: ClientKeyConfig[];
+  /** Server with `[listen]`: folder name → the clients that may sync it. A folder not listed is open to every client. */
+  access: Record<string, string[]>;
 }
 
 /** What `parseConfig` may know of the machine; everything it does not get here it does not use. */
@@ -102,6 +126,12 @@ export const CONFIG_DEFAULTS = deepFreeze({
   },
   ignore: { patterns: [] as readonly string[] },
   trash: { retentionDays: 30 },
+  listen: {
+    address: '0.0.0.0',
+    port: 2222,
+    /** The host key's default is this name inside state_dir. */
+    hostKeyName: 'ssh_host_ed25519_key',
+  },
   /** Where the config file is looked for when --config is not given, in order. */
   configFiles: ['./systemsync.cfg', '~/.config/systemsync/systemsync.cfg'] as readonly string[],
 });
@@ -144,16 +174,19 @@ export class ConfigError extends Error {
 // ---------------------------------------------------------------------------------------------
 // The schema: sections and their keys.
 
-type SectionName = 'node' | 'server' | 'rpc' | 'folders' | 'ignore' | 'trash';
+type SectionName = 'node' | 'server' | 'rpc' | 'folders' | 'ignore' | 'trash' | 'listen' | 'clients' | 'access';
 
-/** Fixed keys per section; `folders` has user-chosen keys (the folder names). */
-const SECTION_KEYS: Readonly<Record<SectionName, readonly string[] | 'folder-names'>> = {
+/** Fixed keys per section; `folders` and `access` have folder names as keys, `clients` node names. */
+const SECTION_KEYS: Readonly<Record<SectionName, readonly string[] | 'folder-names' | 'node-names'>> = {
   node: ['name', 'role', 'state_dir', 'log_level'],
   server: ['host', 'port', 'user', 'identity', 'known_hosts', 'host_key_check', 'rpc_socket', 'connect_timeout'],
   rpc: ['socket'],
   folders: 'folder-names',
   ignore: ['patterns'],
   trash: ['retention_days'],
+  listen: ['address', 'port', 'host_key'],
+  clients: 'node-names',
+  access: 'folder-names',
 };
 const SECTION_NAMES = Object.keys(SECTION_KEYS) as SectionName[];
 /** Sections that only one role may have, and why. */
@@ -161,6 +194,9 @@ const SECTION_ROLE: Partial<Record<SectionName, { role: Role; why: string }>> = 
   server: { role: 'client', why: 'how a client reaches the server' },
   rpc: { role: 'server', why: "the server daemon's RPC socket" },
   trash: { role: 'server', why: 'the server keeps the trash' },
+  listen: { role: 'server', why: "the server's embedded SSH endpoint" },
+  clients: { role: 'server', why: 'the keys the embedded endpoint accepts' },
+  access: { role: 'server', why: 'which clients the server lets sync each folder' },
 };
 
 const ROLES: readonly Role[] = ['client', 'server'];
@@ -294,6 +330,12 @@ function checkKeyName(file: string, section: SectionName, key: string): void {
     );
   }
   const known = SECTION_KEYS[section];
+  if (known === 'node-names') {
+    if (!NODE_NAME.test(key) || key === '__proto__') {
+      throw new ConfigError({ file, section, key }, `expected a node name of 1-64 letters, digits, ".", "_" or "-", got ${quote(key)}`);
+    }
+    return;
+  }
   if (known === 'folder-names') {
     if (!FOLDER_NAME.test(key)) {
       throw new ConfigError(
@@ -508,6 +550,8 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
       ? CONFIG_DEFAULTS.trash.retentionDays
       : integer(at('trash', 'retention_days'), retentionRaw, 1, 36500);
 
+  const { listen, clients, access } = parseEndpointSections(at, get, values, { name, stateDir, folders, home: opts.home });
+
   const config: Config = {
     file: opts.cwd !== undefined ? path.resolve(opts.cwd, file) : path.resolve(file),
     node: { name, role, stateDir, logLevel },
@@ -516,6 +560,9 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     folders,
     ignore: { patterns },
     trash: { retentionDays },
+    listen,
+    clients,
+    access,
   };
   return deepFreeze(config);
 }
@@ -585,6 +632,87 @@ function parseServerSection(
     connectTimeoutMs = Math.max(1, Math.round(seconds * 1000));
   }
   return { host, port, user, identity, knownHosts, hostKeyCheck, rpcSocket, connectTimeoutMs };
+}
+
+/** `[listen]`, `[clients]` and `[access]` (server only; the role check has already run). */
+function parseEndpointSections(
+  at: (section: SectionName, key?: string | null) => Where,
+  get: (section: SectionName, key: string) => string | undefined,
+  values: Values,
+  node: { name: string; stateDir: string; folders: FolderConfig[]; home: string | undefined },
+): { listen: ListenConfig | null; clients: ClientKeyConfig[]; access: Record<string, string[]> } {
+  const d = CONFIG_DEFAULTS.listen;
+  const hasListen = values.has('listen');
+  for (const section of ['clients', 'access'] as const) {
+    if (values.has(section) && !hasListen) {
+      throw new ConfigError(
+        at(section),
+        `expected a [listen] section beside [${section}], got none: [${section}] is for the embedded SSH endpoint only (with the system sshd, keys go in ~/.ssh/authorized_keys)`,
+      );
+    }
+  }
+  if (!hasListen) return { listen: null, clients: [], access: {} };
+
+  const address = get('listen', 'address') ?? d.address;
+  if (!HOST_NAME.test(address)) {
+    throw new ConfigError(at('listen', 'address'), `expected a host name or IP address to listen on, got ${quote(address)}`);
+  }
+  const portRaw = get('listen', 'port');
+  const port = portRaw === undefined ? d.port : integer(at('listen', 'port'), portRaw, 1, 65535);
+  const hostKey = localPath(at('listen', 'host_key'), get('listen', 'host_key') ?? path.posix.join(node.stateDir, d.hostKeyName), node.home);
+
+  const clients: ClientKeyConfig[] = [];
+  for (const [clientName, raw] of values.get('clients') ?? []) {
+    const where = at('clients', clientName);
+    if (clientName === node.name) {
+      throw new ConfigError(where, `expected a client's node name, got the server's own name ${quote(clientName)}`);
+    }
+    const key = parsePublicKeyLine(where, raw);
+    const twin = clients.find((c) => c.blob === key.blob);
+    if (twin !== undefined) {
+      throw new ConfigError(where, `expected a key of its own, got the key of client "${twin.name}": a key names one node; give each node its own key`);
+    }
+    clients.push({ name: clientName, ...key });
+  }
+
+  const access: Record<string, string[]> = {};
+  for (const [folderName, raw] of values.get('access') ?? []) {
+    const where = at('access', folderName);
+    if (!node.folders.some((f) => f.name === folderName)) {
+      throw new ConfigError(where, `expected a folder of [folders], got ${quote(folderName)}, which is not one (${node.folders.map((f) => f.name).join(', ')})`);
+    }
+    const names = raw.split(',').map((n) => n.trim()).filter((n) => n !== '');
+    if (names.length === 0) {
+      throw new ConfigError(where, `expected the names of the clients that may sync it (comma-separated), got none; to serve it to nobody, remove it from [folders]`);
+    }
+    for (const clientName of names) {
+      if (!clients.some((c) => c.name === clientName)) {
+        const known = clients.length === 0 ? 'none' : clients.map((c) => c.name).join(', ');
+        throw new ConfigError(where, `expected client names from [clients], got ${quote(clientName)}, which is not one (there: ${known})`);
+      }
+    }
+    access[folderName] = [...new Set(names)];
+  }
+  return { listen: { address, port, hostKey }, clients, access };
+}
+
+/** `type base64 [comment]`: an OpenSSH public key line (as in `id_ed25519.pub`), without options. */
+function parsePublicKeyLine(where: Where, raw: string): { type: string; blob: string } {
+  const parts = raw.split(/\s+/);
+  const [type, blob] = parts;
+  const shown = raw.length > 60 ? `${raw.slice(0, 57)}...` : raw;
+  if (type === undefined || blob === undefined || !/^[A-Za-z0-9+/]+={0,2}$/.test(blob)) {
+    throw new ConfigError(where, `expected a public key line "ssh-ed25519 AAAA... [comment]" (the client's .pub file), got ${quote(shown)}`);
+  }
+  const parsed = ssh2.utils.parseKey(`${type} ${blob}`);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (key === undefined || key instanceof Error) {
+    throw new ConfigError(where, `expected a public key line "ssh-ed25519 AAAA... [comment]", got one ssh2 cannot read (${key instanceof Error ? key.message : 'no key'}): ${quote(shown)}`);
+  }
+  if (key.type !== type) {
+    throw new ConfigError(where, `expected the key type to match the key, got ${quote(type)} for a ${key.type} key`);
+  }
+  return { type, blob: key.getPublicSSH().toString('base64') };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import { askDaemon } from './control.js';
 import type { StatusReport } from '../node.js';
 import { escapeControls } from '../core/text.js';
 import { createRpcPeer, type HelloResult } from '../rpc.js';
+import { openRpcStream } from '../client/rpcstream.js';
 import {
   AuthFailedError,
   connectSsh,
@@ -424,8 +425,9 @@ async function checkRpcAndFolders(
   let socketPath = server.rpcSocket;
   let hello: HelloResult;
   try {
-    if (socketPath.startsWith('~/')) socketPath = `${(await ssh.realpath('.')).replace(/\/$/, '')}/${socketPath.slice(2)}`;
-    const stream = await ssh.openUnixStream(socketPath);
+    const opened = await openRpcStream(ssh, server.rpcSocket);
+    socketPath = opened.via;
+    const stream = opened.stream;
     const peer = createRpcPeer(stream, { context: null, handlers: {} });
     try {
       hello = await peer.request('hello', { node: config.node.name, folders: config.folders.map((f) => f.name), protocol: 1 }, 15_000);
@@ -447,6 +449,10 @@ async function checkRpcAndFolders(
   for (const folder of config.folders) {
     const what = labels.folder(folder.name);
     const info = hello.folders[folder.name];
+    if (hello.denied?.includes(folder.name) === true) {
+      report.fail(what, `the server ${hello.server} serves it but does not let this node (${config.node.name}) sync it: add ${config.node.name} to "${folder.name} = ..." in [access] of the server's config`);
+      continue;
+    }
     if (info === undefined) {
       report.fail(what, `the server ${hello.server} does not serve it: add "${folder.name} = /path/there" to [folders] in the server's config and restart its daemon`);
       continue;

@@ -657,6 +657,27 @@ export class SshSession {
     await this.call<void>('setstat', remotePath, (cb) => this.sftp.setstat(remotePath, sftpAttrs, cb));
   }
 
+  /** The server's identification line ("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"), or "" when unknown. */
+  get serverIdent(): string {
+    // ssh2 keeps it on its protocol object (its own SFTP client reads it there too).
+    const raw = (this.client as unknown as { _protocol?: { _remoteIdentRaw?: Buffer } })._protocol?._remoteIdentRaw;
+    return raw === undefined ? '' : raw.toString('latin1');
+  }
+
+  /** Opens a session channel running the subsystem `name` (as `ssh -s`). */
+  async openSubsystem(name: string): Promise<Duplex> {
+    this.throwIfClosed();
+    return new Promise<Duplex>((resolve, reject) => {
+      const fail = (err: unknown): void =>
+        reject(new StreamOpenError(`ssh ${this.where}: cannot open the subsystem ${name}: ${(err as Error).message}`, { cause: err }));
+      try {
+        this.client.subsys(name, (err: Error | undefined, channel: ClientChannel) => (err ? fail(err) : resolve(channel)));
+      } catch (err) {
+        fail(err);
+      }
+    });
+  }
+
   /** Opens a byte stream to the Unix socket `socketPath` on the server (direct-streamlocal@openssh.com). */
   async openUnixStream(socketPath: string): Promise<Duplex> {
     this.throwIfClosed();

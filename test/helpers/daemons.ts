@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { startSshd, type TestSshd } from './sshd.js';
+import { freePort, generateKey, startSshd, type TestSshd } from './sshd.js';
 import { controlRequest } from '../../scripts/control-request.mjs';
 import { tempDir } from './tree.js';
 import { waitFor } from './wait.js';
@@ -142,11 +142,23 @@ export interface ClusterOptions {
   clientExtra?: string;
   /** Do not start the daemons (the test fills folders first). */
   noStart?: boolean;
+  /**
+   * `sshd` (default): clients come in through a private OpenSSH sshd and the server's rpc.sock.
+   * `embedded`: no sshd; the server's own endpoint ([listen]), one key per client in [clients].
+   */
+  mode?: ClusterMode;
 }
+
+export type ClusterMode = 'sshd' | 'embedded';
+export const CLUSTER_MODES: readonly ClusterMode[] = ['sshd', 'embedded'];
 
 export interface Cluster {
   dir: string;
+  mode: ClusterMode;
+  /** In embedded mode a stand-in: port, host key and known_hosts of the endpoint; no process. */
   sshd: TestSshd;
+  /** Private key file of each client, by name (embedded mode: its own key; sshd mode: the shared one). */
+  keys: Record<string, string>;
   server: Daemon;
   clients: Daemon[];
   all: Daemon[];
@@ -161,9 +173,13 @@ const CLIENT_NAMES = ['alpha', 'beta', 'gamma', 'delta'];
 
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const dir = await tempDir('systemsync-e2e-');
-  const sshd = await startSshd({ dir: path.join(dir, 'sshd') });
+  const mode = options.mode ?? 'sshd';
   const folders = options.folders ?? ['docs'];
   const names = options.names ?? CLIENT_NAMES;
+  const clientNames = Array.from({ length: options.clients ?? 2 }, (_, i) => names[i] ?? `client${i}`);
+  const embedded = mode === 'embedded' ? await prepareEndpoint(path.join(dir, 'endpoint'), clientNames) : null;
+  const sshd = embedded?.standIn ?? (await startSshd({ dir: path.join(dir, 'sshd') }));
+  const keys: Record<string, string> = embedded?.keys ?? Object.fromEntries(clientNames.map((n) => [n, sshd.clientKeyPath]));
   const folderMap = (node: string): Record<string, string> =>
     Object.fromEntries(folders.map((f) => [f, path.join(dir, node, f)]));
 
@@ -172,20 +188,20 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   server.writeConfig(
     `[node]\nname = hub\nrole = server\nstate_dir = ${server.stateDir}\n\n[rpc]\nsocket = ${rpcSocket}\n\n[folders]\n` +
       folders.map((f) => `${f} = ${server.folders[f]}`).join('\n') +
-      `\n${options.serverExtra ?? ''}\n`,
+      `\n${embedded?.serverSections ?? ''}${options.serverExtra ?? ''}\n`,
   );
   const clients: Daemon[] = [];
   const writeClientConfig = (client: Daemon, port: number): void => {
     client.writeConfig(
       `[node]\nname = ${client.name}\nrole = client\nstate_dir = ${client.stateDir}\n\n` +
-        `[server]\nhost = 127.0.0.1\nport = ${port}\nuser = ${sshd.user}\nidentity = ${sshd.clientKeyPath}\n` +
+        `[server]\nhost = 127.0.0.1\nport = ${port}\nuser = ${sshd.user}\nidentity = ${keys[client.name] ?? sshd.clientKeyPath}\n` +
         `known_hosts = ${sshd.knownHostsPath}\nhost_key_check = yes\nrpc_socket = ${rpcSocket}\nconnect_timeout = 5\n\n[folders]\n` +
         folders.map((f) => `${f} = ${client.folders[f]}`).join('\n') +
         `\n${options.clientExtra ?? ''}\n`,
     );
   };
-  for (let i = 0; i < (options.clients ?? 2); i++) {
-    const name = names[i] ?? `client${i}`;
+  for (let i = 0; i < clientNames.length; i++) {
+    const name = clientNames[i]!;
     const client = new Daemon(name, 'client', dir, folderMap(name));
     writeClientConfig(client, options.portFor?.(i, sshd.port) ?? sshd.port);
     clients.push(client);
@@ -194,7 +210,9 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
   const cluster: Cluster = {
     dir,
+    mode,
     sshd,
+    keys,
     server,
     clients,
     all: [server, ...clients],
@@ -209,6 +227,45 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   };
   if (!options.noStart) await startAll(cluster);
   return cluster;
+}
+
+/**
+ * For an embedded-endpoint cluster: a host key and one key per client (made with ssh-keygen, as
+ * a user would), the [listen] and [clients] sections, a known_hosts that trusts the host key,
+ * and a stand-in for the sshd fixture with the endpoint's port and keys.
+ */
+async function prepareEndpoint(dir: string, clientNames: string[]): Promise<{ standIn: TestSshd; keys: Record<string, string>; serverSections: string }> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const port = await freePort();
+  const hostKeyPath = path.join(dir, 'ssh_host_ed25519_key');
+  const hostKey = await generateKey(hostKeyPath, 'ed25519', 'systemsync-test-endpoint');
+  const hostPublicKey = hostKey.publicKeyLine.split(/\s+/).slice(0, 2).join(' ');
+  const keys: Record<string, string> = {};
+  const lines: string[] = [];
+  for (const name of clientNames) {
+    const key = await generateKey(path.join(dir, `${name}_ed25519`), 'ed25519', `${name}@test`);
+    keys[name] = key.privateKeyPath;
+    lines.push(`${name} = ${key.publicKeyLine}`);
+  }
+  const knownHostsPath = path.join(dir, 'known_hosts');
+  fs.writeFileSync(knownHostsPath, `[127.0.0.1]:${port} ${hostPublicKey}\n`);
+  const standIn: TestSshd = {
+    host: '127.0.0.1',
+    port,
+    user: 'systemsync',
+    dir,
+    clientKeyPath: keys[clientNames[0]!] ?? '',
+    knownHostsPath,
+    hostPublicKey,
+    authorizeKey() {
+      throw new Error('embedded mode: add keys to [clients] of the server config');
+    },
+    pid: -1,
+    log: () => '',
+    stop: async () => undefined,
+  };
+  const serverSections = `\n[listen]\naddress = 127.0.0.1\nport = ${port}\nhost_key = ${hostKeyPath}\n\n[clients]\n${lines.join('\n')}\n`;
+  return { standIn, keys, serverSections };
 }
 
 /** Start the server, wait until its socket answers, then the clients, and wait until they are connected. */
