@@ -19,7 +19,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ssh2 from 'ssh2';
 import { MARKER_DIR, tmpDirOf } from '../fs/apply.js';
-import { CONFIG_DEFAULTS, parseConfig, type Config, type Role } from './config.js';
+import { CONFIG_DEFAULTS, parseConfig, readConfigEnvironment, type Config, type Role } from './config.js';
+import { hostKeyKnownHostsLine, loadOrCreateHostKey } from '../endpoint/hostkey.js';
 import { askDaemon } from './control.js';
 import type { StatusReport } from '../node.js';
 import { escapeControls } from '../core/text.js';
@@ -59,6 +60,20 @@ export const AUTHORIZED_KEYS_OPTIONS = 'restrict,port-forwarding,command="intern
 /** The authorized_keys line for a public key line ("ssh-ed25519 AAAA... comment"). */
 export function authorizedKeysLine(publicKeyLine: string): string {
   return `${AUTHORIZED_KEYS_OPTIONS} ${publicKeyLine.trim()}`;
+}
+
+/** The `[clients]` line that binds `node` to its public key line on an embedded-endpoint server. */
+export function clientsLine(node: string, publicKeyLine: string): string {
+  return `${node} = ${publicKeyLine.trim()}`;
+}
+
+/** The node name the written client config gives (its default: the host name). */
+function nodeNameOf(text: string, configPath: string): string {
+  try {
+    return parseConfig(text, configPath, { home: os.homedir(), hostname: os.hostname(), username: 'user', sshDirListing: ['id_ed25519'] }).node.name;
+  } catch {
+    return os.hostname();
+  }
 }
 
 /** Thrown inside init for a refusal the user can fix; becomes exit 1 with its message. */
@@ -113,23 +128,42 @@ async function runInit(role: Role, configPath: string): Promise<void> {
   out.push(`wrote ${configPath} (role ${role})`);
 
   if (role === 'server') {
+    // The written config as the daemon will read it: where its host key goes, which port.
+    const config = parseConfig(text, configPath, { ...(await readConfigEnvironment()), role: 'server' });
+    const listen = config.listen!;
+    const hostKey = await loadOrCreateHostKey(listen.hostKey).catch((err: Error) => {
+      throw new InitError(err.message);
+    });
+    const host = os.hostname();
     out.push(
+      `${hostKey.created ? 'created' : 'using'} the host key ${listen.hostKey} (${hostKey.type} ${hostKey.fingerprint}; .pub beside it)`,
+      '',
+      `The embedded SSH endpoint ([listen]) will listen on ${listen.address}:${listen.port}; no system sshd is needed.`,
+      "Each client appends this line to its known_hosts (use the name or address the client dials",
+      `instead of ${host} if it differs):`,
+      '',
+      hostKeyKnownHostsLine(hostKey, host, listen.port),
       '',
       'Next steps:',
       `  1. Edit ${configPath}: [folders] (the same names as on the clients; the paths on this machine).`,
-      `  2. Check it:   systemsync check --config ${configPath}`,
-      `  3. Run it:     systemsync monitor --config ${configPath}   (as a service: see docs/RUNNING.md)`,
-      '  4. On each client: systemsync init --role client, then append the line it prints to',
-      `     ~/.ssh/authorized_keys of the user the clients log in as here (${os.userInfo().username} if that is you).`,
-      "     Give each client this machine's host key: ssh-keyscan HOST >> ~/.ssh/known_hosts on the client,",
-      '     after comparing its fingerprint with: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub (here).',
+      '  2. On each client: systemsync init --role client, then add the [clients] line it prints to',
+      `     ${configPath} (and [access] to limit a folder to some clients).`,
+      `  3. Check it:   systemsync check --config ${configPath}`,
+      `  4. Run it:     systemsync monitor --config ${configPath}   (as a service: see docs/RUNNING.md)`,
+      '  To use the system sshd instead: remove [listen]; each client\'s authorized_keys line then goes to',
+      `  ~/.ssh/authorized_keys of the user the clients log in as here (${os.userInfo().username} if that is you).`,
     );
   } else if (key !== null) {
     out.push(key.created ? `created the key ${key.path} (ed25519, no passphrase)` : `using the existing key ${key.path}`);
     if (key.publicLine !== null) {
       out.push(
         '',
-        "On the server, append this line to ~/.ssh/authorized_keys of the user systemsync logs in as there:",
+        "For a server with the embedded endpoint ([listen]), add this line to the server config's [clients]:",
+        '',
+        clientsLine(nodeNameOf(text, configPath), key.publicLine),
+        '',
+        'For a server reached through its system sshd, append this line to ~/.ssh/authorized_keys of the',
+        'user systemsync logs in as there:',
         '',
         authorizedKeysLine(key.publicLine),
         '',
@@ -195,7 +229,7 @@ export function configTemplate(example: string, role: Role, now: Date): string {
     }
     lines = lines.map((line) => {
       if (/^\s*;\s*-{2,}\s*Server only/.test(line)) return '; ---- Server only ----';
-      const section = /^\s*;\s*(\[(?:rpc|trash)\])\s*$/.exec(line);
+      const section = /^\s*;\s*(\[(?:rpc|trash|listen)\])\s*$/.exec(line);
       return section ? section[1]! : line;
     });
   }
