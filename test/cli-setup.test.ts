@@ -4,6 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -112,6 +113,8 @@ describe('systemsync init --role client', () => {
     const publicLine = (await fs.readFile(`${keyPath}.pub`, 'utf8')).trim();
     expect(publicLine.split(' ').slice(0, 2).join(' ')).toBe(derived.trim().split(' ').slice(0, 2).join(' '));
     expect(authorizedLine(node.init.stdout)).toBe(`restrict,port-forwarding,command="internal-sftp" ${publicLine}`);
+    // And the [clients] line for a server with the embedded endpoint, under the node's name (the host name).
+    expect(node.init.stdout.split('\n')).toContain(`${os.hostname()} = ${publicLine}`);
     expect(node.init.stdout).toContain('systemsync check');
     expect(node.init.stdout).toContain('systemsync monitor');
 
@@ -390,8 +393,17 @@ describe('systemsync init --role server', () => {
     expect(config.node.role).toBe('server');
     expect(config.server).toBeNull();
     expect(config.rpc.socket).toBe(path.join(base, '.local/state/systemsync/rpc.sock'));
-    // No key for a server: it never connects anywhere.
+    // No client key for a server: it never connects anywhere.
     await expect(fs.stat(path.join(base, '.ssh'))).rejects.toThrow();
+    // [listen] by default, with its host key made now (0600, .pub beside it) and the line clients trust it with.
+    expect(text).toMatch(/^\[listen\]$/m);
+    expect(config.listen).toEqual({ address: '0.0.0.0', port: 2222, hostKey: path.join(base, '.local/state/systemsync/ssh_host_ed25519_key') });
+    const hostKeyPath = config.listen!.hostKey;
+    expect((await fs.stat(hostKeyPath)).mode & 0o777).toBe(0o600);
+    const { stdout: derivedHost } = await execFileAsync('ssh-keygen', ['-y', '-f', hostKeyPath]);
+    const hostPublic = derivedHost.trim().split(' ').slice(0, 2).join(' ');
+    expect((await fs.readFile(`${hostKeyPath}.pub`, 'utf8')).startsWith(hostPublic)).toBe(true);
+    expect(result.stdout.split('\n')).toContain(`[${os.hostname()}]:2222 ${hostPublic}`);
 
     const docs = path.join(base, 'docs');
     await fs.mkdir(docs);
