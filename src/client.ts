@@ -27,6 +27,8 @@ import { openRpcStream } from './client/rpcstream.js';
 import { permissionBits } from './core/modes.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
+import { pullDelta, pushDelta } from './client/delta.js';
+import { FileChangedError } from './fs/blocks.js';
 
 const PUSH_BATCH = 2000;
 const COMMIT_CHUNK = 500;
@@ -562,7 +564,13 @@ class SyncedFolder {
     const localAbs = path.join(this.root, op.path);
     const transfer = this.client.beginTransfer(this.name, op.path, 'push', op.entry.size);
     try {
-      const sent = await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
+      const base = this.state.getBase(op.path)?.entry;
+      const delta = base?.type === 'file'
+        ? await pushDelta({ ssh: link.ssh, peer: link.peer, folder: this.name, rel: op.path, localAbs, size: op.entry.size, base, remotePath: `${remote.tmp}/${name}`, onProgress: (done) => transfer.progress(done) })
+        : null;
+      const sent = delta ?? (await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) }));
+      const extra = delta === null ? {} : { delta: true };
+      if (delta !== null) this.logger.debug(`push ${showPath(op.path)}: delta of ${delta.sentBlocks}/${delta.blocks} blocks, ${delta.sentBytes} bytes sent`);
       if (op.entry.hash === DEFERRED_HASH) {
         const read = locals.get(op.path) ?? null;
         let after: StatFingerprint | null = null;
@@ -574,7 +582,7 @@ class SyncedFolder {
         if (read !== null && sent.size === op.entry.size && isSameFingerprint(read.stat, after)) {
           const entry: Entry = { ...op.entry, hash: sent.hash };
           locals.set(op.path, { entry, stat: read.stat });
-          return { ...op, entry, upload: name };
+          return { ...op, entry, upload: name, ...extra };
         }
       }
       if (sent.hash !== op.entry.hash) {
@@ -585,8 +593,13 @@ class SyncedFolder {
         this.recordPushFailure(op.path, new SyncError('FILE_BUSY', 'changed while it was being sent; sent again once it is still'));
         return null;
       }
-      return { ...op, upload: name };
+      return { ...op, upload: name, ...extra };
     } catch (err) {
+      if (err instanceof FileChangedError) {
+        this.state.markDirty([op.path]);
+        this.recordPushFailure(op.path, new SyncError('FILE_BUSY', 'changed while it was being sent; sent again once it is still'));
+        return null;
+      }
       this.recordPushFailure(op.path, err);
       await link.ssh.unlink(`${remote.tmp}/${name}`).catch(() => undefined);
       return null;
@@ -983,7 +996,14 @@ class SyncedFolder {
     } else {
       const transfer = this.client.beginTransfer(this.name, p, 'pull', entry.size);
       try {
-        await link.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, expectedSize: entry.size, onProgress: (done) => transfer.progress(done) });
+        const sources = [localBefore?.type === 'file' ? p : null, change.from ?? null].filter((s): s is string => s !== null).map((s) => path.join(this.root, s));
+        const delta = await pullDelta({ ssh: link.ssh, peer: link.peer, folder: this.name, rel: p, remotePath: `${remote.root}/${p}`, entry, localSources: sources, outAbs: tmpAbs, onProgress: (done) => transfer.progress(done) }).catch((err: unknown) => {
+          if (link.ssh.isClosed) throw err;
+          this.logger.debug(`pull ${showPath(p)}: no delta (${describeFsError(err)}), fetching it whole`);
+          return null;
+        });
+        if (delta !== null) this.logger.debug(`pull ${showPath(p)}: delta, ${delta.fetchedBytes} bytes fetched, ${delta.reusedBytes} reused`);
+        else await link.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, expectedSize: entry.size, onProgress: (done) => transfer.progress(done) });
       } catch (err) {
         await fs.rm(tmpAbs, { force: true });
         throw err;

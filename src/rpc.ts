@@ -22,6 +22,7 @@ import {
   type JSONRPCRequest,
   type JSONRPCResponse,
 } from 'json-rpc-2.0';
+import { BLOCK_HASH_BYTES, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE } from './core/blocks.js';
 import { SyncError } from './core/errors.js';
 import { pathProblem } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
@@ -257,7 +258,7 @@ const entrySchema: Schema<Entry> = union('type', {
 });
 
 const pushOpSchema: Schema<PushOp> = union('op', {
-  put: obj({ op: oneOf('put'), path: relPath, base: baseSeq, entry: entrySchema, upload: uploadName, part: optional(bundlePart) }),
+  put: obj({ op: oneOf('put'), path: relPath, base: baseSeq, entry: entrySchema, upload: uploadName, part: optional(bundlePart), delta: optional(bool) }),
   delete: obj({ op: oneOf('delete'), path: relPath, base: baseSeq }),
   rename: obj({ op: oneOf('rename'), from: relPath, to: relPath, base: baseSeq, toBase: baseSeq, entry: entrySchema }),
 });
@@ -328,6 +329,17 @@ export interface BundleResult {
   bundle: string | null;
   parts: Array<BundlePart | null>;
 }
+/** `blocks`: the block list at `blockSize` of the file at `path`, if its content is `hash`. */
+export interface BlocksParams {
+  folder: string;
+  path: string;
+  hash: string;
+  blockSize: number;
+}
+/** The raw 32-byte sha256 digests of the blocks in order, base64; null: not that content (or too small). */
+export interface BlocksResult {
+  blocks: string | null;
+}
 export interface AckParams {
   folder: string;
   seq: number;
@@ -354,6 +366,12 @@ export interface RpcMethods {
    * not there, not a regular file, larger than BUNDLE_FILE_MAX or past the size limit gets null.
    */
   bundle: { params: BundleParams; result: BundleResult };
+  /**
+   * Client → server. The block list of a file the server holds (delta transfer): a pushing client
+   * asks for its base, a pulling client for the new version. Servers without it answer
+   * method-not-found, and the client sends and fetches whole files.
+   */
+  blocks: { params: BlocksParams; result: BlocksResult };
   /** Client → server. The client applied everything up to `seq`. */
   ack: { params: AckParams; result: EmptyParams };
   /** Server → client notification: the folder's head moved. */
@@ -394,6 +412,10 @@ const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result
   bundle: {
     params: obj({ folder: folderName, files: arrayOf(obj({ path: relPath, hash: contentHash }), 1, MAX_BUNDLE_FILES) }),
     result: obj({ bundle: uploadName, parts: arrayOf(nullable(bundlePart), 0, MAX_BUNDLE_FILES) }),
+  },
+  blocks: {
+    params: obj({ folder: folderName, path: relPath, hash: contentHash, blockSize: int(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE) }),
+    result: obj({ blocks: nullable(str({ maxBytes: Math.ceil((MAX_BLOCKS * BLOCK_HASH_BYTES) / 3) * 4, pattern: /^[A-Za-z0-9+/]*={0,2}$/, patternHint: 'expected base64' })) }),
   },
   ack: { params: obj({ folder: folderName, seq }), result: emptyParams },
   changed: { params: obj({ folder: folderName, head: seq }), result: { parse: () => undefined } },

@@ -21,7 +21,9 @@ import { SyncError } from './core/errors.js';
 import { SerialLock, forEachLimited } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { showPath } from './node/log.js';
-import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
+import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type BlocksParams, type BlocksResult, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
+import { ServerBlocks } from './server/delta.js';
+import { isValidBlockSize } from './core/blocks.js';
 import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
 import { watchFolder, type FolderWatcher } from './fs/watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
@@ -63,6 +65,8 @@ class OpError extends Error {
 /** One served folder: its change log, its lock, its watcher, and how ops are committed to disk. */
 class ServedFolder {
   readonly lock = new SerialLock();
+  /** Block lists of its files (delta transfer). */
+  readonly blocks = new ServerBlocks();
   paused: string | null = null;
   lastSync: Date | null = null;
   private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
@@ -277,6 +281,31 @@ class ServedFolder {
         await fs.rm(path.join(dir, name), { recursive: true, force: true });
         this.logger.info(`trash ${name} expired and was removed`);
       }
+    }
+  }
+
+  /** The `blocks` method: the block list of the file at `path` if it holds content `hash`. */
+  async blockList(params: BlocksParams): Promise<BlocksResult> {
+    if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
+    if (!isValidBlockSize(params.blockSize)) throw new SyncError('INVALID_PARAMS', `params.blockSize: ${params.blockSize} is not a power of two`);
+    const list = await this.blocks.listFor(this.root, params.path, this.log.get(params.path)?.entry, params.hash, params.blockSize);
+    return { blocks: list === null ? null : list.hashes.toString('base64') };
+  }
+
+  /** A delta put: the new content assembled into a fresh temp file (checked block by block and whole); the upload is removed. */
+  private async assembleDelta(upload: string, op: Extract<PushOp, { op: 'put' }>): Promise<string> {
+    let uploadAbs: string;
+    try {
+      uploadAbs = await this.uploadPath(upload);
+    } catch (err) {
+      throw new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, true);
+    }
+    try {
+      const outAbs = await this.newTempPath('delta');
+      await this.blocks.assemble({ root: this.root, rel: op.path, current: this.log.get(op.path)?.entry, uploadAbs, inspect: inspectUpload(upload), entry: op.entry, outAbs });
+      return outAbs;
+    } finally {
+      await fs.rm(uploadAbs, { force: true });
     }
   }
 
@@ -504,7 +533,7 @@ class ServedFolder {
       const op = ops[i]!;
       if (op.op !== 'put' || op.upload === null || op.part !== undefined) return;
       try {
-        verified[i] = await this.verifyUpload(op.upload, op.entry);
+        verified[i] = op.delta === true ? await this.assembleDelta(op.upload, op) : await this.verifyUpload(op.upload, op.entry);
       } catch (err) {
         verified[i] = err as Error;
       }
@@ -691,6 +720,7 @@ export class SyncServer extends NodeBase {
         push: (params) => this.push(session, params),
         changes: (params) => this.changes(session, params),
         bundle: (params) => this.folderFor(session, params.folder).makeBundle(params.files),
+        blocks: (params) => this.folderFor(session, params.folder).blockList(params),
         ack: (params) => this.ack(session, params),
       },
     });

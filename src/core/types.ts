@@ -87,8 +87,9 @@ export interface BundlePart {
 }
 
 export type PushOp =
-  /** `upload` names the temp file holding the content; with `part`, a bundle holding it at these bytes. */
-  | { op: 'put'; path: string; base: number | null; entry: Entry; upload: string | null; part?: BundlePart }
+  /** `upload` names the temp file holding the content; with `part`, a bundle holding it at these bytes;
+   * with `delta`, a delta upload: the new content's block list and the blocks the server lacks (src/core/blocks.ts). */
+  | { op: 'put'; path: string; base: number | null; entry: Entry; upload: string | null; part?: BundlePart; delta?: boolean }
   | { op: 'delete'; path: string; base: number | null }
   | { op: 'rename'; from: string; to: string; base: number | null; toBase: number | null; entry: Entry };
 

@@ -822,16 +822,11 @@ export class SshSession {
         );
       }
       await window.drain();
-      if (opts.fsync) await this.call<void>('fsync', remotePath, (cb) => this.sftp.ext_openssh_fsync(handle, cb));
       remote = null;
-      await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb));
+      await this.closeUpload(handle, remotePath, opts.fsync === true);
       return { hash: hash.digest('hex'), size: position };
     } catch (err) {
-      if (remote !== null) {
-        const handle = remote;
-        await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb)).catch(() => {});
-        await this.unlink(remotePath).catch(() => {});
-      }
+      if (remote !== null) await this.discardUpload(remote, remotePath);
       throw err;
     } finally {
       await local?.close().catch(() => {});
@@ -1030,6 +1025,126 @@ export class SshSession {
   }
 
   /**
+   * Writes the buffers `source` yields, back to back from offset 0, to `remotePath` (created with
+   * mode 0600, truncated if it exists), with many writes in flight. Resolves with the bytes
+   * written. On failure (of a write, or of `source`) the remote file is removed (best effort).
+   */
+  async uploadFrom(remotePath: string, source: AsyncIterable<Buffer>, opts: UploadOptions = {}): Promise<number> {
+    const releaseFile = await this.fileSlots.acquire();
+    let remote: Buffer | null = null;
+    try {
+      throwIfAborted(opts.signal, `upload ${remotePath}`);
+      this.throwIfClosed();
+      const handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'w', { mode: 0o600 }, cb));
+      remote = handle;
+      const window = new RequestWindow();
+      const chunkSize = this.chunkSize('_maxWriteLen');
+      let position = 0;
+      let done = 0;
+      for await (const buffer of source) {
+        for (let start = 0; start < buffer.length; start += chunkSize) {
+          throwIfAborted(opts.signal, `upload ${remotePath}`);
+          await window.waitForRoom(MAX_REQUESTS_PER_FILE);
+          const releaseRequest = await this.requestSlots.acquire();
+          const length = Math.min(chunkSize, buffer.length - start);
+          const at = position;
+          position += length;
+          window.add(
+            this.call<void>('write', remotePath, (cb) => this.sftp.write(handle, buffer, start, length, at, cb))
+              .finally(releaseRequest)
+              .then(() => {
+                done += length;
+                opts.onProgress?.(done, position);
+              }),
+          );
+        }
+      }
+      await window.drain();
+      remote = null;
+      await this.closeUpload(handle, remotePath, opts.fsync === true);
+      return position;
+    } catch (err) {
+      if (remote !== null) await this.discardUpload(remote, remotePath);
+      throw err;
+    } finally {
+      releaseFile();
+    }
+  }
+
+  /**
+   * Opens `remotePath` for reads of byte ranges (delta transfer fetches the blocks it lacks).
+   * Each read is split into requests sent together; a short read is continued until the range is
+   * whole or the file ends. close() must be called (it is idempotent).
+   */
+  async openReader(remotePath: string): Promise<RemoteReader> {
+    const releaseFile = await this.fileSlots.acquire();
+    let handle: Buffer;
+    try {
+      this.throwIfClosed();
+      handle = await this.call<Buffer>('open', remotePath, (cb) => this.sftp.open(remotePath, 'r', cb));
+    } catch (err) {
+      releaseFile();
+      throw err;
+    }
+    const chunkSize = this.chunkSize('_maxReadLen');
+    let closed = false;
+    const readPiece = async (offset: number, length: number): Promise<Buffer> => {
+      const buffer = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const releaseRequest = await this.requestSlots.acquire();
+        let got: Buffer;
+        try {
+          got = await this.readChunk(handle, remotePath, offset + done, length - done, buffer.subarray(done));
+        } catch (err) {
+          if (err instanceof SftpError && err.code === 'EOF') break;
+          throw err;
+        } finally {
+          releaseRequest();
+        }
+        if (got.length === 0) break;
+        done += got.length;
+      }
+      return buffer.subarray(0, done);
+    };
+    return {
+      read: async (offset: number, length: number): Promise<Buffer> => {
+        if (closed) throw new SftpError('FAILURE', true, 'read', remotePath, `sftp read ${remotePath}: reader closed`);
+        const pieces: Array<Promise<Buffer>> = [];
+        for (let start = 0; start < length; start += chunkSize) pieces.push(readPiece(offset + start, Math.min(chunkSize, length - start)));
+        const settled = await Promise.allSettled(pieces);
+        const failed = settled.find((r) => r.status === 'rejected');
+        if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+        const buffers = settled.map((r) => (r as PromiseFulfilledResult<Buffer>).value);
+        // A piece cut short by the end of the file ends the range there.
+        const end = buffers.findIndex((b, i) => b.length < Math.min(chunkSize, length - i * chunkSize));
+        return Buffer.concat(end === -1 ? buffers : buffers.slice(0, end + 1));
+      },
+      close: async (): Promise<void> => {
+        if (closed) return;
+        closed = true;
+        try {
+          await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb));
+        } finally {
+          releaseFile();
+        }
+      },
+    };
+  }
+
+  /** The end of an upload whose writes all succeeded: fsync (if asked) and close. */
+  private async closeUpload(handle: Buffer, remotePath: string, fsync: boolean): Promise<void> {
+    if (fsync) await this.call<void>('fsync', remotePath, (cb) => this.sftp.ext_openssh_fsync(handle, cb));
+    await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb));
+  }
+
+  /** The end of a failed upload: close and remove the remote file (best effort). */
+  private async discardUpload(handle: Buffer, remotePath: string): Promise<void> {
+    await this.call<void>('close', remotePath, (cb) => this.sftp.close(handle, cb)).catch(() => {});
+    await this.unlink(remotePath).catch(() => {});
+  }
+
+  /**
    * Bytes per request of a streamed transfer: as much as the server takes in one request, up to
    * MAX_CHUNK (a 1 GiB download at 255 KiB per read used a third less CPU than at 64 KiB).
    */
@@ -1097,6 +1212,13 @@ export class SshSession {
       }
     });
   }
+}
+
+/** Ranged reads of one open remote file (see SshSession.openReader). */
+export interface RemoteReader {
+  /** `length` bytes at `offset` (fewer only where the file ends). */
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
 }
 
 interface PendingRead {
