@@ -1,0 +1,690 @@
+/**
+ * A client's shell in the simulation: what src/client.ts (SyncedFolder, SyncClient) does around
+ * the pure core, step by step, yielding wherever the real code awaits a disk or network call.
+ * Push: take dirty paths, read them (widening to subtrees and rename partners), plan ops,
+ * upload, commit, apply the results. Pull: page through the feed, decide with decidePull, place
+ * files through a temp file. Plus start-up (temp cleanup, finishing an interrupted pull, scan
+ * against the base), reconnects with backoff, failure backoff and retries.
+ */
+import type { BaseRecord, Change, Entry, PushOp, PushResult } from '../../src/core/types.js';
+import { decidePull, decidePush, hasSameContent, isSameEntry, orderPushOps } from '../../src/core/reconcile.js';
+import { isSameOrInside } from '../../src/core/paths.js';
+import { FsError, type MemFs } from './fs.js';
+import {
+  cleanTempDir,
+  hashOf,
+  isReachedThroughLink,
+  isRecordedFile,
+  movePath,
+  placeDir,
+  placeFile,
+  placeSymlink,
+  readLocal,
+  removePath,
+  restampFile,
+  sameFp,
+  writeTemp,
+  type LocalState,
+} from './apply.js';
+import type { Link, Network } from './network.js';
+import { type Persisted, SimClientState } from './clientstate.js';
+import { type Proc, type Scheduler, SimLock, pause, sleep, waitUntil } from './scheduler.js';
+import type { ServerShell } from './server.js';
+
+const PUSH_BATCH = 2000;
+const PULL_PAGE = 2000;
+const PERMANENT = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
+
+function classify(err: unknown): { message: string; permanent: boolean } {
+  const code = (err as { code?: unknown }).code;
+  return { message: (err as Error).message, permanent: typeof code === 'string' && PERMANENT.includes(code) };
+}
+
+/** Hooks the world gives a shell: a place where a racing local write may land, and a log line. */
+export interface ShellHooks {
+  /** Called at the windows named in the issue (between a pull's check and its replace, ...). */
+  window(node: string, path: string, where: string): void;
+  log(node: string, line: string): void;
+}
+
+export class ClientShell {
+  up = false;
+  state!: SimClientState;
+  link: Link | null = null;
+  private lock = new SimLock();
+  private pushScheduled = false;
+  private pushing = false;
+  private pullWanted = false;
+  private pulling = false;
+  private retryTimer = false;
+  private readonly noRename = new Set<string>();
+
+  constructor(
+    readonly name: string,
+    readonly fs: MemFs,
+    readonly disk: Persisted,
+    private readonly sched: Scheduler,
+    private readonly net: Network,
+    private readonly server: ServerShell,
+    private readonly hooks: ShellHooks,
+  ) {}
+
+  // -- lifecycle -------------------------------------------------------------------------------
+
+  /** Start from the persisted state only (a fresh process). */
+  start(): void {
+    this.up = true;
+    this.state = new SimClientState(this.disk, this.sched, this.name);
+    this.lock = new SimLock(this.sched);
+    this.link = null;
+    this.pushScheduled = this.pushing = this.pullWanted = this.pulling = this.retryTimer = false;
+    this.noRename.clear();
+    this.sched.spawn(this.name, 'start', this.startFolder());
+  }
+
+  kill(): void {
+    this.up = false;
+    this.link?.cut();
+    this.link = null;
+    this.sched.kill(this.name);
+  }
+
+  private *startFolder(): Proc {
+    cleanTempDir(this.fs);
+    yield* this.locked(this.finishInterruptedPull());
+    yield* this.scanAgainstBase();
+    this.schedulePush();
+    this.sched.spawn(this.name, 'connect', this.connectLoop());
+    this.presenceTick();
+  }
+
+  private presenceTick(): void {
+    this.sched.after(2000, this.name, () => {
+      this.retryDue();
+      this.presenceTick();
+    });
+  }
+
+  private *locked<T>(body: Proc<T>): Proc<T> {
+    yield* this.lock.acquire();
+    try {
+      return yield* body;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  private *connectLoop(): Proc {
+    let backoff = 250;
+    for (;;) {
+      const link = this.net.open(this.name, this.server.serve);
+      try {
+        if (!this.server.up) throw new Error('server down');
+        yield* link.request('hello', { node: this.name });
+        link.onNotify = (method) => {
+          if (method === 'changed') this.requestPull();
+        };
+        this.link = link;
+        backoff = 250;
+        this.requestPull();
+        this.schedulePush();
+        yield* waitUntil(() => !link.up);
+      } catch {
+        // cannot reach the server
+      } finally {
+        link.cut();
+        if (this.link === link) this.link = null;
+      }
+      yield* sleep(backoff);
+      backoff = Math.min(backoff * 2, 4000);
+    }
+  }
+
+  private *finishInterruptedPull(): Proc {
+    for (const change of this.state.pendingApply()) {
+      const base = this.state.getBase(change.path);
+      if (base !== null && base.seq >= change.seq) continue;
+      yield* pause();
+      const local = this.readPath(change.path, base);
+      if (change.entry === null) {
+        if (local === null && base !== null) this.state.deleteBase(change.path);
+      } else if (local !== null && isSameEntry(local.entry, change.entry)) {
+        this.state.setBase(change.path, { seq: change.seq, entry: change.entry, stat: local.stat });
+      }
+    }
+    if (this.state.pendingApply().length > 0) {
+      this.state.endApply();
+      this.state.flush();
+    }
+  }
+
+  private *scanAgainstBase(): Proc {
+    yield* pause();
+    const seen = new Set<string>();
+    const dirty: string[] = [];
+    for (const p of this.fs.walk()) {
+      seen.add(p);
+      const st = this.fs.lstat(p)!;
+      const base = this.state.getBase(p);
+      const isClean =
+        base !== null &&
+        base.stat !== null &&
+        (st.kind === 'dir'
+          ? base.entry.type === 'dir' && base.entry.mode === st.mode
+          : base.stat.ino === st.ino && base.stat.size === st.size && base.stat.mtimeMs === st.mtime && base.stat.ctimeMs === st.ctime);
+      if (!isClean) dirty.push(p);
+    }
+    for (const p of this.state.basePaths()) if (!seen.has(p)) dirty.push(p);
+    if (dirty.length > 0) this.state.markDirty(dirty);
+  }
+
+  /** Watcher hints (delivered by the world a little after a local change). */
+  onHints(paths: string[]): void {
+    if (!this.up) return;
+    const changed = paths.filter((p) => !isRecordedFile(this.fs, p, this.state.getBase(p)));
+    if (changed.length === 0) return;
+    this.state.markDirty(changed);
+    this.schedulePush();
+  }
+
+  // -- push ------------------------------------------------------------------------------------
+
+  schedulePush(delay = 0): void {
+    if (this.pushScheduled) return;
+    this.pushScheduled = true;
+    this.sched.after(delay, this.name, () => {
+      this.pushScheduled = false;
+      this.sched.spawn(this.name, 'pushLoop', this.pushLoop());
+    });
+  }
+
+  private *pushLoop(): Proc {
+    if (this.pushing) {
+      this.sched.after(20, this.name, () => this.schedulePush());
+      return;
+    }
+    this.pushing = true;
+    try {
+      for (;;) {
+        const link = this.link;
+        if (link === null) return;
+        const batch = this.state.takeDirty(PUSH_BATCH, this.sched.now);
+        if (batch.length === 0) break;
+        const progressed = yield* this.locked(this.pushBatch(link, batch));
+        if (!progressed) {
+          this.scheduleRetry();
+          return;
+        }
+      }
+      if (this.state.pendingCount > 0) this.scheduleRetry();
+    } catch (err) {
+      this.hooks.log(this.name, `push: ${(err as Error).message}`);
+      this.scheduleRetry();
+    } finally {
+      this.pushing = false;
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = true;
+    const now = this.sched.now;
+    const next = Math.min(...this.state.failed.filter((t) => !t.permanent).map((t) => t.retryAt), now + 2000);
+    this.sched.after(Math.max(50, next - now), this.name, () => {
+      this.retryTimer = false;
+      this.retryDue();
+    });
+  }
+
+  private retryDue(): void {
+    const due = this.state.dueFailures(this.sched.now);
+    this.state.markDirty(due.filter((t) => t.op === 'push' && !t.permanent).map((t) => t.path));
+    const pulls = due.filter((t) => t.op === 'pull' && !t.permanent).map((t) => t.change!).filter(Boolean);
+    if (pulls.length > 0) this.sched.spawn(this.name, 'retryPulls', this.locked(this.retryPulls(pulls)));
+    this.schedulePush();
+  }
+
+  private readPath(p: string, base: BaseRecord | null): LocalState | null {
+    if (isReachedThroughLink(this.fs, p)) return null;
+    return readLocal(this.fs, p, { stat: base?.stat ?? null, hash: base?.entry.type === 'file' ? base.entry.hash : null });
+  }
+
+  private *pushBatch(link: Link, batch: Array<[string, number]>): Proc<boolean> {
+    const seen = new Set(batch.map(([p]) => p));
+    const locals = new Map<string, LocalState | null>();
+    let wave = [...seen];
+    while (wave.length > 0) {
+      const next: string[] = [];
+      const expand = (p: string): void => {
+        if (!seen.has(p)) (seen.add(p), next.push(p));
+      };
+      const newDirs: string[] = [];
+      for (const p of wave) {
+        yield* pause();
+        const base = this.state.getBase(p);
+        const local = this.readPath(p, base);
+        locals.set(p, local);
+        if (local === null && base?.entry.type === 'dir') for (const child of this.state.baseUnder(p)) expand(child);
+        if (local !== null && local.stat !== null && base?.stat?.ino !== local.stat.ino) {
+          const from = this.state.pathOfInode(local.stat.ino);
+          if (from !== null) expand(from);
+        }
+        if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
+      }
+      for (const dir of newDirs) {
+        if (newDirs.some((other) => other !== dir && isSameOrInside(dir, other))) continue;
+        yield* pause();
+        if (this.fs.lstat(dir)?.kind !== 'dir') continue;
+        for (const p of this.fs.walk(dir)) expand(p);
+      }
+      wave = next;
+    }
+    const ops = this.planOps(locals);
+    let progressed = ops.length === 0;
+    if (ops.length > 0) progressed = yield* this.runOps(link, ops, locals);
+    for (const [p, generation] of batch) {
+      if (!this.state.failed.some((t) => t.path === p && t.op === 'push' && !t.permanent)) this.state.clearDirty(p, generation);
+    }
+    this.state.flush();
+    return progressed;
+  }
+
+  /** client.ts planOps, as it is today (to be replaced by the core's push planning). */
+  private planOps(locals: Map<string, LocalState | null>): PushOp[] {
+    const ops: PushOp[] = [];
+    const consumed = new Set<string>();
+    const renamedDirs: Array<[string, string]> = [];
+    for (const [p, local] of locals) {
+      if (local === null || local.stat === null || local.entry.type === 'symlink' || this.noRename.has(p)) continue;
+      const base = this.state.getBase(p);
+      if (base !== null && base.stat?.ino === local.stat.ino) continue;
+      const from = this.state.pathOfInode(local.stat.ino);
+      if (from === null || from === p || consumed.has(from) || locals.get(from) !== null || !locals.has(from)) continue;
+      const fromBase = this.state.getBase(from)!;
+      if (fromBase.entry.type !== local.entry.type || !hasSameContent(fromBase.entry, local.entry)) continue;
+      if (renamedDirs.some(([f, t]) => isSameOrInside(from, f) && isSameOrInside(p, t))) {
+        consumed.add(from).add(p);
+        continue;
+      }
+      ops.push({ op: 'rename', from, to: p, base: fromBase.seq, toBase: base?.seq ?? null, entry: local.entry });
+      consumed.add(from).add(p);
+      if (local.entry.type === 'dir') renamedDirs.push([from, p]);
+    }
+    for (const [p, local] of locals) {
+      if (consumed.has(p)) continue;
+      if (renamedDirs.some(([f, t]) => isSameOrInside(p, f) || isSameOrInside(p, t))) continue;
+      const base = this.state.getBase(p);
+      const op = decidePush(p, base, local?.entry ?? null);
+      if (op === null) {
+        if (base !== null && local !== null && local.stat !== null && !sameFp(base.stat, local.stat)) {
+          this.state.setBase(p, { ...base, stat: local.stat });
+        }
+        continue;
+      }
+      if (op.op === 'put' && op.entry.type === 'file' && base?.entry.type === 'file' && hasSameContent(base.entry, op.entry)) ops.push(op);
+      else if (op.op === 'put' && op.entry.type === 'file') ops.push({ ...op, upload: '' });
+      else ops.push(op);
+    }
+    this.noRename.clear();
+    return orderPushOps(ops);
+  }
+
+  private *runOps(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Proc<boolean> {
+    let anyDone = false;
+    const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === '';
+    const first = ops.filter((op) => !needsUpload(op) && op.op !== 'delete');
+    if (first.length > 0) anyDone = (yield* this.commitChunk(link, first, locals)) || anyDone;
+    const uploaded: PushOp[] = [];
+    for (const op of ops.filter(needsUpload)) {
+      const done = yield* this.uploadOne(link, op, locals);
+      if (done !== null) uploaded.push(done);
+    }
+    if (uploaded.length > 0) anyDone = (yield* this.commitChunk(link, uploaded, locals)) || anyDone;
+    const deletes = ops.filter((op) => op.op === 'delete');
+    if (deletes.length > 0) anyDone = (yield* this.commitChunk(link, deletes, locals)) || anyDone;
+    return anyDone;
+  }
+
+  /** Upload one file: its bytes must still be the ones read (fingerprint and hash), else it is busy. */
+  private *uploadOne(link: Link, op: Extract<PushOp, { op: 'put' }>, locals: Map<string, LocalState | null>): Proc<PushOp | null> {
+    if (op.entry.type !== 'file') return op;
+    yield* pause();
+    const read = locals.get(op.path) ?? null;
+    let data: string;
+    let isAsRead = false;
+    try {
+      data = this.fs.readFile(op.path);
+      const st = this.fs.lstat(op.path);
+      isAsRead = read !== null && st !== null && sameFp(read.stat, { ino: st.ino, size: st.size, mtimeMs: st.mtime, ctimeMs: st.ctime });
+    } catch (err) {
+      this.recordPushFailure(op.path, err);
+      return null;
+    }
+    if (!isAsRead || hashOf(data) !== op.entry.hash) {
+      this.state.markDirty([op.path]);
+      this.recordPushFailure(op.path, Object.assign(new Error('changed while it was being sent'), { code: 'FILE_BUSY' }));
+      return null;
+    }
+    try {
+      const { name } = (yield* link.request('upload', { data })) as { name: string };
+      return { ...op, upload: name };
+    } catch (err) {
+      this.recordPushFailure(op.path, err);
+      return null;
+    }
+  }
+
+  private recordPushFailure(p: string, err: unknown): void {
+    const { message, permanent } = classify(err);
+    this.recordPushTask(p, message, permanent);
+  }
+
+  private recordPushTask(p: string, lastError: string, permanent: boolean): void {
+    this.state.recordFailure({ path: p, op: 'push', lastError, permanent }, this.sched.now);
+    if (!permanent) this.state.markDirty([p]);
+    this.hooks.log(this.name, `push ${p} failed: ${lastError}`);
+  }
+
+  private *commitChunk(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Proc<boolean> {
+    let results: PushResult[];
+    try {
+      ({ results } = (yield* link.request('push', { ops })) as { results: PushResult[] });
+    } catch (err) {
+      for (const op of ops) this.state.markDirty([op.op === 'rename' ? op.to : op.path]);
+      for (const op of ops) if (op.op === 'rename') this.state.markDirty([op.from]);
+      this.hooks.log(this.name, `push to server failed: ${(err as Error).message}`);
+      return false;
+    }
+    for (const [i, op] of ops.entries()) {
+      const result = results[i];
+      if (result === undefined) continue;
+      try {
+        yield* this.applyPushResult(link, op, result, locals);
+      } catch (err) {
+        this.recordPushFailure(op.op === 'rename' ? op.to : op.path, err);
+      }
+    }
+    return true;
+  }
+
+  private *applyPushResult(link: Link, op: PushOp, result: PushResult, locals: Map<string, LocalState | null>): Proc {
+    const p = op.op === 'rename' ? op.to : op.path;
+    const local = locals.get(p) ?? null;
+    if (result.status === 'error') {
+      this.recordPushTask(p, `${result.code}: ${result.message}`, result.permanent);
+      return;
+    }
+    this.state.clearFailure(p, 'push');
+    if (result.status === 'ok') {
+      this.hooks.log(this.name, `pushed ${op.op} ${op.op === 'rename' ? `${op.from} -> ${op.to}` : op.path} seq ${result.seq}`);
+      if (op.op === 'delete') {
+        this.state.deleteBase(op.path);
+        return;
+      }
+      this.state.setBase(p, { seq: result.seq, entry: op.entry, stat: local?.stat ?? null });
+      if (op.op === 'rename') {
+        this.state.deleteBase(op.from);
+        for (const child of this.state.baseUnder(op.from)) {
+          const childBase = this.state.getBase(child)!;
+          this.state.deleteBase(child);
+          const target = op.to + child.slice(op.from.length);
+          const seq = result.moved?.find(([moved]) => moved === target)?.[1] ?? childBase.seq;
+          this.state.setBase(target, { ...childBase, seq });
+        }
+        if (op.entry.type === 'dir') this.state.markDirty(this.state.baseUnder(op.to));
+      }
+      return;
+    }
+    if (result.status === 'same') {
+      if (result.entry !== null && op.op !== 'delete') {
+        this.state.setBase(p, { seq: result.seq, entry: result.entry, stat: local?.stat ?? null });
+        if (!isSameEntry(result.entry, op.entry)) this.state.markDirty([p]);
+      } else if (op.op === 'delete') {
+        this.state.deleteBase(op.path);
+      }
+      return;
+    }
+    if (result.status === 'conflict') {
+      this.hooks.log(this.name, `conflict on ${p}: ours is now ${result.copy}`);
+      this.hooks.window(this.name, p, 'conflict-rename');
+      yield* pause();
+      movePath(this.fs, p, result.copy);
+      yield* pause();
+      const moved = readLocal(this.fs, result.copy);
+      this.state.setBase(result.copy, {
+        seq: result.copySeq,
+        entry: op.op === 'delete' ? result.current.entry! : op.entry,
+        stat: moved !== null ? moved.stat : null,
+      });
+      this.state.deleteBase(p);
+      yield* this.applyChange(link, { path: p, ...result.current }, true);
+      return;
+    }
+    if (op.op === 'rename') {
+      this.noRename.add(op.to);
+      this.state.markDirty([op.to, op.from]);
+      return;
+    }
+    this.state.deleteBase(p);
+    if (result.current !== null) yield* this.applyChange(link, { path: p, ...result.current }, true);
+  }
+
+  // -- pull ------------------------------------------------------------------------------------
+
+  requestPull(): void {
+    this.pullWanted = true;
+    if (!this.pulling) {
+      this.pulling = true;
+      this.sched.spawn(this.name, 'pullLoop', this.pullLoop());
+    }
+  }
+
+  private *pullLoop(): Proc {
+    try {
+      while (this.pullWanted) {
+        this.pullWanted = false;
+        const link = this.link;
+        if (link === null) return;
+        for (;;) {
+          const page = (yield* link.request('changes', { after: this.state.cursor, limit: PULL_PAGE })) as {
+            changes: Change[];
+            head: number;
+            reset: boolean;
+          };
+          if (page.reset) {
+            yield* this.locked(this.fullResync(link));
+            continue;
+          }
+          if (page.changes.length === 0) break;
+          yield* this.locked(
+            (function* (this: ClientShell): Proc {
+              this.state.beginApply(page.changes);
+              yield* this.applyPage(link, page.changes);
+            }).call(this),
+          );
+          const last = page.changes[page.changes.length - 1]!.seq;
+          this.state.setCursor(last);
+          this.state.flush();
+          this.state.endApply();
+          yield* link.request('ack', { seq: last });
+        }
+      }
+    } catch (err) {
+      this.hooks.log(this.name, `pull: ${(err as Error).message}`);
+      this.pullWanted = true;
+      this.sched.after(1000, this.name, () => this.requestPull());
+    } finally {
+      this.pulling = false;
+    }
+  }
+
+  private *fullResync(link: Link): Proc {
+    const listed = new Set<string>();
+    let after = 0;
+    let head = 0;
+    const live: Change[] = [];
+    for (;;) {
+      const page = (yield* link.request('changes', { after, limit: PULL_PAGE })) as { changes: Change[]; head: number };
+      head = page.head;
+      if (page.changes.length === 0) break;
+      for (const c of page.changes) (listed.add(c.path), live.push(c));
+      after = page.changes[page.changes.length - 1]!.seq;
+    }
+    const known = this.state.basePaths();
+    for (const p of known) this.state.deleteBase(p);
+    yield* this.applyPage(link, live);
+    this.state.markDirty(known.filter((p) => !listed.has(p) || this.state.getBase(p) === null));
+    this.state.setCursor(head);
+    this.state.flush();
+    this.schedulePush();
+  }
+
+  private *applyPage(link: Link, changes: Change[]): Proc {
+    for (const change of changes) {
+      this.state.clearFailure(change.path, 'pull');
+      yield* this.applyChange(link, change, false);
+    }
+  }
+
+  private *retryPulls(changes: Change[]): Proc {
+    const link = this.link;
+    if (link === null) return;
+    for (const change of changes) yield* this.applyChange(link, change, false);
+    this.state.flush();
+  }
+
+  private *applyChange(link: Link, change: Change, force: boolean): Proc {
+    try {
+      yield* this.applyChangeOrThrow(link, change, force);
+      this.state.clearFailure(change.path, 'pull');
+    } catch (err) {
+      const { message, permanent } = classify(err);
+      this.state.recordFailure({ path: change.path, op: 'pull', lastError: message, permanent, change }, this.sched.now);
+      this.hooks.log(this.name, `pull ${change.path} failed: ${message}`);
+      this.scheduleRetry();
+    }
+  }
+
+  private readForPull(p: string, base: BaseRecord | null): Entry | null {
+    return this.readPath(p, base)?.entry ?? null;
+  }
+
+  private *applyChangeOrThrow(link: Link, change: Change, force: boolean): Proc {
+    const p = change.path;
+    const base = force ? null : this.state.getBase(p);
+    yield* pause();
+    const local = this.readForPull(p, this.state.getBase(p));
+    let fromBase: BaseRecord | null = null;
+    let fromLocal: Entry | null = null;
+    if (change.from !== undefined) {
+      fromBase = this.state.getBase(change.from);
+      yield* pause();
+      fromLocal = this.readForPull(change.from, fromBase);
+    }
+    const decision = decidePull(change, base, local, fromBase, fromLocal);
+    const record = function* (this: ClientShell, entry: Entry): Proc {
+      yield* pause();
+      const after = readLocal(this.fs, p);
+      this.state.setBase(p, { seq: change.seq, entry, stat: after?.stat ?? null });
+    }.bind(this);
+    switch (decision.action) {
+      case 'skip':
+        return;
+      case 'record':
+        yield* record(change.entry!);
+        return;
+      case 'forget':
+        this.state.deleteBase(p);
+        return;
+      case 'keep-local':
+        this.state.markDirty([p]);
+        this.schedulePush();
+        return;
+      case 'delete': {
+        this.hooks.window(this.name, p, 'pull-delete');
+        yield* pause();
+        const removed = removePath(this.fs, p);
+        this.state.deleteBase(p);
+        if (!removed) {
+          this.state.markDirty([p]);
+          this.schedulePush();
+        }
+        this.hooks.log(this.name, `pulled delete ${p}${removed ? '' : ' (kept: not empty)'}`);
+        return;
+      }
+      case 'rename': {
+        this.hooks.window(this.name, decision.from, 'pull-rename');
+        yield* pause();
+        movePath(this.fs, decision.from, p);
+        const children = this.state.baseUnder(decision.from);
+        for (const child of children) {
+          const childBase = this.state.getBase(child)!;
+          this.state.deleteBase(child);
+          this.state.setBase(p + child.slice(decision.from.length), childBase);
+        }
+        this.state.deleteBase(decision.from);
+        yield* record(change.entry!);
+        this.hooks.log(this.name, `pulled rename ${decision.from} -> ${p}`);
+        return;
+      }
+      case 'fetch':
+        yield* this.fetch(link, change, local);
+        return;
+    }
+  }
+
+  private *fetch(link: Link, change: Change, localBefore: Entry | null): Proc {
+    const p = change.path;
+    const entry = change.entry!;
+    if (entry.type === 'dir') {
+      yield* pause();
+      placeDir(this.fs, p, entry.mode);
+      yield* pause();
+      const after = readLocal(this.fs, p);
+      this.state.setBase(p, { seq: change.seq, entry, stat: after?.stat ?? null });
+      return;
+    }
+    if (entry.type === 'symlink') {
+      yield* pause();
+      placeSymlink(this.fs, p, entry.target);
+      this.state.setBase(p, { seq: change.seq, entry, stat: null });
+      return;
+    }
+    if (localBefore?.type === 'file' && hasSameContent(localBefore, entry)) {
+      yield* pause();
+      const stat = restampFile(this.fs, p, entry);
+      this.state.setBase(p, { seq: change.seq, entry, stat });
+      return;
+    }
+    const { data } = (yield* link.request('download', { path: p })) as { data: string };
+    if (hashOf(data) !== entry.hash) throw new FsError('HASH_MISMATCH', `${p}: the server's file is no longer this version`);
+    yield* pause();
+    const tmp = writeTemp(this.fs, data, 'down');
+    yield* pause();
+    // Check before writing: the local path must still be what we decided on.
+    const now = this.readForPull(p, this.state.getBase(p));
+    if (!isSameEntry(now, localBefore)) {
+      this.fs.unlink(tmp);
+      this.state.markDirty([p]);
+      this.schedulePush();
+      throw Object.assign(new Error('changed locally while it was being pulled'), { code: 'LOCAL_CHANGE' });
+    }
+    this.hooks.window(this.name, p, 'pull-replace');
+    yield* pause();
+    const stat = placeFile(this.fs, tmp, p, entry);
+    this.state.setBase(p, { seq: change.seq, entry, stat });
+    this.hooks.log(this.name, `pulled ${p}`);
+  }
+
+  /** One line of state, for failure reports. */
+  describe(): string {
+    if (!this.up) return `${this.name}: down`;
+    const failed = this.state.failed.map((t) => `${t.op} ${t.path} (${t.lastError}${t.permanent ? ', permanent' : ''})`);
+    return `${this.name}: link ${this.link === null ? 'down' : 'up'}, cursor ${this.state.cursor}, outbox [${this.state.dirtyPaths().slice(0, 5).join(', ')}], failed [${failed.slice(0, 4).join('; ')}], pushing ${this.pushing}, pulling ${this.pulling}, lock ${this.lock.holder}`;
+  }
+
+  /** Nothing left to do: connected, outbox empty, no failed task, cursor at the server's head. */
+  isIdle(serverHead: number): boolean {
+    return this.up && this.link !== null && this.state.pendingCount === 0 && this.state.failed.length === 0 && this.state.cursor >= serverHead && !this.pushing && !this.pulling;
+  }
+}

@@ -1,0 +1,429 @@
+/**
+ * The server's shell in the simulation: what src/server.ts (ServedFolder) does around the pure
+ * core, step by step: verify uploads, take the folder lock, absorb local edits, decide with
+ * decidePut / decideDelete / decideRename, place on disk (trashing what is replaced), assign
+ * seqs, flush, notify. One folder. Its log survives a kill only as far as it was flushed.
+ */
+import type { Change, Entry, PushOp, PushResult, StatFingerprint, Version } from '../../src/core/types.js';
+import { decideDelete, decidePut, decideRename, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
+import { conflictCopyPath } from '../../src/core/conflict.js';
+import { isSameOrInside, parentOf } from '../../src/core/paths.js';
+import { FsError, type MemFs } from './fs.js';
+import {
+  TMP,
+  TRASH,
+  cleanTempDir,
+  hashOf,
+  isReachedThroughLink,
+  isRecordedFile,
+  movePath,
+  placeDir,
+  placeFile,
+  placeSymlink,
+  readLocal,
+  removePath,
+  restampFile,
+  writeTemp,
+} from './apply.js';
+import type { Link } from './network.js';
+import { type Proc, type Scheduler, SimLock, pause } from './scheduler.js';
+
+/** Bugs the engine's own tests inject, to prove that a broken rule makes the simulation fail. */
+export type SimInjection = 'put-ignores-base';
+
+export interface ServerRecord extends Version {
+  stat: StatFingerprint | null;
+}
+
+interface LogState {
+  records: Map<string, ServerRecord>;
+  head: number;
+}
+
+function copyLog(log: LogState): LogState {
+  return { records: new Map(log.records), head: log.head };
+}
+
+class OpError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly permanent: boolean,
+  ) {
+    super(message);
+  }
+}
+
+const PERMANENT = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'EROFS', 'UNSAFE_PATH', 'BAD_PATH', 'EISDIR', 'ENOTDIR'];
+
+function toErrorResult(err: unknown): PushResult {
+  if (err instanceof OpError) return { status: 'error', code: err.code, message: err.message, permanent: err.permanent };
+  const code = (err as { code?: string }).code ?? 'INTERNAL';
+  return { status: 'error', code, message: (err as Error).message, permanent: PERMANENT.includes(code) };
+}
+
+function toWire(record: ServerRecord | null): Version | null {
+  if (record === null) return null;
+  const v: Version = { seq: record.seq, entry: record.entry, origin: record.origin };
+  if (record.from !== undefined) v.from = record.from;
+  return v;
+}
+
+export class ServerShell {
+  readonly name = 'server';
+  up = true;
+  private log: LogState = { records: new Map(), head: 0 };
+  private disk: LogState = { records: new Map(), head: 0 };
+  private durableHead = 0;
+  private lock = new SimLock();
+  private readonly sessions = new Set<{ link: Link; node: string }>();
+  private pendingHints = new Set<string>();
+  private hintTimer = false;
+  private saveTimer = false;
+  private trashSeq = 0;
+
+  constructor(
+    readonly fs: MemFs,
+    private readonly sched: Scheduler,
+    private readonly clockDate: () => Date,
+    /** A deliberately broken rule, to show that the invariants catch it (never set in real runs). */
+    private readonly inject: SimInjection | null = null,
+  ) {}
+
+  // -- lifecycle --------------------------------------------------------------------------------
+
+  start(): void {
+    this.up = true;
+    this.log = copyLog(this.disk);
+    this.durableHead = this.log.head;
+    this.lock = new SimLock();
+    this.sessions.clear();
+    this.pendingHints.clear();
+    this.hintTimer = false;
+    this.saveTimer = false;
+    cleanTempDir(this.fs);
+    this.sched.spawn(this.name, 'fullScan', this.fullScan());
+  }
+
+  kill(): void {
+    this.up = false;
+    this.sched.kill(this.name);
+  }
+
+  get head(): number {
+    return this.log.head;
+  }
+
+  get records(): ReadonlyMap<string, ServerRecord> {
+    return this.log.records;
+  }
+
+  private assign(p: string, entry: Entry | null, origin: string, extra: { from?: string; stat?: StatFingerprint | null } = {}): number {
+    const seq = ++this.log.head;
+    const record: ServerRecord = { seq, entry, origin, stat: entry === null ? null : (extra.stat ?? null) };
+    if (extra.from !== undefined) record.from = extra.from;
+    this.log.records.set(p, record);
+    this.backgroundSave();
+    return seq;
+  }
+
+  /** lowdb's delayed background save: the log reaches the disk a while later even without a flush. */
+  private backgroundSave(): void {
+    if (this.saveTimer) return;
+    this.saveTimer = true;
+    this.sched.after(1000, this.name, () => {
+      this.saveTimer = false;
+      this.disk = copyLog(this.log);
+    });
+  }
+
+  private get(p: string): ServerRecord | null {
+    return this.log.records.get(p) ?? null;
+  }
+
+  private liveUnder(dir: string): string[] {
+    const found: string[] = [];
+    for (const [p, r] of this.log.records) if (p !== dir && isSameOrInside(p, dir) && r.entry !== null) found.push(p);
+    return found.sort((a, b) => b.split('/').length - a.split('/').length || (a < b ? 1 : -1));
+  }
+
+  // -- local edits (promise 11) -------------------------------------------------------------------
+
+  hint(paths: string[]): void {
+    if (!this.up) return;
+    for (const p of paths) if (!isRecordedFile(this.fs, p, this.get(p))) this.pendingHints.add(p);
+    if (this.pendingHints.size === 0 || this.hintTimer) return;
+    this.hintTimer = true;
+    this.sched.after(2, this.name, () => {
+      this.hintTimer = false;
+      const batch = [...this.pendingHints];
+      this.pendingHints.clear();
+      this.sched.spawn(this.name, 'recordLocalChanges', this.locked(this.recordLocalChanges(batch)));
+    });
+  }
+
+  private *locked<T>(body: Proc<T>): Proc<T> {
+    yield* this.lock.acquire();
+    try {
+      return yield* body;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  *fullScan(): Proc {
+    const all = new Set([...this.fs.walk(), ...[...this.log.records].filter(([, r]) => r.entry !== null).map(([p]) => p)]);
+    yield* this.locked(this.recordLocalChanges([...all]));
+  }
+
+  private *recordLocalChanges(paths: string[]): Proc {
+    const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+    let changed = 0;
+    for (const p of sorted) {
+      yield* pause();
+      changed += this.absorbLocal(p);
+    }
+    if (changed > 0) yield* this.commitDurably();
+  }
+
+  private absorbLocal(p: string): number {
+    const record = this.get(p);
+    const known = record?.entry ?? null;
+    const local = isReachedThroughLink(this.fs, p)
+      ? null
+      : readLocal(this.fs, p, { stat: record?.stat ?? null, hash: known?.type === 'file' ? known.hash : null });
+    if (local === null) {
+      if (known === null) return 0;
+      let made = 0;
+      if (known.type === 'dir') {
+        for (const child of this.liveUnder(p)) {
+          this.assign(child, null, this.name);
+          made++;
+        }
+      }
+      this.assign(p, null, this.name);
+      return made + 1;
+    }
+    if (isSameEntry(local.entry, known)) {
+      if (record !== null && JSON.stringify(record.stat) !== JSON.stringify(local.stat)) this.log.records.set(p, { ...record, stat: local.stat });
+      return 0;
+    }
+    this.assign(p, local.entry, this.name, { stat: local.stat });
+    return 1;
+  }
+
+  private *commitDurably(): Proc {
+    const head = this.log.head;
+    yield* pause(); // log.flush()
+    this.disk = copyLog(this.log);
+    if (head > this.durableHead) this.durableHead = head;
+    for (const s of [...this.sessions]) {
+      if (s.link.up) s.link.notify('changed', { head: this.durableHead });
+      else this.sessions.delete(s);
+    }
+  }
+
+  // -- commits ------------------------------------------------------------------------------------
+
+  /** Hard-link a file about to be replaced or removed into `.systemsync/trash/`. */
+  private readonly trashFile = (p: string): void => {
+    const dest = `${TRASH}/${++this.trashSeq}/${p}`;
+    this.fs.mkdirp(dest.slice(0, dest.lastIndexOf('/')), 0o700);
+    this.fs.link(p, dest);
+  };
+
+  private recordParents(p: string, origin: string): void {
+    const missing: string[] = [];
+    for (let dir = parentOf(p); dir !== null; dir = parentOf(dir)) {
+      if (this.get(dir)?.entry != null) break;
+      missing.unshift(dir);
+    }
+    for (const dir of missing) {
+      const st = this.fs.lstat(dir);
+      if (st === null) throw new FsError('ENOENT', dir);
+      this.assign(dir, { type: 'dir', mode: st.mode }, origin);
+    }
+  }
+
+  private placeEntry(p: string, entry: Entry, tmp: string | null): StatFingerprint | null {
+    if (entry.type === 'file') return tmp === null ? restampFile(this.fs, p, entry) : placeFile(this.fs, tmp, p, entry, this.trashFile);
+    if (entry.type === 'dir') placeDir(this.fs, p, entry.mode, this.trashFile);
+    else placeSymlink(this.fs, p, entry.target, this.trashFile);
+    return null;
+  }
+
+  private *commitPut(op: Extract<PushOp, { op: 'put' }>, node: string, tmp: string | null): Proc<PushResult> {
+    this.absorbLocal(op.path);
+    yield* pause();
+    const current = this.get(op.path);
+    let decision = decidePut(current, op.base, op.entry);
+    if (this.inject === 'put-ignores-base' && decision === 'conflict') decision = 'apply';
+    const isMetadataOnly = op.entry.type === 'file' && tmp === null;
+    if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) return { status: 'stale', current: toWire(current) };
+    if (decision === 'same' && current !== null) {
+      if (tmp !== null) this.fs.unlink(tmp);
+      return { status: 'same', seq: current.seq, entry: current.entry };
+    }
+    if (decision === 'conflict' && current !== null) {
+      const copy = conflictCopyPath(op.path, this.clockDate(), node, (c) => this.get(c)?.entry != null);
+      const stat = this.placeEntry(copy, op.entry, tmp);
+      this.recordParents(copy, node);
+      const copySeq = this.assign(copy, op.entry, node, { stat });
+      return { status: 'conflict', copy, copySeq, current: toWire(current)! };
+    }
+    const stat = this.placeEntry(op.path, op.entry, tmp);
+    this.recordParents(op.path, node);
+    return { status: 'ok', seq: this.assign(op.path, op.entry, node, { stat }) };
+  }
+
+  private *commitDelete(op: Extract<PushOp, { op: 'delete' }>, node: string): Proc<PushResult> {
+    this.absorbLocal(op.path);
+    yield* pause();
+    const current = this.get(op.path);
+    const decision = decideDelete(current, op.base);
+    if (decision === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
+    if (decision === 'stale') return { status: 'stale', current: toWire(current) };
+    if (current?.entry?.type === 'dir' && this.liveUnder(op.path).length > 0) return { status: 'stale', current: toWire(current) };
+    if (!removePath(this.fs, op.path, this.trashFile)) return { status: 'stale', current: toWire(current) };
+    return { status: 'ok', seq: this.assign(op.path, null, node) };
+  }
+
+  private *commitRename(op: Extract<PushOp, { op: 'rename' }>, node: string): Proc<PushResult> {
+    this.absorbLocal(op.from);
+    yield* pause();
+    this.absorbLocal(op.to);
+    yield* pause();
+    const currentFrom = this.get(op.from);
+    const currentTo = this.get(op.to);
+    if (decideRename(currentFrom, currentTo, op.base, op.toBase) === 'stale' || currentFrom?.entry == null) {
+      return { status: 'stale', current: toWire(currentFrom) };
+    }
+    if (isSameOrInside(op.to, op.from)) throw new OpError('BAD_OP', 'cannot move a directory into itself', true);
+    if (currentTo?.entry?.type === 'dir' && this.liveUnder(op.to).length > 0) return { status: 'stale', current: toWire(currentFrom) };
+    const children = currentFrom.entry.type === 'dir' ? this.liveUnder(op.from).reverse() : [];
+    movePath(this.fs, op.from, op.to, this.trashFile);
+    this.recordParents(op.to, node);
+    yield* pause();
+    const stat = currentFrom.entry.type === 'file' ? (readLocal(this.fs, op.to)?.stat ?? null) : null;
+    const seq = this.assign(op.to, op.entry, node, { from: op.from, stat });
+    const moved: Array<[string, number]> = [];
+    for (const child of children) {
+      const childRecord = this.get(child)!;
+      const target = op.to + child.slice(op.from.length);
+      moved.push([target, this.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat })]);
+    }
+    for (const child of [...children].reverse()) this.assign(child, null, node);
+    this.assign(op.from, null, node);
+    return moved.length > 0 ? { status: 'ok', seq, moved } : { status: 'ok', seq };
+  }
+
+  private verifyUpload(upload: string, entry: Entry): string {
+    if (entry.type !== 'file') throw new OpError('BAD_OP', 'only files carry an upload', true);
+    const tmp = `${TMP}/${upload}`;
+    let data: string;
+    try {
+      data = this.fs.readFile(tmp);
+    } catch (err) {
+      throw new OpError('UPLOAD_MISSING', `upload ${upload}: ${(err as Error).message}`, false);
+    }
+    if (hashOf(data) !== entry.hash || data.length !== entry.size) {
+      this.fs.unlink(tmp);
+      throw new OpError('HASH_MISMATCH', 'upload does not match the hash the client recorded', false);
+    }
+    return tmp;
+  }
+
+  *commit(ops: PushOp[], node: string): Proc<PushResult[]> {
+    const verified: Array<string | Error | null> = ops.map(() => null);
+    for (const [i, op] of ops.entries()) {
+      if (op.op !== 'put' || op.upload === null) continue;
+      yield* pause();
+      try {
+        verified[i] = this.verifyUpload(op.upload, op.entry);
+      } catch (err) {
+        verified[i] = err as Error;
+      }
+    }
+    const results: PushResult[] = [];
+    yield* this.locked(
+      (function* (this: ServerShell): Proc {
+        for (const [i, op] of ops.entries()) {
+          const upload = verified[i] ?? null;
+          try {
+            if (upload instanceof Error) throw upload;
+            results[i] =
+              op.op === 'put'
+                ? yield* this.commitPut(op, node, upload)
+                : op.op === 'delete'
+                  ? yield* this.commitDelete(op, node)
+                  : yield* this.commitRename(op, node);
+          } catch (err) {
+            results[i] = toErrorResult(err);
+            if (typeof upload === 'string' && this.fs.exists(upload)) this.fs.unlink(upload);
+          }
+        }
+      }).call(this),
+    );
+    yield* this.commitDurably();
+    return results;
+  }
+
+  // -- RPC ----------------------------------------------------------------------------------------
+
+  /** The handler behind every link: hello, push, changes, ack, and the SFTP calls (upload, download). */
+  readonly serve = function* (this: ServerShell, link: Link, method: string, params: unknown): Proc<unknown> {
+    if (!this.up) throw new Error('server down');
+    const p = params as Record<string, unknown>;
+    switch (method) {
+      case 'hello':
+        this.sessions.add({ link, node: link.client });
+        return { head: this.durableHead };
+      case 'push':
+        return { results: yield* this.commit(p.ops as PushOp[], link.client) };
+      case 'changes': {
+        const after = p.after as number;
+        if (after > this.log.head) return { changes: [], head: this.log.head, reset: true };
+        const changes: Change[] = [];
+        for (const [path, r] of this.log.records) {
+          if (r.seq <= after || r.seq > this.durableHead) continue;
+          if (after === 0 && r.entry === null) continue;
+          const c: Change = { path, seq: r.seq, entry: r.entry, origin: r.origin };
+          if (r.from !== undefined) c.from = r.from;
+          changes.push(c);
+        }
+        changes.sort((a, b) => a.seq - b.seq);
+        return { changes: changes.slice(0, p.limit as number), head: this.log.head, reset: false };
+      }
+      case 'ack':
+        return {};
+      case 'upload': {
+        // SFTP write of a whole file into .systemsync/tmp.
+        const tmp = writeTemp(this.fs, p.data as string, 'up');
+        return { name: tmp.slice(TMP.length + 1) };
+      }
+      case 'download': {
+        // SFTP read of a file in the folder (never through a link).
+        const path = p.path as string;
+        if (isReachedThroughLink(this.fs, path)) throw new FsError('ENOENT', path);
+        return { data: this.fs.readFile(path) };
+      }
+      default:
+        throw new Error(`unknown method ${method}`);
+    }
+  }.bind(this);
+
+  dropSession(link: Link): void {
+    for (const s of this.sessions) if (s.link === link) this.sessions.delete(s);
+  }
+
+  /** Content of every file in the trash (kept versions). */
+  trashContents(): Set<string> {
+    const out = new Set<string>();
+    for (const p of this.fs.allPaths()) {
+      if (!p.startsWith(`${TRASH}/`)) continue;
+      const st = this.fs.lstat(p);
+      if (st?.kind === 'file') out.add(this.fs.readFile(p));
+    }
+    return out;
+  }
+}
