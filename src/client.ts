@@ -25,6 +25,7 @@ import { connectSsh, type SshSession } from './ssh/transfer.js';
 import { isReachedThroughLink } from './fs/safefs.js';
 import { openRpcStream } from './client/rpcstream.js';
 import { permissionBits } from './core/modes.js';
+import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { pullDelta, pushDelta } from './client/delta.js';
@@ -61,6 +62,10 @@ function classify(err: unknown): { message: string; permanent: boolean } {
   const code = (err as { code?: unknown }).code;
   const permanentCodes = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
   return { message: describeFsError(err), permanent: typeof code === 'string' && permanentCodes.includes(code) };
+}
+
+function opsBytes(ops: PushOp[]): number {
+  return ops.reduce((sum, op) => sum + jsonBytes(op), 0);
 }
 
 class SyncedFolder {
@@ -444,7 +449,12 @@ class SyncedFolder {
     const pump = (): void => {
       while (running.size < maxRunning && ready.length > 0) {
         const chunk = ready.shift()!;
-        while (ready.length > 0 && chunk.length + ready[0]!.length <= COMMIT_CHUNK) chunk.push(...ready.shift()!);
+        // Bounded by bytes too: ops of long control-character names would pass the line limit.
+        let bytes = opsBytes(chunk);
+        while (ready.length > 0 && chunk.length + ready[0]!.length <= COMMIT_CHUNK && bytes + opsBytes(ready[0]!) <= MAX_PAGE_BYTES) {
+          bytes += opsBytes(ready[0]!);
+          chunk.push(...ready.shift()!);
+        }
         const commit: Promise<void> = this.commitChunk(link, chunk, locals)
           .then(
             (done) => {

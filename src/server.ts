@@ -30,6 +30,7 @@ import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, p
 import { checkPath, isReachedThroughLink } from './fs/safefs.js';
 import { isFolderAllowed } from './core/access.js';
 import { Endpoint } from './endpoint/server.js';
+import { PageBudget } from './wire/budget.js';
 import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
 
 const TRASH_DIR = 'trash';
@@ -625,6 +626,23 @@ function boundMessage(message: string): string {
   return points.length <= 1000 ? message : `${points.slice(0, 999).join('')}…`;
 }
 
+/**
+ * Push results hold one result per op, but the `moved` list of a directory rename holds one entry
+ * per path under it: 100k children of long (or control-character) names would pass the line
+ * limit, and the client would drop the connection and retry the same push forever. Past the
+ * byte budget the lists are left out; a client without one keeps each moved child's old seq and
+ * verifies it against the feed (which carries every moved path).
+ */
+function boundMovedLists(results: PushResult[]): PushResult[] {
+  const budget = new PageBudget();
+  return results.map((r) => {
+    if (budget.fits(r) || r.status !== 'ok' || r.moved === undefined) return r;
+    const { moved: _dropped, ...rest } = r;
+    budget.count(rest);
+    return rest;
+  });
+}
+
 function toErrorResult(err: unknown): PushResult {
   if (err instanceof OpError) return { status: 'error', code: err.code, message: boundMessage(err.message), permanent: err.permanent };
   const code = (err as { code?: unknown }).code;
@@ -797,7 +815,7 @@ export class SyncServer extends NodeBase {
   private async push(session: Session, params: { folder: string; ops: PushOp[] }) {
     const folder = this.folderFor(session, params.folder);
     const results = await folder.commit(params.ops, session);
-    return { results };
+    return { results: boundMovedLists(results) };
   }
 
   private async changes(session: Session, params: { folder: string; after: number; limit: number }) {

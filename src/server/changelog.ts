@@ -10,6 +10,7 @@ import { isSameOrInside } from '../core/paths.js';
 import { isConflictCopy } from '../core/conflict.js';
 import { JsonStore, ShardedMap } from '../persistence.js';
 import { isTombstonePacked, originTest, serverRecordCodec } from '../state/recordcodec.js';
+import { MAX_PAGE_BYTES, PageBudget } from '../wire/budget.js';
 
 /** A version plus the server's own local stat fingerprint of the file (never sent on the wire). */
 export type { ServerRecord };
@@ -146,11 +147,15 @@ export class ChangeLog {
     this.records.set(p, { ...record, stat });
   }
 
-  /** Versions with `seq > after`, in seq order, at most `limit`. */
-  changesAfter(after: number, limit: number): ChangesPage {
+  /**
+   * Versions with `seq > after`, in seq order, at most `limit` and at most `maxBytes` of JSON
+   * (at least one version when there is one: a page always makes progress).
+   */
+  changesAfter(after: number, limit: number, maxBytes = MAX_PAGE_BYTES): ChangesPage {
     const head = this.head;
     if (after > head || (after < this.floor && after !== 0)) return { changes: [], head, reset: true };
     const changes: Change[] = [];
+    const budget = new PageBudget(maxBytes);
     for (let seq = after + 1; seq <= head && changes.length < limit; seq++) {
       const p = this.bySeq.get(seq);
       if (p === undefined) continue;
@@ -159,6 +164,7 @@ export class ChangeLog {
       if (after === 0 && record.entry === null) continue; // a full listing needs no tombstones
       const change: Change = { path: p, seq: record.seq, entry: record.entry, origin: record.origin };
       if (record.from !== undefined) change.from = record.from;
+      if (!budget.fits(change)) break;
       changes.push(change);
     }
     return { changes, head, reset: false };
