@@ -9,7 +9,10 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './cli/config.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from './core/types.js';
-import { decidePull, decidePush, hasSameContent, isSameEntry, orderPushOps } from './core/reconcile.js';
+import { decidePull, hasSameContent, isSameEntry } from './core/reconcile.js';
+import { planPush } from './core/plan.js';
+import { decidePushOutcome, pathOfOp } from './core/outcome.js';
+import { decideInterruptedPull, pathsToPushAfterResync } from './core/merge.js';
 import { isSameOrInside } from './core/paths.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './client/clientstate.js';
@@ -37,8 +40,19 @@ const TRANSFER_CONCURRENCY = 32;
 const READ_CONCURRENCY = 32;
 /** How long a stop waits for work in flight before cutting the connection. */
 const STOP_GRACE_MS = 5000;
-/** Events are hints: a full comparison with the base index catches anything they missed. */
-const RESCAN_INTERVAL_MS = 30 * 60 * 1000;
+/**
+ * Events are hints: a full comparison with the base index catches anything they missed.
+ * SYSTEMSYNC_RESCAN_INTERVAL_MS changes the period; 0 turns the periodic rescan off (the churn
+ * test does, so that it cannot hide a missed change).
+ */
+const RESCAN_INTERVAL_MS = rescanIntervalMs(process.env.SYSTEMSYNC_RESCAN_INTERVAL_MS);
+
+function rescanIntervalMs(text: string | undefined): number {
+  const fallback = 30 * 60 * 1000;
+  if (text === undefined || text === '') return fallback;
+  const ms = Number(text);
+  return Number.isSafeInteger(ms) && ms >= 0 ? ms : fallback;
+}
 const PULL_PAGE = 2000;
 /** Small files per bundle, and bytes: a bundle is one SFTP transfer and one commit (push). */
 const PUSH_BUNDLE_FILES = 256;
@@ -138,10 +152,10 @@ class SyncedFolder {
       if (base !== null && base.seq >= change.seq) continue;
       const local = await this.readPath(change.path, base).catch(() => 'unsupported' as const);
       if (local === 'unsupported' || local === 'ignored') continue;
-      if (change.entry === null) {
-        if (local === null && base !== null) (this.state.deleteBase(change.path), recorded++);
-      } else if (local !== null && isSameEntry(local.entry, change.entry)) {
-        this.state.setBase(change.path, { seq: change.seq, entry: change.entry, stat: local.stat });
+      const step = decideInterruptedPull(change, base, local?.entry ?? null);
+      if (step === 'forget') (this.state.deleteBase(change.path), recorded++);
+      if (step === 'record' && local !== null) {
+        this.state.setBase(change.path, { seq: change.seq, entry: change.entry!, stat: local.stat });
         recorded++;
       }
     }
@@ -376,59 +390,46 @@ class SyncedFolder {
     }
 
     const readAt = Date.now();
-    const ops = this.planOps(locals);
+    const plan = planPush(locals, this.bases, this.noRename);
+    this.noRename.clear();
+    for (const [p, record] of plan.restat) this.state.setBase(p, record);
+    const ops = plan.ops;
     this.logger.debug(`push batch: ${batch.length} hinted, ${locals.size} read in ${readAt - startedAt} ms, ${ops.length} op(s)`);
     let progressed = ops.length === 0;
     if (ops.length > 0) progressed = await this.runOps(link, ops, locals);
     for (const [p, generation] of batch) {
       if (!this.state.failed.some((t) => t.path === p && t.op === 'push' && !t.permanent)) this.state.clearDirty(p, generation);
     }
+    // What the plan could not carry, and every subtree that moved, is looked at again from disk.
+    this.state.markDirty(plan.recheck);
+    await this.rescanMovedTrees();
     await this.state.flush();
     return progressed;
   }
 
-  /** Turn local states into ops; pairs a vanished base path with a new path on the same inode as a rename. */
-  private planOps(locals: Map<string, LocalState | null>): PushOp[] {
-    const ops: PushOp[] = [];
-    const consumed = new Set<string>();
-    const renamedDirs: Array<[string, string]> = [];
-    for (const [p, local] of locals) {
-      if (local === null || local.stat === null || local.entry.type === 'symlink' || this.noRename.has(p)) continue;
-      const base = this.state.getBase(p);
-      if (base !== null && base.stat?.ino === local.stat.ino) continue;
-      const from = this.state.pathOfInode(local.stat.ino);
-      if (from === null || from === p || consumed.has(from) || locals.get(from) !== null || !locals.has(from)) continue;
-      const fromBase = this.state.getBase(from)!;
-      if (fromBase.entry.type !== local.entry.type || !hasSameContent(fromBase.entry, local.entry)) continue;
-      if (renamedDirs.some(([f, t]) => isSameOrInside(from, f) && isSameOrInside(p, t))) {
-        consumed.add(from).add(p); // moved along with its directory
-        continue;
+  /** The base index as the core sees it. */
+  private readonly bases = {
+    get: (p: string) => this.state.getBase(p),
+    pathOfInode: (ino: number) => this.state.pathOfInode(ino),
+    under: (dir: string) => this.state.baseUnder(dir),
+  };
+
+  /** Subtrees that moved during this batch: what is on disk under them goes back in the outbox. */
+  private readonly movedTrees = new Set<string>();
+
+  private async rescanMovedTrees(): Promise<void> {
+    const trees = [...this.movedTrees];
+    this.movedTrees.clear();
+    for (const tree of trees) {
+      if (trees.some((other) => other !== tree && isSameOrInside(tree, other))) continue;
+      const found: string[] = [tree];
+      try {
+        for await (const item of walkTree(this.root, { ignore: this.ignore, under: tree })) found.push(item.path);
+      } catch (err) {
+        this.logger.debug(`rescan of ${showPath(tree)}: ${(err as Error).message}`);
       }
-      ops.push({ op: 'rename', from, to: p, base: fromBase.seq, toBase: base?.seq ?? null, entry: local.entry });
-      consumed.add(from).add(p);
-      if (local.entry.type === 'dir') renamedDirs.push([from, p]);
+      this.state.markDirty(found);
     }
-    for (const [p, local] of locals) {
-      if (consumed.has(p)) continue;
-      if (renamedDirs.some(([f, t]) => isSameOrInside(p, f) || isSameOrInside(p, t))) continue;
-      const base = this.state.getBase(p);
-      const op = decidePush(p, base, local?.entry ?? null);
-      if (op === null) {
-        if (base !== null && local !== null && local.stat !== null && JSON.stringify(base.stat) !== JSON.stringify(local.stat)) {
-          this.state.setBase(p, { ...base, stat: local.stat });
-        }
-        continue;
-      }
-      if (op.op === 'put' && op.entry.type === 'file' && base?.entry.type === 'file' && hasSameContent(base.entry, op.entry)) {
-        ops.push(op); // metadata only: no upload
-      } else if (op.op === 'put' && op.entry.type === 'file') {
-        ops.push({ ...op, upload: '' }); // filled in after the upload
-      } else {
-        ops.push(op);
-      }
-    }
-    this.noRename.clear();
-    return orderPushOps(ops);
   }
 
   /**
@@ -660,68 +661,22 @@ class SyncedFolder {
   }
 
   private async applyPushResult(link: Link, op: PushOp, result: PushResult, locals: Map<string, LocalState | null>): Promise<void> {
-    const p = op.op === 'rename' ? op.to : op.path;
-    const local = locals.get(p) ?? null;
-    if (result.status === 'error') {
-      this.recordPushTask(p, `${result.code}: ${result.message}`, result.permanent, 'refused by the server', result.message);
+    const p = pathOfOp(op);
+    const out = decidePushOutcome(op, result, locals.get(p) ?? null, this.bases, showPath);
+    if (out.failure !== null) {
+      const { code, message, permanent } = out.failure;
+      this.recordPushTask(p, `${code}: ${message}`, permanent, 'refused by the server', message);
       return;
     }
     this.state.clearFailure(p, 'push');
-    if (result.status === 'ok') {
-      if (op.op === 'delete') {
-        this.state.deleteBase(op.path);
-        this.logger.info(`pushed delete ${showPath(op.path)}`);
-        return;
-      }
-      this.state.setBase(p, { seq: result.seq, entry: op.entry, stat: local?.stat ?? null });
-      if (op.op === 'rename') {
-        this.state.deleteBase(op.from);
-        for (const child of this.state.baseUnder(op.from)) {
-          const childBase = this.state.getBase(child)!;
-          this.state.deleteBase(child);
-          const target = op.to + child.slice(op.from.length);
-          const seq = result.moved?.find(([moved]) => moved === target)?.[1] ?? childBase.seq;
-          this.state.setBase(target, { ...childBase, seq });
-        }
-        this.logger.info(`pushed rename ${showPath(op.from)} -> ${showPath(op.to)}`);
-        if (op.entry.type === 'dir') this.state.markDirty(this.state.baseUnder(op.to)); // verify what moved
-        return;
-      }
-      this.logger.info(`pushed ${showPath(p)}`);
-      return;
-    }
-    if (result.status === 'same') {
-      if (result.entry !== null && op.op !== 'delete') {
-        this.state.setBase(p, { seq: result.seq, entry: result.entry, stat: local?.stat ?? null });
-        if (!isSameEntry(result.entry, op.entry)) this.state.markDirty([p]); // metadata still differs: push it
-      } else if (op.op === 'delete') {
-        this.state.deleteBase(op.path);
-      }
-      return;
-    }
-    if (result.status === 'conflict') {
-      // The server kept its version at the path; ours lives on as the conflict copy.
-      await movePath(this.root, p, result.copy);
-      const moved = await readLocal(this.root, result.copy, {});
-      this.state.setBase(result.copy, {
-        seq: result.copySeq,
-        entry: op.op === 'delete' ? result.current.entry! : op.entry,
-        stat: moved !== null && moved !== 'unsupported' ? moved.stat : null,
-      });
-      this.state.deleteBase(p);
-      this.logger.warn(`conflict on ${showPath(p)}: the server had another version; ours is now ${showPath(result.copy)}`);
-      await this.applyChange(link, { path: p, ...result.current }, true);
-      return;
-    }
-    // stale: the server's version moved on; re-sync the path from it.
-    if (op.op === 'rename') {
-      this.noRename.add(op.to);
-      this.state.markDirty([op.to, op.from]);
-      return;
-    }
-    this.state.deleteBase(p);
-    if (result.current !== null) await this.applyChange(link, { path: p, ...result.current }, true);
-    this.logger.info(`${showPath(p)} changed on the server meanwhile: took the server's version`);
+    if (out.moveAside !== null) await movePath(this.root, out.moveAside.from, out.moveAside.to);
+    for (const q of out.deleteBases) this.state.deleteBase(q);
+    for (const [q, record] of out.setBases) this.state.setBase(q, record);
+    for (const q of out.noRename) this.noRename.add(q);
+    this.state.markDirty(out.recheck);
+    for (const tree of out.rescanTrees) this.movedTrees.add(tree);
+    if (out.log !== null) this.logger[out.log.level](out.log.message);
+    if (out.pull !== null) await this.applyChange(link, out.pull, true);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -793,7 +748,7 @@ class SyncedFolder {
     const known = [...this.state.basePaths()];
     for (const p of known) this.state.deleteBase(p);
     await this.applyPage(link, live);
-    this.state.markDirty(known.filter((p) => !listed.has(p) || this.state.getBase(p) === null));
+    this.state.markDirty(pathsToPushAfterResync(known, listed, (p) => this.state.getBase(p) !== null));
     this.state.setCursor(head);
     await this.state.flush();
     this.schedulePush();
@@ -1098,7 +1053,8 @@ export class SyncClient extends NodeBase {
     presence.unref();
     const rescan = setInterval(() => {
       for (const folder of this.folders.values()) folder.rescan();
-    }, RESCAN_INTERVAL_MS);
+    }, RESCAN_INTERVAL_MS === 0 ? 2 ** 31 - 1 : RESCAN_INTERVAL_MS);
+    if (RESCAN_INTERVAL_MS === 0) clearInterval(rescan);
     rescan.unref();
     this.stopController.signal.addEventListener('abort', () => {
       clearInterval(presence);

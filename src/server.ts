@@ -12,7 +12,8 @@ import path from 'node:path';
 import type { Config } from './cli/config.js';
 import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core/types.js';
 import { conflictCopyPath, formatStamp } from './core/conflict.js';
-import { decideDelete, decidePut, decideRename, hasSameContent, isSameEntry } from './core/reconcile.js';
+import { hasSameContent, isSameEntry } from './core/reconcile.js';
+import { decideCommit, renamedEntry } from './core/commit.js';
 import { parentOf, isSameOrInside } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
@@ -27,7 +28,7 @@ import { isValidBlockSize } from './core/blocks.js';
 import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
 import { watchFolder, type FolderWatcher } from './fs/watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
-import { checkPath, isReachedThroughLink } from './fs/safefs.js';
+import { checkPath, isReachedThroughLink, safeChmod } from './fs/safefs.js';
 import { isFolderAllowed } from './core/access.js';
 import { Endpoint } from './endpoint/server.js';
 import { PageBudget } from './wire/budget.js';
@@ -451,17 +452,16 @@ class ServedFolder {
   private async commitPut(op: Extract<PushOp, { op: 'put' }>, node: string, tmpAbs: string | null): Promise<PushResult> {
     await this.absorbLocal(op.path);
     const current = this.log.get(op.path);
-    const decision = decidePut(current, op.base, op.entry);
-    const isMetadataOnly = op.entry.type === 'file' && tmpAbs === null;
-    if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) {
+    const decision = decideCommit(op, { current, hasUpload: tmpAbs !== null });
+    if (decision.action === 'stale') {
       // Only metadata was pushed, for content the server no longer holds: the server's wins.
       return { status: 'stale', current: toWire(current) };
     }
-    if (decision === 'same' && current !== null) {
+    if (decision.action === 'same' && current !== null) {
       if (tmpAbs !== null) await fs.rm(tmpAbs, { force: true });
       return { status: 'same', seq: current.seq, entry: current.entry };
     }
-    if (decision === 'conflict' && current !== null) {
+    if (decision.action === 'conflict' && current !== null) {
       const copy = conflictCopyPath(op.path, new Date(), node, (c) => this.log.get(c)?.entry != null);
       const stat = await this.placeEntry(copy, op.entry, tmpAbs);
       await this.recordParents(copy, node);
@@ -478,12 +478,10 @@ class ServedFolder {
   private async commitDelete(op: Extract<PushOp, { op: 'delete' }>, node: string): Promise<PushResult> {
     await this.absorbLocal(op.path);
     const current = this.log.get(op.path);
-    const decision = decideDelete(current, op.base);
-    if (decision === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
-    if (decision === 'stale') return { status: 'stale', current: toWire(current) };
-    if (current?.entry?.type === 'dir' && this.log.liveUnder(op.path).length > 0) {
-      return { status: 'stale', current: toWire(current) };
-    }
+    const liveChildren = current?.entry?.type === 'dir' ? this.log.liveUnder(op.path).length : 0;
+    const decision = decideCommit(op, { current, liveChildren });
+    if (decision.action === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
+    if (decision.action !== 'apply') return { status: 'stale', current: toWire(current) };
     const removed = await removePath(this.root, op.path, this.trashFile);
     if (!removed) return { status: 'stale', current: toWire(current) };
     const seq = this.log.assign(op.path, null, node);
@@ -495,20 +493,28 @@ class ServedFolder {
     await this.absorbLocal(op.to);
     const currentFrom = this.log.get(op.from);
     const currentTo = this.log.get(op.to);
-    if (decideRename(currentFrom, currentTo, op.base, op.toBase) === 'stale' || currentFrom?.entry == null) {
-      return { status: 'stale', current: toWire(currentFrom) };
-    }
-    if (isSameOrInside(op.to, op.from)) throw new OpError('BAD_OP', 'cannot move a directory into itself', true);
-    if (currentTo?.entry?.type === 'dir' && this.log.liveUnder(op.to).length > 0) {
-      return { status: 'stale', current: toWire(currentFrom) };
-    }
+    const decision = decideCommit(op, {
+      current: currentFrom,
+      currentTo,
+      liveChildrenOfTarget: currentTo?.entry?.type === 'dir' ? this.log.liveUnder(op.to).length : 0,
+    });
+    if (decision.action === 'refuse') throw new OpError(decision.code, decision.message, true);
+    if (decision.action !== 'apply' || currentFrom?.entry == null) return { status: 'stale', current: toWire(currentFrom) };
     const children = currentFrom.entry.type === 'dir' ? this.log.liveUnder(op.from).reverse() : [];
     await movePath(this.root, op.from, op.to, this.trashFile);
     await this.recordParents(op.to, node);
-    const stat = currentFrom.entry.type === 'file' ? (await readLocal(this.root, op.to, {}).then((l) => (l !== null && l !== 'unsupported' ? l.stat : null))) : null;
+    // A chmod (or touch) made right after the rename travels with it: the moved entry gets it.
+    let restamped = false;
+    let stat: StatFingerprint | null = null;
+    if (decision.restamp?.type === 'file') {
+      stat = await restampFile(this.root, op.to, decision.restamp).catch(() => null);
+      restamped = stat !== null;
+    }
+    if (decision.restamp?.type === 'dir') restamped = await safeChmod(this.root, op.to, decision.restamp.mode).then(() => true, () => false);
+    if (currentFrom.entry.type === 'file' && stat === null) stat = await readLocal(this.root, op.to, {}).then((l) => (l !== null && l !== 'unsupported' ? l.stat : null));
     // The new paths come before the tombstones, so a client applying the feed in order renames
     // its local copy instead of deleting it.
-    const seq = this.log.assign(op.to, op.entry, node, { from: op.from, stat });
+    const seq = this.log.assign(op.to, renamedEntry(currentFrom.entry, op.entry, restamped), node, { from: op.from, stat });
     const moved: Array<[string, number]> = [];
     for (const child of children) {
       const childRecord = this.log.get(child)!;

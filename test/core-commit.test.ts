@@ -1,0 +1,96 @@
+// Table-driven tests of the server's commit rules (src/core/commit.ts) and the merge rules
+// (src/core/merge.ts).
+import { describe, expect, it } from 'vitest';
+import { decideCommit, renamedEntry, type CommitContext, type CommitDecision } from '../src/core/commit.js';
+import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep } from '../src/core/merge.js';
+import type { BaseRecord, Change, Entry, FileEntry, PushOp, Version } from '../src/core/types.js';
+
+const HASH_A = 'a'.repeat(64);
+const HASH_B = 'b'.repeat(64);
+const file = (hash: string, mode = 0o644): FileEntry => ({ type: 'file', size: 10, mtime: 1_700_000_000_000, mode, hash });
+const dir = (mode = 0o755): Entry => ({ type: 'dir', mode });
+const v = (seq: number, entry: Entry | null): Version => ({ seq, entry, origin: 'hub' });
+
+const commitCases: Array<{ description: string; op: PushOp; ctx: CommitContext; expected: CommitDecision }> = [
+  { description: 'put on an absent path', op: { op: 'put', path: 'p', base: null, entry: file(HASH_A), upload: 'u' }, ctx: { current: null, hasUpload: true }, expected: { action: 'apply' } },
+  { description: 'put over the version the client saw', op: { op: 'put', path: 'p', base: 3, entry: file(HASH_B), upload: 'u' }, ctx: { current: v(3, file(HASH_A)), hasUpload: true }, expected: { action: 'apply' } },
+  { description: 'put of another edit: conflict', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_B), upload: 'u' }, ctx: { current: v(3, file(HASH_A)), hasUpload: true }, expected: { action: 'conflict' } },
+  { description: 'put of identical content: same', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_A), upload: 'u' }, ctx: { current: v(3, file(HASH_A)), hasUpload: true }, expected: { action: 'same' } },
+  { description: 'metadata-only put for content the server no longer holds: stale', op: { op: 'put', path: 'p', base: 3, entry: file(HASH_A, 0o700), upload: null }, ctx: { current: v(4, file(HASH_B)) }, expected: { action: 'stale' } },
+  { description: 'metadata-only put on current content: apply', op: { op: 'put', path: 'p', base: 3, entry: file(HASH_A, 0o700), upload: null }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'apply' } },
+  { description: 'delete of the version seen', op: { op: 'delete', path: 'p', base: 3 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'apply' } },
+  { description: 'delete of an edited path: stale (the edit wins)', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'stale' } },
+  { description: 'delete of a tombstone: same', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: v(3, null) }, expected: { action: 'same' } },
+  { description: 'delete of a directory that still holds live paths: stale', op: { op: 'delete', path: 'd', base: 3 }, ctx: { current: v(3, dir()), liveChildren: 2 }, expected: { action: 'stale' } },
+  { description: 'rename as seen', op: { op: 'rename', from: 'a', to: 'b', base: 3, toBase: null, entry: file(HASH_A) }, ctx: { current: v(3, file(HASH_A)), currentTo: null }, expected: { action: 'apply' } },
+  {
+    description: 'chmod after rename: apply and restamp the moved file',
+    op: { op: 'rename', from: 'a', to: 'b', base: 3, toBase: null, entry: file(HASH_A, 0o755) },
+    ctx: { current: v(3, file(HASH_A)), currentTo: null },
+    expected: { action: 'apply', restamp: file(HASH_A, 0o755) },
+  },
+  {
+    description: 'directory renamed and chmodded: apply and restamp',
+    op: { op: 'rename', from: 'd', to: 'e', base: 3, toBase: null, entry: dir(0o700) },
+    ctx: { current: v(3, dir()), currentTo: null },
+    expected: { action: 'apply', restamp: dir(0o700) },
+  },
+  { description: 'rename of a source that moved on: stale', op: { op: 'rename', from: 'a', to: 'b', base: 2, toBase: null, entry: file(HASH_A) }, ctx: { current: v(3, file(HASH_A)), currentTo: null }, expected: { action: 'stale' } },
+  { description: 'rename over a target the client did not see: stale', op: { op: 'rename', from: 'a', to: 'b', base: 3, toBase: null, entry: file(HASH_A) }, ctx: { current: v(3, file(HASH_A)), currentTo: v(5, file(HASH_B)) }, expected: { action: 'stale' } },
+  {
+    description: 'rename over a directory that still holds live paths: stale',
+    op: { op: 'rename', from: 'd', to: 'e', base: 3, toBase: 4, entry: dir() },
+    ctx: { current: v(3, dir()), currentTo: v(4, dir()), liveChildrenOfTarget: 1 },
+    expected: { action: 'stale' },
+  },
+  { description: 'rename into itself: refused', op: { op: 'rename', from: 'd', to: 'd/e', base: 3, toBase: null, entry: dir() }, ctx: { current: v(3, dir()), currentTo: null }, expected: { action: 'refuse', code: 'BAD_OP', message: 'cannot move a directory into itself' } },
+];
+
+describe('decideCommit', () => {
+  it.each(commitCases)('$description', ({ op, ctx, expected }) => {
+    expect(decideCommit(op, ctx)).toEqual(expected);
+  });
+
+  it.each([
+    { description: 'restamped: the pushed entry', moved: file(HASH_A), pushed: file(HASH_A, 0o755), restamped: true, expected: file(HASH_A, 0o755) },
+    { description: 'restamp failed: what was moved', moved: file(HASH_A), pushed: file(HASH_A, 0o755), restamped: false, expected: file(HASH_A) },
+    { description: 'nothing to restamp', moved: file(HASH_A), pushed: file(HASH_A), restamped: false, expected: file(HASH_A) },
+  ])('renamedEntry: $description', ({ moved, pushed, restamped, expected }) => {
+    expect(renamedEntry(moved, pushed, restamped)).toEqual(expected);
+  });
+});
+
+const change = (seq: number, entry: Entry | null): Change => ({ path: 'p', seq, entry, origin: 'hub' });
+const base = (seq: number, entry: Entry): BaseRecord => ({ seq, entry, stat: null });
+
+describe('decideInterruptedPull', () => {
+  it.each<{ description: string; change: Change; base: BaseRecord | null; local: Entry | null; expected: InterruptedPullStep }>([
+    { description: 'placed but not recorded: record', change: change(5, file(HASH_B)), base: base(3, file(HASH_A)), local: file(HASH_B), expected: 'record' },
+    { description: 'not placed yet: leave (the scan pushes nothing, the pull comes again)', change: change(5, file(HASH_B)), base: base(3, file(HASH_A)), local: file(HASH_A), expected: 'none' },
+    { description: 'already recorded', change: change(5, file(HASH_B)), base: base(5, file(HASH_B)), local: file(HASH_B), expected: 'none' },
+    { description: 'delete applied: forget', change: change(5, null), base: base(3, file(HASH_A)), local: null, expected: 'forget' },
+    { description: 'delete not applied: leave', change: change(5, null), base: base(3, file(HASH_A)), local: file(HASH_A), expected: 'none' },
+    { description: 'a local edit since: leave (it is pushed)', change: change(5, file(HASH_B)), base: base(3, file(HASH_A)), local: file(HASH_A, 0o600), expected: 'none' },
+  ])('$description', ({ change: c, base: b, local, expected }) => {
+    expect(decideInterruptedPull(c, b, local)).toEqual(expected);
+  });
+});
+
+describe('pathsToPushAfterResync', () => {
+  it.each<{ description: string; known: string[]; listed: string[]; recorded: string[]; expected: string[] }>([
+    { description: 'known and recorded by the merge: nothing', known: ['a'], listed: ['a'], recorded: ['a'], expected: [] },
+    { description: 'known, not on the server: pushed back (a reset never deletes)', known: ['a'], listed: [], recorded: [], expected: ['a'] },
+    { description: 'listed but kept different here: pushed (the server keeps both)', known: ['a'], listed: ['a'], recorded: [], expected: ['a'] },
+  ])('$description', ({ known, listed, recorded, expected }) => {
+    expect(pathsToPushAfterResync(known, new Set(listed), (p) => recorded.includes(p))).toEqual(expected);
+  });
+});
+
+describe('otherLinkNames', () => {
+  it.each<{ description: string; path: string; links: number; names: string[]; expected: string[] }>([
+    { description: 'one link: nothing else', path: 'a', links: 1, names: ['a', 'b'], expected: [] },
+    { description: 'hard-link edit: the other names', path: 'two', links: 3, names: ['one', 'two', 'three'], expected: ['one', 'three'] },
+  ])('$description', ({ path, links, names, expected }) => {
+    expect(otherLinkNames(path, links, names)).toEqual(expected);
+  });
+});
