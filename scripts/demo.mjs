@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// `npm run demo`: a server and two clients on this machine, in temporary folders, against a
-// private sshd on 127.0.0.1. It uses the real commands (init, check, monitor, status), shows a
-// file syncing from one client to the other, then stops everything it started and cleans up.
+// `npm run demo`: a server and two clients on this machine, in temporary folders. The server
+// daemon is its own SSH server (the embedded endpoint, [listen]) on 127.0.0.1: no sshd, no root,
+// any user. It uses the real commands (init, check, monitor, status), shows a file syncing from
+// one client to the other, then stops everything it started and cleans up.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startSshd } from './private-sshd.mjs';
+import { freePort } from './private-sshd.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const monitor = path.resolve(here, '../dist/monitor.js');
@@ -17,7 +18,6 @@ if (!fs.existsSync(monitor)) {
 }
 
 const started = [];
-let sshd = null;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'systemsync-demo-'));
 
 function say(text) {
@@ -97,47 +97,49 @@ async function waitFor(what, check, timeoutMs = 20_000) {
 async function cleanup() {
   for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   await Promise.all(started.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : null)));
-  await sshd?.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
 async function main() {
-  say(`a private sshd on 127.0.0.1 (files in ${dir})`);
-  sshd = await startSshd({ dir: path.join(dir, 'sshd') });
-  console.log(`  sshd listening on 127.0.0.1:${sshd.port}`);
+  say(`everything in ${dir}`);
+  const port = await freePort();
 
   const hub = makeNode('hub');
   say('systemsync init --role server');
-  cli(hub, ['init', '--role', 'server']);
+  const serverOut = cli(hub, ['init', '--role', 'server']);
+  // The line for clients' known_hosts names this machine and port 2222; the demo listens on
+  // 127.0.0.1 and a free port instead, so it keeps the key and changes the host part.
+  const hostKey = serverOut.split('\n').find((l) => /^\[[^\]]+\]:\d+ ssh-ed25519 /.test(l)).split(' ').slice(1).join(' ');
   let text = fs.readFileSync(hub.config, 'utf8');
   text = setKey(text, 'node', 'name', 'hub');
   text = setKey(text, 'node', 'state_dir', path.join(dir, 'hub-state'));
+  text = setKey(text, 'listen', 'address', '127.0.0.1');
+  text = setKey(text, 'listen', 'port', String(port));
+  text = setKey(text, 'listen', 'host_key', path.join(hub.home, '.local/state/systemsync/ssh_host_ed25519_key'));
   text = setFolders(text, 'docs', hub.folder);
-  fs.writeFileSync(hub.config, text);
-  const rpcSocket = path.join(dir, 'hub-state', 'rpc.sock');
 
   const clients = [makeNode('alpha'), makeNode('beta')];
   for (const node of clients) {
     say(`systemsync init --role client   (${node.name})`);
     const out = cli(node, ['init', '--role', 'client']);
-    const keyLine = out.split('\n').find((l) => l.includes('ssh-ed25519 '));
-    sshd.authorizeKey(keyLine.trim());
+    // The [clients] line, under this node's name.
+    const keyLine = out.split('\n').find((l) => /^\S+ = ssh-ed25519 /.test(l));
+    text = setKey(text, 'clients', node.name, keyLine.slice(keyLine.indexOf('=') + 1).trim());
     fs.mkdirSync(path.join(node.home, '.ssh'), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(path.join(node.home, '.ssh', 'known_hosts'), `[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`, { mode: 0o600 });
+    fs.writeFileSync(path.join(node.home, '.ssh', 'known_hosts'), `[127.0.0.1]:${port} ${hostKey}\n`, { mode: 0o600 });
     let t = fs.readFileSync(node.config, 'utf8');
     t = setKey(t, 'node', 'name', node.name);
     t = setKey(t, 'node', 'state_dir', path.join(dir, `${node.name}-state`));
     t = setKey(t, 'server', 'host', '127.0.0.1');
-    t = setKey(t, 'server', 'port', String(sshd.port));
-    t = setKey(t, 'server', 'user', sshd.user);
-    t = setKey(t, 'server', 'rpc_socket', rpcSocket);
+    t = setKey(t, 'server', 'port', String(port));
     t = setFolders(t, 'docs', node.folder);
     fs.writeFileSync(node.config, t);
   }
+  fs.writeFileSync(hub.config, text);
 
   say('systemsync monitor --role server');
   startDaemon(hub, 'server');
-  await waitFor('the server to listen', () => fs.existsSync(rpcSocket));
+  await waitFor('the server to listen', () => JSON.parse(run(hub, ['status', '--json'])).role === 'server');
 
   say('systemsync check   (alpha)');
   cli(clients[0], ['check']);

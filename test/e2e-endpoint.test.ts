@@ -330,7 +330,7 @@ describe('who may connect', () => {
     impostor.writeConfig((await fs.readFile(impostor.configPath, 'utf8')).replace(/^identity = .*$/m, `identity = ${cluster.keys.beta}`));
     const checked = await impostor.cli(['check']);
     expect(checked.code).toBe(1);
-    expect(checked.stdout).toMatch(/^FAIL rpc socket .*this client's key belongs to node beta .* set \[node\] name = beta/m);
+    expect(checked.stdout).toMatch(/^FAIL rpc stream of the embedded endpoint answers: .*this client's key belongs to node beta .* set \[node\] name = beta/m);
     impostor.start();
     expect(await impostor.waitExit()).toBe(1);
     expect(impostor.log()).toMatch(/giving up: this client's key belongs to node beta in the server's \[clients\], but hello says impostor/);

@@ -26,6 +26,7 @@ import type { StatusReport } from '../node.js';
 import { escapeControls } from '../core/text.js';
 import { createRpcPeer, type HelloResult } from '../rpc.js';
 import { openRpcStream } from '../client/rpcstream.js';
+import { isEmbeddedEndpointIdent } from '../endpoint/server.js';
 import {
   AuthFailedError,
   connectSsh,
@@ -176,9 +177,11 @@ async function runInit(role: Role, configPath: string): Promise<void> {
     out.push(
       '',
       'Next steps:',
-      `  1. Edit ${configPath}: [server] host (and user, port, rpc_socket), [folders].`,
-      "  2. Trust the server's host key: ssh-keyscan [-p PORT] HOST >> ~/.ssh/known_hosts, after comparing",
-      '     its fingerprint with ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the server',
+      `  1. Edit ${configPath}: [server] host and port (2222 for a server's embedded endpoint; user and`,
+      '     rpc_socket matter only with a system sshd), [folders].',
+      "  2. Trust the server's host key: append the known_hosts line that \"systemsync init --role server\"",
+      '     printed there (embedded endpoint), or for a system sshd: ssh-keyscan [-p PORT] HOST >> ~/.ssh/known_hosts,',
+      '     after comparing its fingerprint with ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the server',
       '     (or set host_key_check = accept-new to trust it on first connection).',
       `  3. Check it:   systemsync check --config ${configPath}`,
       `  4. Run it:     systemsync monitor --config ${configPath}   (as a service: see docs/RUNNING.md)`,
@@ -431,6 +434,10 @@ async function checkClientNetwork(config: Config, report: Report): Promise<void>
       skipRest('rpc', 'not logged in with the identity');
       return;
     }
+    if (isEmbeddedEndpointIdent(ssh.serverIdent)) {
+      labels.auth = `key is accepted by the embedded endpoint at ${hostPort}`;
+      labels.rpc = 'rpc stream of the embedded endpoint answers';
+    }
     report.pass(labels.auth);
     await checkRpcAndFolders(config, ssh, report, labels, skipRest);
   } finally {
@@ -457,10 +464,12 @@ async function checkRpcAndFolders(
   }
 
   let socketPath = server.rpcSocket;
+  let isEmbedded = false;
   let hello: HelloResult;
   try {
     const opened = await openRpcStream(ssh, server.rpcSocket);
     socketPath = opened.via;
+    isEmbedded = opened.isEmbedded;
     const stream = opened.stream;
     const peer = createRpcPeer(stream, { context: null, handlers: {} });
     try {
@@ -478,7 +487,7 @@ async function checkRpcAndFolders(
     skipRest('folders', 'the rpc socket does not answer');
     return;
   }
-  report.pass(`${labels.rpc} (server ${hello.server}${socketPath === server.rpcSocket ? '' : `, ${socketPath}`})`);
+  report.pass(`${labels.rpc} (server ${hello.server}${socketPath === server.rpcSocket || isEmbedded ? '' : `, ${socketPath}`})`);
 
   for (const folder of config.folders) {
     const what = labels.folder(folder.name);
