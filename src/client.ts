@@ -27,6 +27,8 @@ import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './
 import { connectSsh, type SshSession } from './ssh/transfer.js';
 import { isReachedThroughLink } from './fs/safefs.js';
 import { openRpcStream } from './client/rpcstream.js';
+import { unsendableReason } from './wire/unsendable.js';
+import { lstatUnderRoot } from './fs/presence.js';
 import { permissionBits } from './core/modes.js';
 import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
@@ -213,6 +215,10 @@ class SyncedFolder {
   }
 
   private onHints(paths: string[]): void {
+    // A name the wire rejects holds a permanent failed task (never retried): drop it once the name is gone.
+    for (const p of paths) {
+      if (unsendableReason(p) !== null) void lstatUnderRoot(this.root, p).then((st) => st === null && this.state.clearFailure(p, 'push'));
+    }
     // Files still exactly as last agreed with the server are the echo of our own pulls: one
     // lstat each here instead of a push batch under the folder lock.
     const changed = paths.filter((p) => !isRecordedFile(this.root, p, this.state.getBase(p)));
@@ -359,6 +365,8 @@ class SyncedFolder {
       };
       const newDirs: string[] = [];
       await forEachLimited(wave, READ_CONCURRENCY, async (p) => {
+        // A name the wire rejects never goes into a push (it would fail the whole batch).
+        if (await this.refuseUnsendable(p)) return;
         const base = this.state.getBase(p);
         let local;
         try {
@@ -617,6 +625,19 @@ class SyncedFolder {
     } finally {
       transfer.end();
     }
+  }
+
+  /**
+   * True when `p` is a name the wire rejects (see wire/unsendable): one permanent failed task
+   * while it is on disk and not ignored, none once it is gone.
+   */
+  private async refuseUnsendable(p: string): Promise<boolean> {
+    const reason = unsendableReason(p);
+    if (reason === null) return false;
+    const st = await lstatUnderRoot(this.root, p);
+    if (st === null || this.ignore.isIgnored(p, st.isDirectory())) this.state.clearFailure(p, 'push');
+    else if (!this.state.failed.some((t) => t.path === p && t.op === 'push')) this.recordPushTask(p, reason, true, 'not sent');
+    return true;
   }
 
   private recordPushFailure(p: string, err: unknown): void {

@@ -32,7 +32,9 @@ import { checkPath, isReachedThroughLink, safeChmod } from './fs/safefs.js';
 import { isFolderAllowed } from './core/access.js';
 import { Endpoint } from './endpoint/server.js';
 import { PageBudget } from './wire/budget.js';
-import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport } from './node.js';
+import { isSendableChange, unsendableReason, UnsendablePaths } from './wire/unsendable.js';
+import { lstatUnderRoot } from './fs/presence.js';
+import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 
 const TRASH_DIR = 'trash';
 const VERIFY_CONCURRENCY = 8;
@@ -73,6 +75,8 @@ class ServedFolder {
   lastSync: Date | null = null;
   private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
   private pendingHints = new Set<string>();
+  /** Paths on disk whose names the wire rejects: listed as failed tasks, never recorded. */
+  readonly unsendable = new UnsendablePaths();
   private hintTimer: NodeJS.Timeout | null = null;
   private ignore: IgnoreMatcher;
   /** Highest seq known to be on disk: the feed never shows more. */
@@ -200,6 +204,11 @@ class ServedFolder {
 
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
   private async absorbLocal(p: string): Promise<number> {
+    const unsendable = unsendableReason(p);
+    if (unsendable !== null) {
+      await this.noteUnsendable(p, unsendable);
+      return 0;
+    }
     const record = this.log.get(p);
     const known = record?.entry ?? null;
     let local;
@@ -240,6 +249,16 @@ class ServedFolder {
     this.log.assign(p, local.entry, this.server.nodeName, { stat: local.stat });
     this.logger.info(`local change ${showPath(p)}`);
     return 1;
+  }
+
+  /** A path the wire cannot carry: a failed task while it is on disk (and not ignored), nothing once it is gone. */
+  private async noteUnsendable(p: string, reason: string): Promise<void> {
+    const st = await lstatUnderRoot(this.root, p);
+    if (st === null || this.isIgnored(p, st.isDirectory())) {
+      this.unsendable.remove(p);
+      return;
+    }
+    if (this.unsendable.add(p, reason, new Date())) this.logger.error(`not synced: ${showPath(p)}: ${reason}`);
   }
 
   /**
@@ -828,7 +847,15 @@ export class SyncServer extends NodeBase {
     const folder = this.folderFor(session, params.folder);
     if (folder.paused !== null) throw new SyncError('FOLDER_PAUSED', `folder ${folder.name} is paused on the server: ${folder.paused}`);
     const page = folder.log.changesAfter(params.after, params.limit);
-    return { ...page, changes: page.changes.filter((c) => c.seq <= folder.durableHead) };
+    // A name the wire rejects (recorded before this check existed) is left out, not allowed to
+    // fail the validation of the whole page for every client.
+    const changes = page.changes.filter((c) => c.seq <= folder.durableHead && (isSendableChange(c) || this.skipUnsendable(folder.name, c.path)));
+    return { ...page, changes };
+  }
+
+  private skipUnsendable(folder: string, p: string): false {
+    this.logger.child(folder).error(`not sent: ${showPath(p)}: ${unsendableReason(p) ?? 'BAD_PATH'}`);
+    return false;
   }
 
   private async ack(session: Session, params: { folder: string; seq: number }) {
@@ -866,11 +893,15 @@ export class SyncServer extends NodeBase {
       pendingPush: 0,
       pendingPull: 0,
       conflicts: f.log.conflicts,
-      failed: 0,
+      failed: f.unsendable.size,
       paused: f.paused,
       lastSync: f.lastSync?.toISOString() ?? null,
       head: f.log.head,
     }));
+  }
+
+  override tasks(): TaskInfo[] {
+    return [...this.folders.values()].flatMap((f) => f.unsendable.tasks(f.name));
   }
 
   protected override extraStatus(): Partial<StatusReport> {

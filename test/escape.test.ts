@@ -10,11 +10,10 @@ import { createLogger, createProgress, showPath } from '../src/node/log.js';
 import { formatStatus, formatTasks } from '../src/cli/control.js';
 import type { StatusReport, TaskInfo } from '../src/node.js';
 import { cleanupTempDirs, tempDir } from './helpers/tree.js';
+import { RAW_CONTROL } from './helpers/controls.js';
 
 afterAll(cleanupTempDirs);
 
-/** Anything a terminal acts on: C0, DEL, C1, line/paragraph separators, bidi controls. */
-export const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 /** A name that clears the screen, sets the title, rewrites the line and flips text direction. */
 const HOSTILE = 'a\x1b[2J\x1b]0;owned\x07\rb\nc\td\x00e\x7ff\x9b31mg\u0085h\u2028i\u202ej\u2066k';
 
