@@ -246,7 +246,8 @@ export const BUNDLE_FILE_MAX = 64 * 1024;
 export const MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
 
 const contentHash = str({ maxBytes: 64, pattern: /^[0-9a-f]{64}$/, patternHint: 'expected 64 lowercase hex digits' });
-const bundlePart: Schema<BundlePart> = obj({ offset: int(0, MAX_BUNDLE_BYTES), length: int(0, MAX_BUNDLE_BYTES) });
+/** A file in a bundle: at most BUNDLE_FILE_MAX bytes (bigger files travel on their own). */
+const bundlePart: Schema<BundlePart> = obj({ offset: int(0, MAX_BUNDLE_BYTES), length: int(0, BUNDLE_FILE_MAX) });
 
 /** Mode bits as sent (0..0o7777), kept to the permission bits: setuid, setgid and sticky never travel. */
 const modeBits: Schema<number> = { parse: (v, at) => permissionBits(int(0, 0o7777).parse(v, at)) };

@@ -28,7 +28,8 @@ import { isValidBlockSize } from './core/blocks.js';
 import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
 import { watchFolder, type FolderWatcher } from './fs/watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
-import { checkPath, isReachedThroughLink, safeChmod } from './fs/safefs.js';
+import { checkPath, isReachedThroughLink, safeChmod, safeLstat, safeUnlink } from './fs/safefs.js';
+import { TempQuota, type HeldTemp } from './server/tempquota.js';
 import { isFolderAllowed } from './core/access.js';
 import { Endpoint } from './endpoint/server.js';
 import { PageBudget } from './wire/budget.js';
@@ -381,6 +382,13 @@ class ServedFolder {
         // a directory planted at the name: left for the temp-dir cleanup
       }
     }
+    const overlap = overlappingPart(indexes.map((i) => (ops[i] as Extract<PushOp, { op: 'put' }>).part!));
+    if (overlap !== null) {
+      // One upload committed many times over (1000 puts of the same 16 MiB would commit 16 GB).
+      const refused = new OpError('BAD_UPLOAD', `parts of upload ${upload} overlap (${overlap}): each byte of a bundle belongs to one file`, true);
+      for (const i of indexes) verified[i] = refused;
+      return;
+    }
     for (const i of indexes) {
       const op = ops[i] as Extract<PushOp, { op: 'put' }>;
       const { offset, length } = op.part!;
@@ -405,8 +413,13 @@ class ServedFolder {
    * transfer (see the `bundle` method). A file whose record has another hash (it changed since),
    * or that is absent, under a symlinked parent, not a regular file or too large, gets null.
    */
-  async makeBundle(files: BundleParams['files']): Promise<BundleResult> {
+  async makeBundle(files: BundleParams['files'], sessionId: number): Promise<BundleResult> {
     if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
+    const listed = new Set<string>();
+    for (const [i, f] of files.entries()) {
+      if (listed.has(f.path)) throw new SyncError('INVALID_PARAMS', `params.files[${i}].path: ${showPath(f.path)} is listed twice`);
+      listed.add(f.path);
+    }
     const parts: BundleResult['parts'] = [];
     const chunks: Buffer[] = [];
     let total = 0;
@@ -429,8 +442,15 @@ class ServedFolder {
     }
     if (chunks.length === 0) return { bundle: null, parts };
     const tmpAbs = await this.newTempPath('bundle');
-    fsSync.writeFileSync(tmpAbs, Buffer.concat(chunks, total), { flag: 'wx', mode: 0o600 });
-    return { bundle: path.basename(tmpAbs), parts };
+    const held = { root: this.root, name: path.basename(tmpAbs), bytes: total };
+    await this.server.reserveTemp(sessionId, held);
+    try {
+      fsSync.writeFileSync(tmpAbs, Buffer.concat(chunks, total), { flag: 'wx', mode: 0o600 });
+    } catch (err) {
+      this.server.tempQuota.release(sessionId, held);
+      throw err;
+    }
+    return { bundle: held.name, parts };
   }
 
   /**
@@ -621,6 +641,16 @@ class ServedFolder {
   }
 }
 
+/** The first two parts that share bytes ("0+10 and 5+10"), or null when none do. Empty parts share nothing. */
+function overlappingPart(parts: Array<{ offset: number; length: number }>): string | null {
+  const sorted = parts.filter((p) => p.length > 0).sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < sorted.length; i++) {
+    const [a, b] = [sorted[i - 1]!, sorted[i]!];
+    if (b.offset < a.offset + a.length) return `${a.offset}+${a.length} and ${b.offset}+${b.length}`;
+  }
+  return null;
+}
+
 /** Refuses an upload that is not a regular file, or that has other hard links. */
 function inspectUpload(upload: string): (st: Stats) => void {
   return (st) => {
@@ -684,6 +714,8 @@ function toErrorResult(err: unknown): PushResult {
 export class SyncServer extends NodeBase {
   private readonly folders = new Map<string, ServedFolder>();
   private readonly sessions = new Set<Session>();
+  /** Temp space held by the bundles each session asked for (see TempQuota). */
+  readonly tempQuota = new TempQuota();
   private rpcServer: net.Server | null = null;
   private endpoint: Endpoint | null = null;
   private nextSessionId = 1;
@@ -762,7 +794,7 @@ export class SyncServer extends NodeBase {
         hello: (params) => this.hello(session, params),
         push: (params) => this.push(session, params),
         changes: (params) => this.changes(session, params),
-        bundle: (params) => this.folderFor(session, params.folder).makeBundle(params.files),
+        bundle: (params) => this.folderFor(session, params.folder).makeBundle(params.files, session.id),
         blocks: (params) => this.folderFor(session, params.folder).blockList(params),
         ack: (params) => this.ack(session, params),
       },
@@ -770,11 +802,43 @@ export class SyncServer extends NodeBase {
     this.sessions.add(session);
     void session.peer.closed.then(() => {
       this.sessions.delete(session);
+      void this.removeSessionTemps(session.id);
       if (session.node !== null) {
         this.logger.info(`client ${session.node} disconnected`);
         for (const name of session.folders) this.folders.get(name)?.log.touchClient(session.node, new Date());
       }
     });
+  }
+
+  /**
+   * Counts a bundle against its session and the total (TempQuota), first forgetting the bundles
+   * that clients have removed since. @throws SyncError 'TEMP_FULL'
+   */
+  async reserveTemp(sessionId: number, temp: HeldTemp): Promise<void> {
+    const needed = (): boolean => this.tempQuota.used(sessionId) + temp.bytes > this.tempQuota.perSession || this.tempQuota.used() + temp.bytes > this.tempQuota.total;
+    if (needed()) {
+      for (const [id, held] of this.tempQuota.list()) {
+        const st = await safeLstat(held.root, `${MARKER_DIR}/tmp/${held.name}`, { allowReserved: true }).catch(() => null);
+        if (st === null) this.tempQuota.release(id, held);
+      }
+    }
+    try {
+      this.tempQuota.reserve(sessionId, temp);
+    } catch (err) {
+      this.logger.warn(`bundle refused: ${(err as Error).message}`);
+      throw err;
+    }
+  }
+
+  /** A session ended: the bundles it did not remove are removed (through checked paths only). */
+  private async removeSessionTemps(sessionId: number): Promise<void> {
+    for (const held of this.tempQuota.endSession(sessionId)) {
+      try {
+        await safeUnlink(held.root, `${MARKER_DIR}/tmp/${held.name}`, { allowReserved: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger.warn(`cannot remove bundle ${held.name}: ${describeFsError(err)}`);
+      }
+    }
   }
 
   private requireHello(session: Session): string {

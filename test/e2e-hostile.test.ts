@@ -448,11 +448,11 @@ describe('a rogue client on the real rpc.sock', () => {
       folder: 'docs',
       files: [
         { path: 'legit.txt', hash: legitHash },
-        { path: 'legit.txt', hash: FAKE_HASH },
         { path: `${TOKEN}-never-synced.txt`, hash: legitHash },
       ],
     })).result as { bundle: string; parts: Array<{ offset: number; length: number } | null> };
-    expect(made.parts).toEqual([{ offset: 0, length: 5 }, null, null]);
+    expect(made.parts).toEqual([{ offset: 0, length: 5 }, null]);
+    expect((await rpc.call('bundle', { folder: 'docs', files: [{ path: 'legit.txt', hash: FAKE_HASH }] })).result).toEqual({ bundle: null, parts: [null] });
     expect(await fs.readFile(path.join(tmp, made.bundle), 'utf8')).toBe('legit');
     await fs.rm(path.join(tmp, made.bundle));
 
@@ -516,6 +516,96 @@ describe('a rogue client on the real rpc.sock', () => {
     rpc.close();
     await expectServerAlive();
   });
+
+  it('bundles and parts cannot amplify: duplicates and overlaps refused, temp space capped per session and in total, freed when read or when the session ends', async () => {
+    const MiB = 1024 * 1024;
+    // 256 files of 64 KiB made on the hub: one bundle of all of them is 16 MiB, the largest there is.
+    await fs.mkdir(path.join(hub, 'quota'));
+    const files: Array<{ path: string; hash: string }> = [];
+    for (let i = 0; i < 256; i++) {
+      const data = crypto.randomBytes(64 * 1024);
+      await fs.writeFile(path.join(hub, 'quota', `f${i}`), data);
+      files.push({ path: `quota/f${i}`, hash: crypto.createHash('sha256').update(data).digest('hex') });
+    }
+    await waitForTreesEqual([hub, alpha, beta], { timeoutMs: 120_000 });
+    await waitIdle(cluster.all);
+    const tmpDir = path.join(hub, '.systemsync', 'tmp');
+    let peak = 0;
+    const tmpBytes = async (): Promise<number> => {
+      let n = 0;
+      for (const name of await fs.readdir(tmpDir)) n += (await fs.lstat(path.join(tmpDir, name)).catch(() => null))?.size ?? 0;
+      peak = Math.max(peak, n);
+      return n;
+    };
+    const baseline = await tmpBytes();
+    const session = async (node: string): Promise<RawRpc> => {
+      const rpc = await openRogue();
+      expect((await rpc.call('hello', { node, folders: ['docs'], protocol: 1 })).error).toBeUndefined();
+      return rpc;
+    };
+    const bundleOf = async (rpc: RawRpc): Promise<RpcMessage> => rpc.call('bundle', { folder: 'docs', files });
+    const nameOf = (reply: RpcMessage): string => {
+      expect(reply.error, JSON.stringify(reply.error)).toBeUndefined();
+      const { bundle, parts } = reply.result as { bundle: string; parts: unknown[] };
+      expect(parts.every((p) => p !== null)).toBe(true);
+      return bundle;
+    };
+
+    // The same path twice (the old limit was 1000 copies of one file, 16 MiB each call).
+    const a = await session('rogue-a');
+    expectRpcError(await a.call('bundle', { folder: 'docs', files: [files[0], files[1], files[0]] }), /listed twice/);
+    // Per session: four 16 MiB bundles, then TEMP_FULL until one is read and removed.
+    const aBundles: string[] = [];
+    for (let i = 0; i < 4; i++) aBundles.push(nameOf(await bundleOf(a)));
+    expectRpcError(await bundleOf(a), /TEMP_FULL|holds/);
+    expect(await tmpBytes()).toBeLessThanOrEqual(baseline + 64 * MiB);
+    await new Promise<void>((resolve, reject) => ssh.sftp.unlink(`${tmpDir}/${aBundles.shift()!}`, (err) => (err ? reject(err) : resolve())));
+    aBundles.push(nameOf(await bundleOf(a)));
+    // In total: three more sessions at their cap make 256 MiB; a fifth session gets TEMP_FULL.
+    const others = [await session('rogue-b'), await session('rogue-c'), await session('rogue-d')];
+    const otherBundles: string[][] = [];
+    for (const rpc of others) {
+      const mine: string[] = [];
+      for (let i = 0; i < 4; i++) mine.push(nameOf(await bundleOf(rpc)));
+      otherBundles.push(mine);
+    }
+    const e = await session('rogue-e');
+    expectRpcError(await bundleOf(e), /TEMP_FULL|full/);
+    expect(await tmpBytes()).toBeLessThanOrEqual(baseline + 256 * MiB);
+    // A session that ends takes its bundles with it, and its room is free again.
+    others[0]!.close();
+    await waitFor(async () => {
+      const names = await fs.readdir(tmpDir);
+      return otherBundles[0]!.every((n) => !names.includes(n));
+    }, { what: 'the bundles of the closed session to be removed' });
+    const eBundle = nameOf(await bundleOf(e));
+    for (const rpc of [a, ...others.slice(1), e]) rpc.close();
+    await waitFor(async () => {
+      const names = await fs.readdir(tmpDir);
+      return [...aBundles, ...otherBundles.flat(), eBundle].every((n) => !names.includes(n));
+    }, { what: 'every bundle of the closed sessions to be removed' });
+    expect(peak).toBeLessThanOrEqual(baseline + 256 * MiB);
+
+    // Pushed parts: overlapping parts of one upload (one 64 KiB upload committed 1000 times over
+    // was 64 MB), and a part longer than a bundled file may be.
+    const p = await session('rogue-p');
+    const data = await fs.readFile(path.join(hub, 'quota', 'f0'));
+    const upload = `${TOKEN}-overlap.up`;
+    await new Promise<void>((resolve, reject) => ssh.sftp.writeFile(`${tmpDir}/${upload}`, data, (err) => (err ? reject(err) : resolve())));
+    const entry = { type: 'file', size: data.length, mtime: Date.now(), mode: 0o644, hash: files[0]!.hash };
+    const ops = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', path: `${TOKEN}-copy${i}`, base: null, entry, upload, part: { offset: 0, length: data.length } }));
+    const reply = await p.call('push', { folder: 'docs', ops });
+    expect(reply.error, JSON.stringify(reply.error)).toBeUndefined();
+    const results = (reply.result as { results: Array<{ status: string; code?: string; message?: string }> }).results;
+    expect(results.every((r) => r.status === 'error' && r.code === 'BAD_UPLOAD' && /overlap/.test(r.message ?? ''))).toBe(true);
+    expect((await fs.readdir(hub)).filter((n) => n.startsWith(`${TOKEN}-copy`))).toEqual([]);
+    await expect(fs.lstat(path.join(tmpDir, upload))).rejects.toThrow(/ENOENT/); // read once, removed
+    const big = crypto.randomBytes(65 * 1024);
+    const bigEntry = { type: 'file', size: big.length, mtime: Date.now(), mode: 0o644, hash: crypto.createHash('sha256').update(big).digest('hex') };
+    expectRpcError(await p.call('push', { folder: 'docs', ops: [{ op: 'put', path: `${TOKEN}-big`, base: null, entry: bigEntry, upload, part: { offset: 0, length: big.length } }] }), /length/);
+    p.close();
+    await expectServerAlive();
+  }, 300_000);
 
   it('drops a connection that sends a 10 MB line, and only that one', async () => {
     const bystander = await openRogue();
