@@ -8,6 +8,7 @@
 //                      [--index-files N] [--latency-files N] [--latency-interval MS]
 //                      [--only latency,small,big,index,fanout,scale] [--out FILE] [--keep] [--log-level L]
 //                      [--fanout-clients N] [--fanout-changes N] [--scale-files N] [--scale-dirs N]
+//                      [--scale-from DIR]  (a tree an earlier scale run wrote, moved into place)
 //
 // `fanout` (100 load sessions on one hub) and `scale` (a million files) run only when named in
 // --only: the default run is the first four cases.
@@ -32,7 +33,7 @@ const DEFAULT_CASES = ['latency', 'small', 'big', 'index'];
 const USAGE = `usage: node bench/run.mjs [--quick] [--reps N] [--small-files N] [--small-dirs N] [--big-mib N]
        [--index-files N] [--latency-files N] [--latency-interval MS] [--only ${CASES.join(',')}]
        [--out FILE] [--keep] [--log-level debug|info|warn]
-       [--fanout-clients N] [--fanout-changes N] [--scale-files N] [--scale-dirs N]
+       [--fanout-clients N] [--fanout-changes N] [--scale-files N] [--scale-dirs N] [--scale-from DIR]
 fanout and scale run only when named in --only.`;
 
 function parseArgs(argv) {
@@ -81,6 +82,7 @@ function parseArgs(argv) {
     else if (arg === '--keep') options.keep = true;
     else if (arg === '--out') options.out = path.resolve(value());
     else if (arg === '--log-level') options.logLevel = value();
+    else if (arg === '--scale-from') options.scaleFrom = path.resolve(value());
     else if (arg === '--only') {
       options.only = value().split(',').map((s) => s.trim()).filter(Boolean);
       const unknown = options.only.filter((c) => !CASES.includes(c));
@@ -156,6 +158,7 @@ function buildReport(o, r, env) {
     row(`the same, p99`, ms(x.p99), base, ratio(x.p99, x.oneP99), '≤ 1000 ms', ok(x.p99 <= 1000));
     row(`hub CPU per change fanned out to ${x.clients - 1} sessions`, ms(x.hubCpuPerChangeMs), `to 1 session: ${ms(x.hubCpuPerChangeOneMs)}`, ratio(x.hubCpuPerChangeMs, x.hubCpuPerChangeOneMs), '', '');
     const pct = (v) => `${(v * 100).toFixed(2)}%`;
+    row(`CPU per change fanned out to ${x.clients - 1} sessions: the load client, sshd`, `${ms(x.loadCpuPerChangeMs)}, ${ms(x.sshdCpuPerChangeMs)}`, `the hub: ${ms(x.hubCpuPerChangeMs)}`, '', '', '');
     row(`hub peak RSS with ${x.clients} sessions`, mib(x.rss.hub), '', '', '', '');
     row(`hub CPU with ${x.clients} sessions connected and idle`, `${pct(x.idleConnected)} of a core`, `the hub with no client: ${pct(x.idleAlone)}; sshd with the ${x.clients} connections: ${pct(x.idleSshd)}`, '', '≤ 1% of a core', ok(x.idleConnected <= 0.01));
   }

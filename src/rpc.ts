@@ -348,7 +348,15 @@ export interface AckParams {
 export interface ChangedParams {
   folder: string;
   head: number;
+  /**
+   * Optional, inline page: every change after `after` up to `head` (what `changes(after)` would
+   * answer, complete), so that a client whose cursor is `after` needs no `changes` request.
+   */
+  after?: number;
+  changes?: Change[];
 }
+/** At most this many changes travel inline in a `changed` notification. */
+export const MAX_INLINE_CHANGES = 256;
 export type EmptyParams = Record<string, never>;
 /** Control-socket results belong to the daemon (node.ts); the wire only requires an object. */
 export type ControlResult = Record<string, unknown>;
@@ -419,7 +427,10 @@ const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result
     result: obj({ blocks: nullable(str({ maxBytes: Math.ceil((MAX_BLOCKS * BLOCK_HASH_BYTES) / 3) * 4, pattern: /^[A-Za-z0-9+/]*={0,2}$/, patternHint: 'expected base64' })) }),
   },
   ack: { params: obj({ folder: folderName, seq }), result: emptyParams },
-  changed: { params: obj({ folder: folderName, head: seq }), result: { parse: () => undefined } },
+  changed: {
+    params: obj({ folder: folderName, head: seq, after: optional(seq), changes: optional(arrayOf(changeSchema, 0, MAX_INLINE_CHANGES)) }),
+    result: { parse: () => undefined },
+  },
   status: { params: emptyParams, result: anyObject },
   tasks: { params: emptyParams, result: anyObject },
   retry: { params: emptyParams, result: anyObject },
@@ -536,7 +547,23 @@ export function rpcToError(e: unknown): Error {
 
 /** A method implementation: params are already validated; what it returns is validated too. */
 export type Handler<P, R, Ctx> = (params: P, ctx: Ctx, peer: RpcPeer) => Promise<R> | R;
-export type Handlers<Ctx> = { [M in MethodName]?: Handler<ParamsOf<M>, ResultOf<M>, Ctx> };
+/** A handler may answer a PreparedResult: validated and serialised once, sent as is (a shared page). */
+export type Handlers<Ctx> = { [M in MethodName]?: Handler<ParamsOf<M>, ResultOf<M> | PreparedResult, Ctx> };
+
+/** A result validated and serialised once, for many peers (e.g. one page of the change feed). */
+export class PreparedResult {
+  private constructor(readonly json: string) {}
+
+  /** @throws SchemaError when `result` does not fit `method`'s result schema. */
+  static of<M extends MethodName>(method: M, result: ResultOf<M>): PreparedResult {
+    return new PreparedResult(JSON.stringify(validateResult(method, result)));
+  }
+}
+
+/** A notification validated and serialised once, for `peer.sendPrepared` on many peers. */
+export function prepareNotification<M extends MethodName>(method: M, params: ParamsOf<M>): string {
+  return JSON.stringify({ jsonrpc: '2.0', method, params: validateParams(method, params) });
+}
 
 export interface RpcPeerOptions<Ctx> {
   handlers: Handlers<Ctx>;
@@ -564,6 +591,8 @@ export interface RpcPeer {
   notify<M extends MethodName>(method: M, params: ParamsOf<M>): void;
   /** Ends the stream; pending requests reject with RpcClosedError. Idempotent. */
   close(): void;
+  /** Sends a line made by prepareNotification (dropped when closed). */
+  sendPrepared(line: string): void;
   readonly isClosed: boolean;
   /** Resolves once the connection is closed, for whatever reason. */
   readonly closed: Promise<void>;
@@ -596,6 +625,11 @@ export function createRpcPeer<Ctx>(stream: Duplex, opts: RpcPeerOptions<Ctx>): R
 
   const writeLine = (message: unknown): void => {
     if (stream.destroyed || !stream.writable) return;
+    const prepared = (message as { result?: unknown } | null)?.result;
+    if (prepared instanceof PreparedResult) {
+      stream.write(`{"jsonrpc":"2.0","id":${JSON.stringify((message as { id: JSONRPCID }).id)},"result":${prepared.json}}\n`);
+      return;
+    }
     let text: string;
     try {
       text = JSON.stringify(message);
@@ -640,6 +674,7 @@ export function createRpcPeer<Ctx>(stream: Duplex, opts: RpcPeerOptions<Ctx>): R
         return answer(errorToRpc(err, log));
       }
       if (id === undefined) return null;
+      if (result instanceof PreparedResult) return createJSONRPCSuccessResponse(id, result as unknown as null);
       try {
         result = schemas.result.parse(result, 'result');
       } catch (err) {
@@ -883,6 +918,10 @@ export function createRpcPeer<Ctx>(stream: Duplex, opts: RpcPeerOptions<Ctx>): R
       } catch (err) {
         log('error', `${method}: notification not sent: ${(err as Error).message}`);
       }
+    },
+    sendPrepared(line: string): void {
+      if (isClosed || stream.destroyed || !stream.writable) return;
+      stream.write(`${line}\n`);
     },
     close(): void {
       if (isClosed && stream.destroyed) return;

@@ -22,9 +22,10 @@ import { SyncError } from './core/errors.js';
 import { SerialLock, forEachLimited } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { showPath } from './node/log.js';
-import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type BlocksParams, type BlocksResult, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
+import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, prepareNotification, type BlocksParams, type BlocksResult, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
 import { ServerBlocks } from './server/delta.js';
 import { isValidBlockSize } from './core/blocks.js';
+import { FeedCache } from './server/feedcache.js';
 import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
 import { watchFolder, type FolderWatcher } from './fs/watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
@@ -82,6 +83,8 @@ class ServedFolder {
   private ignore: IgnoreMatcher;
   /** Highest seq known to be on disk: the feed never shows more. */
   durableHead = 0;
+  /** One `changed` line for all clients, pages shared by all clients. */
+  readonly feed: FeedCache;
   /** start() got past its presence check once: later pauses end with a resume, not a start. */
   isStarted = false;
 
@@ -95,6 +98,13 @@ class ServedFolder {
   ) {
     this.ignore = createIgnoreMatcher(patterns, null);
     this.durableHead = log.head;
+    // A name the wire rejects (recorded before this check existed) is left out of pages and
+    // inline changes, not allowed to fail the validation of the whole page for every client.
+    this.feed = new FeedCache(name, log, this.durableHead, (c) => {
+      if (isSendableChange(c)) return true;
+      this.logger.error(`not sent: ${showPath(c.path)}: ${unsendableReason(c.path) ?? 'BAD_PATH'}`);
+      return false;
+    });
   }
 
   get tmpDir(): string {
@@ -910,16 +920,7 @@ export class SyncServer extends NodeBase {
   private async changes(session: Session, params: { folder: string; after: number; limit: number }) {
     const folder = this.folderFor(session, params.folder);
     if (folder.paused !== null) throw new SyncError('FOLDER_PAUSED', `folder ${folder.name} is paused on the server: ${folder.paused}`);
-    const page = folder.log.changesAfter(params.after, params.limit);
-    // A name the wire rejects (recorded before this check existed) is left out, not allowed to
-    // fail the validation of the whole page for every client.
-    const changes = page.changes.filter((c) => c.seq <= folder.durableHead && (isSendableChange(c) || this.skipUnsendable(folder.name, c.path)));
-    return { ...page, changes };
-  }
-
-  private skipUnsendable(folder: string, p: string): false {
-    this.logger.child(folder).error(`not sent: ${showPath(p)}: ${unsendableReason(p) ?? 'BAD_PATH'}`);
-    return false;
+    return folder.feed.page(params.after, params.limit, folder.durableHead);
   }
 
   private async ack(session: Session, params: { folder: string; seq: number }) {
@@ -933,10 +934,14 @@ export class SyncServer extends NodeBase {
    * too: its pull skips its own versions without I/O, and its cursor moves past them.
    */
   notifyChanged(folder: string, head: number): void {
+    const feed = this.folders.get(folder)?.feed;
+    let line: string | null = null;
     for (const session of this.sessions) {
       if (!session.folders.has(folder)) continue;
-      session.peer.notify('changed', { folder, head });
+      line ??= feed?.changedLine(head) ?? prepareNotification('changed', { folder, head });
+      session.peer.sendPrepared(line);
     }
+    if (line === null) feed?.skipTo(head);
   }
 
   protected override async stopRole(): Promise<void> {

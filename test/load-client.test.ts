@@ -104,6 +104,10 @@ describe('load client: 20 sessions against a real hub', () => {
       { timeoutMs: 60_000, what: 'every session to hold every change' },
     );
     for (const s of sessions) expect(s.errors, `${s.name} pull errors`).toEqual([]);
+    // Both ways of pulling were used: `changes` pages (catching up from cursor 0 over pages of
+    // 50) and pages inline in the hub's `changed` notifications.
+    for (const s of sessions) expect(s.pages, `${s.name} changes requests`).toBeGreaterThanOrEqual(2);
+    expect(sessions.filter((s) => s.inlinePages > 0).length, 'sessions that applied inline pages').toBeGreaterThan(0);
     // The apply sessions hold it on disk too.
     for (const s of appliers.sessions) {
       const local = contentOf(await snapshotTree(s.options.localRoot!));

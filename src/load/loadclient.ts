@@ -62,12 +62,15 @@ export class LoadSession extends EventEmitter {
   /** The hub's head as last told (hello, a `changed` notification, a page). */
   head = 0;
   pulls = 0;
+  /** `changes` requests made, and inline pages (in `changed`) applied instead. */
   pages = 0;
+  inlinePages = 0;
   errors: Error[] = [];
   private ssh: SshSession | null = null;
   private peer: RpcPeer | null = null;
   private info: FolderInfo | null = null;
   private pulling: Promise<void> | null = null;
+  private readonly inline: Array<{ after: number; head: number; changes: Change[] }> = [];
   private again = false;
 
   constructor(readonly options: LoadSessionOptions) {
@@ -102,6 +105,7 @@ export class LoadSession extends EventEmitter {
         changed: (params) => {
           if (params.folder !== options.folder) return;
           if (params.head > this.head) this.head = params.head;
+          if (params.after !== undefined && params.changes !== undefined) this.inline.push({ after: params.after, head: params.head, changes: params.changes });
           this.schedulePull();
         },
       },
@@ -138,30 +142,62 @@ export class LoadSession extends EventEmitter {
     });
   }
 
-  /** Pages through the feed after the cursor until a page is short, applying and acknowledging each. */
+  /**
+   * Applies the inline pages that start at (or before) the cursor; otherwise pages through the
+   * feed after the cursor until a page is short. Each page applied is acknowledged.
+   */
   private async pullAll(): Promise<void> {
     const peer = this.peer!;
     const limit = this.options.pageLimit ?? 1000;
     this.pulls++;
     for (;;) {
+      const inline = this.takeInline();
+      if (inline !== null) {
+        this.inlinePages++;
+        await this.applyChanges(inline.changes, inline.head);
+        continue;
+      }
+      if (this.cursor >= this.head) return;
       const page = await peer.request('changes', { folder: this.options.folder, after: this.cursor, limit });
       this.pages++;
       if (page.head > this.head) this.head = page.head;
-      if (page.reset) this.held.clear();
-      if (page.changes.length === 0) {
-        // Nothing durable past the cursor yet: what the head says will come with a later notification.
-        return;
+      if (page.reset) {
+        // Below the hub's floor (or past its head): start over from a full listing.
+        this.held.clear();
+        this.cursor = 0;
+        continue;
       }
-      if (this.options.mode === 'apply') await this.applyPage(page.changes);
-      const at = performance.now();
-      for (const change of page.changes) {
-        this.held.set(change.path, { seq: change.seq, hash: change.entry === null ? null : change.entry.type === 'file' ? change.entry.hash : '' });
-        this.emit('applied', { session: this, change, at } satisfies AppliedEvent);
-      }
-      this.cursor = page.changes[page.changes.length - 1]!.seq;
-      await peer.request('ack', { folder: this.options.folder, seq: this.cursor });
+      // Nothing durable past the cursor yet: what the head says will come with a later notification.
+      if (page.changes.length === 0) return;
+      await this.applyChanges(page.changes, page.changes[page.changes.length - 1]!.seq);
       if (page.changes.length < limit) return;
     }
+  }
+
+  /** The next inline page that continues from the cursor (the part after it); null at a gap. */
+  private takeInline(): { changes: Change[]; head: number } | null {
+    while (this.inline.length > 0) {
+      const page = this.inline[0]!;
+      if (page.head <= this.cursor) {
+        this.inline.shift();
+        continue;
+      }
+      if (page.after > this.cursor) return null;
+      this.inline.shift();
+      return { changes: page.changes.filter((c) => c.seq > this.cursor), head: page.head };
+    }
+    return null;
+  }
+
+  private async applyChanges(changes: Change[], cursor: number): Promise<void> {
+    if (this.options.mode === 'apply' && changes.length > 0) await this.applyPage(changes);
+    const at = performance.now();
+    for (const change of changes) {
+      this.held.set(change.path, { seq: change.seq, hash: change.entry === null ? null : change.entry.type === 'file' ? change.entry.hash : '' });
+      this.emit('applied', { session: this, change, at } satisfies AppliedEvent);
+    }
+    this.cursor = cursor;
+    await this.peer!.request('ack', { folder: this.options.folder, seq: this.cursor });
   }
 
   private localPath(rel: string): string {
