@@ -31,4 +31,10 @@ export declare function generateKey(privateKeyPath: string, type?: 'ed25519' | '
 /** Starts a private sshd. `dir` (created if needed) holds all its files; default: a fresh temp dir. */
 export declare function startSshd(opts?: {
     dir?: string;
+    /** The host key's type (default ed25519). */
+    hostKeyType?: 'ed25519' | 'ecdsa' | 'rsa';
+    /** A CA private key: the host key gets a host certificate for 127.0.0.1 signed by it (HostCertificate). */
+    hostCertificateCa?: string;
+    /** More sshd_config lines. */
+    extraConfig?: string[];
 }): Promise<TestSshd>;

@@ -50,20 +50,27 @@ export async function startSshd(opts = {}) {
     if (isRoot)
         mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
     const user = os.userInfo().username;
-    const hostKeyPath = path.join(dir, 'ssh_host_ed25519_key');
+    const hostKeyType = opts.hostKeyType ?? 'ed25519';
+    const hostKeyPath = path.join(dir, `ssh_host_${hostKeyType}_key`);
     const clientKeyPath = path.join(dir, 'client_ed25519');
     const [hostKey, clientKey] = await Promise.all([
-        generateKey(hostKeyPath, 'ed25519', 'systemsync-test-host'),
+        generateKey(hostKeyPath, hostKeyType, 'systemsync-test-host'),
         generateKey(clientKeyPath, 'ed25519', 'systemsync-test-client'),
     ]);
     const authorizedKeysPath = path.join(dir, 'authorized_keys');
     writeFileSync(authorizedKeysPath, `${clientKey.publicKeyLine}\n`, { mode: 0o600 });
     const hostPublicKey = hostKey.publicKeyLine.split(/\s+/).slice(0, 2).join(' ');
+    // A host certificate for 127.0.0.1, signed by the CA key at opts.hostCertificateCa.
+    const extra = [...(opts.extraConfig ?? [])];
+    if (opts.hostCertificateCa !== undefined) {
+        await execFileAsync('ssh-keygen', ['-q', '-s', opts.hostCertificateCa, '-h', '-I', 'systemsync-test-host', '-n', '127.0.0.1', `${hostKeyPath}.pub`]);
+        extra.push(`HostCertificate ${hostKeyPath}-cert.pub`);
+    }
     let lastError = null;
     for (let attempt = 0; attempt < 5; attempt++) {
         const port = await freePort();
         const configPath = path.join(dir, 'sshd_config');
-        writeFileSync(configPath, sshdConfig({ dir, port, hostKeyPath, authorizedKeysPath, isRoot, user }));
+        writeFileSync(configPath, sshdConfig({ dir, port, hostKeyPath, authorizedKeysPath, isRoot, user }) + extra.map((l) => `${l}\n`).join(''));
         const child = spawn(sshdPath, ['-D', '-e', '-f', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
         let stderr = '';
         child.stderr.setEncoding('utf8');

@@ -4,7 +4,9 @@
  * Supported: comma-separated host patterns, `[host]:port` for ports other than 22, hashed names
  * (`|1|base64salt|base64hmacsha1`), negated patterns (`!pattern`), wildcards `*` and `?`,
  * `@revoked` (a matching revoked key is refused), comments and blank lines. `@cert-authority`
- * lines are ignored (systemsync does not use host certificates). Malformed lines are skipped.
+ * lines are parsed but never match a plain key: ssh2 cannot negotiate host certificates, so a host
+ * trusted only through a CA cannot be verified, and `certAuthoritiesFor` lets the caller refuse
+ * to pin a plain key for it. Malformed lines are skipped.
  * Pure: text in, answers out; reading and appending the file is the caller's job.
  */
 import { createHash, createHmac } from 'node:crypto';
@@ -27,7 +29,7 @@ export interface HostKeyLookup {
 
 interface KnownHostsEntry {
   line: number;
-  marker: 'revoked' | null;
+  marker: 'revoked' | 'cert-authority' | null;
   hostField: string;
   keyType: string;
   keyBlob: Buffer;
@@ -80,6 +82,14 @@ export function lookupHostKey(text: string, host: string, port: number, keyBlob:
   return { status: knownKeys.length > 0 ? 'mismatch' : 'unknown', knownKeys };
 }
 
+/** The `@cert-authority` keys whose host patterns cover this host (OpenSSH would accept a host certificate they signed). */
+export function certAuthoritiesFor(text: string, host: string, port: number): KnownHostKey[] {
+  const name = hostLookupName(host, port);
+  return parseKnownHosts(text)
+    .filter((entry) => entry.marker === 'cert-authority' && isHostFieldMatching(entry.hostField, name))
+    .map(({ line, keyType, keyBlob }) => ({ line, keyType, keyBlob }));
+}
+
 /** Key types listed (not revoked) for the host, in file order, without duplicates. */
 export function knownKeyTypesFor(text: string, host: string, port: number): string[] {
   const name = hostLookupName(host, port);
@@ -99,10 +109,10 @@ function parseKnownHosts(text: string): KnownHostsEntry[] {
   for (let index = 0; index < lines.length; index++) {
     const fields = (lines[index] ?? '').trim().split(/[ \t]+/);
     if (fields[0] === undefined || fields[0] === '' || fields[0].startsWith('#')) continue;
-    let marker: 'revoked' | null = null;
+    let marker: KnownHostsEntry['marker'] = null;
     if (fields[0].startsWith('@')) {
-      if (fields[0] !== '@revoked') continue; // @cert-authority and unknown markers
-      marker = 'revoked';
+      if (fields[0] !== '@revoked' && fields[0] !== '@cert-authority') continue; // unknown markers
+      marker = fields[0] === '@revoked' ? 'revoked' : 'cert-authority';
       fields.shift();
     }
     const [hostField, keyType, keyBase64] = fields;

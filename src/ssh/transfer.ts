@@ -11,6 +11,7 @@ import fs, { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { withFileLock } from './filelock.js';
 import type { Duplex } from 'node:stream';
 import ssh2, { type Client as SshClient, type ClientChannel, type SFTPWrapper, type Stats } from 'ssh2';
 
@@ -21,6 +22,7 @@ import {
   hostLookupName,
   keyTypeOfBlob,
   knownKeyTypesFor,
+  certAuthoritiesFor,
   lookupHostKey,
   type KnownHostKey,
 } from './knownhosts.js';
@@ -86,6 +88,18 @@ export class HostKeyChangedError extends TransferError {
     readonly offeredFingerprint: string,
   ) {
     super('HOST_KEY_CHANGED', message);
+  }
+}
+
+/** known_hosts trusts this host only through @cert-authority, and ssh2 cannot check host certificates. */
+export class HostKeyCertOnlyError extends TransferError {
+  constructor(
+    message: string,
+    readonly fingerprint: string,
+    /** The line that would trust this plain key, once checked by hand. */
+    readonly knownHostsLine: string,
+  ) {
+    super('HOST_KEY_CERT_ONLY', message);
   }
 }
 
@@ -218,7 +232,7 @@ const DEFAULT_READY_TIMEOUT_MS = 20_000;
 const DEFAULT_KEEPALIVE_INTERVAL_MS = 15_000;
 const KEEPALIVE_COUNT_MAX = 3;
 
-/** ssh2's default host key algorithms, in its order; reordered to prefer types known_hosts has. */
+/** ssh2's default host key algorithms without SHA-1 `ssh-rsa`, in its order; reordered to prefer types known_hosts has. */
 const HOST_KEY_ALGORITHMS = [
   'ssh-ed25519',
   'ecdsa-sha2-nistp256',
@@ -226,7 +240,7 @@ const HOST_KEY_ALGORITHMS = [
   'ecdsa-sha2-nistp521',
   'rsa-sha2-512',
   'rsa-sha2-256',
-  'ssh-rsa',
+  // Not 'ssh-rsa': its signatures use SHA-1 (OpenSSH disabled it by default in 8.8).
 ] as const;
 type HostKeyAlgorithm = (typeof HOST_KEY_ALGORITHMS)[number];
 
@@ -376,7 +390,14 @@ async function readKnownHosts(knownHostsPath: string): Promise<string> {
   }
 }
 
-async function checkHostKey(target: SshTarget, keyBlob: Buffer): Promise<void> {
+/**
+ * Checks the offered host key against known_hosts. Under accept-new, an unknown key is looked up
+ * again and appended while holding `<known_hosts>.lock` (`locked`), in one O_APPEND write: two
+ * processes meeting a new host at once pin one key, and the other sees it (a match, or a changed
+ * key). A host covered by a `@cert-authority` line is trusted only through host certificates,
+ * which ssh2 cannot negotiate: its plain key is never pinned.
+ */
+async function checkHostKey(target: SshTarget, keyBlob: Buffer, locked = false): Promise<void> {
   const text = await readKnownHosts(target.knownHostsPath);
   const { status, knownKeys } = lookupHostKey(text, target.host, target.port, keyBlob);
   const where = hostLookupName(target.host, target.port);
@@ -394,7 +415,27 @@ async function checkHostKey(target: SshTarget, keyBlob: Buffer): Promise<void> {
       throw hostKeyChanged(target, where, keyType, fingerprint, knownKeys);
     case 'unknown': {
       const line = formatKnownHostsLine(target.host, target.port, keyType, keyBlob);
+      const authorities = certAuthoritiesFor(text, target.host, target.port);
+      if (authorities.length > 0) {
+        throw new HostKeyCertOnlyError(
+          `host ${where} is trusted in ${target.knownHostsPath} only through @cert-authority ` +
+            `(${authorities.map((k) => `${k.keyType} ${fingerprintSha256(k.keyBlob)} (line ${k.line})`).join(', ')}), ` +
+            `but systemsync (ssh2) cannot verify host certificates, and it will not pin the plain key ${keyType} ${fingerprint} ` +
+            'in their place, whatever host_key_check says. If that fingerprint is the server\'s (check with "ssh-keygen -lf' +
+            ` /etc/ssh/ssh_host_*_key.pub" on the server), add its plain key line: ${line}`,
+          fingerprint,
+          line,
+        );
+      }
       if (target.hostKeyCheck === 'accept-new') {
+        if (!locked) {
+          await fsp.mkdir(path.dirname(target.knownHostsPath), { recursive: true, mode: 0o700 }).catch(() => undefined);
+          await withFileLock(target.knownHostsPath, () => checkHostKey(target, keyBlob, true)).catch((err: unknown) => {
+            if (err instanceof TransferError) throw err;
+            throw new KnownHostsError(`cannot add the host key to ${target.knownHostsPath}: ${(err as Error).message}`, { cause: err });
+          });
+          return;
+        }
         await appendKnownHostsLine(target.knownHostsPath, text, line);
         return;
       }
@@ -445,7 +486,7 @@ async function appendKnownHostsLine(knownHostsPath: string, currentText: string,
 function hostKeyAlgorithmsPreferring(knownTypes: string[]): HostKeyAlgorithm[] {
   const algorithmsOf = (type: string): HostKeyAlgorithm[] =>
     type === 'ssh-rsa'
-      ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']
+      ? ['rsa-sha2-512', 'rsa-sha2-256']
       : HOST_KEY_ALGORITHMS.filter((algorithm) => algorithm === type);
   const preferred = knownTypes.flatMap(algorithmsOf);
   return [...new Set([...preferred, ...HOST_KEY_ALGORITHMS])];
