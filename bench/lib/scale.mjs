@@ -153,7 +153,8 @@ export async function scaleCase(ctx) {
   const perDir = Math.ceil(scaleFiles / scaleDirs);
   // A million files take minutes to remove: the cluster goes in a niced child, after the report.
   let clusterDir = null;
-  const result = await withCluster({ ...ctx, keep: true }, {}, async (cluster) => {
+  // Log level warn: at info the hub writes one line per file it indexes.
+  const result = await withCluster({ ...ctx, keep: true }, { logLevel: 'warn' }, async (cluster) => {
     clusterDir = cluster.dir;
     const [a, b] = cluster.clients;
     let fillMs;
@@ -171,6 +172,8 @@ export async function scaleCase(ctx) {
 
     const t1 = now();
     await cluster.startServer();
+    // The hub answers status at once, but opens rpc.sock only once it has indexed the folder.
+    await waitFor(() => fs.existsSync(path.join(cluster.server.stateDir, 'rpc.sock')), { timeoutMs: 7_200_000, intervalMs: 200, what: 'the hub to index the folder' });
     const serverIndexMs = now() - t1;
     ctx.log(`scale: hub indexed in ${(serverIndexMs / 1000).toFixed(1)} s`);
 
