@@ -402,6 +402,10 @@ class SyncedFolder {
     this.noRename.clear();
     for (const [p, record] of plan.restat) this.state.setBase(p, record);
     const ops = plan.ops;
+    // A path looked at that needs no op has nothing left to retry: an old failure of it is over
+    // (else it stays failed, and in the outbox, for ever: the push loop takes it again and again).
+    const opPaths = new Set(ops.flatMap((op) => (op.op === 'rename' ? [op.from, op.to] : [op.path])));
+    for (const p of locals.keys()) if (!opPaths.has(p)) this.state.clearFailure(p, 'push');
     this.logger.debug(`push batch: ${batch.length} hinted, ${locals.size} read in ${readAt - startedAt} ms, ${ops.length} op(s)`);
     let progressed = ops.length === 0;
     if (ops.length > 0) progressed = await this.runOps(link, ops, locals);

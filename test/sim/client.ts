@@ -7,7 +7,10 @@
  * against the base), reconnects with backoff, failure backoff and retries.
  */
 import type { BaseRecord, Change, Entry, PushOp, PushResult } from '../../src/core/types.js';
-import { decidePull, decidePush, hasSameContent, isSameEntry, orderPushOps } from '../../src/core/reconcile.js';
+import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
+import { planPush } from '../../src/core/plan.js';
+import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
+import { decideInterruptedPull, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { isSameOrInside } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
 import {
@@ -146,11 +149,9 @@ export class ClientShell {
       if (base !== null && base.seq >= change.seq) continue;
       yield* pause();
       const local = this.readPath(change.path, base);
-      if (change.entry === null) {
-        if (local === null && base !== null) this.state.deleteBase(change.path);
-      } else if (local !== null && isSameEntry(local.entry, change.entry)) {
-        this.state.setBase(change.path, { seq: change.seq, entry: change.entry, stat: local.stat });
-      }
+      const step = decideInterruptedPull(change, base, local?.entry ?? null);
+      if (step === 'forget') this.state.deleteBase(change.path);
+      if (step === 'record' && local !== null) this.state.setBase(change.path, { seq: change.seq, entry: change.entry!, stat: local.stat });
     }
     if (this.state.pendingApply().length > 0) {
       this.state.endApply();
@@ -279,54 +280,43 @@ export class ClientShell {
       }
       wave = next;
     }
-    const ops = this.planOps(locals);
+    const plan = planPush(locals, this.bases, this.noRename);
+    this.noRename.clear();
+    for (const [p, record] of plan.restat) this.state.setBase(p, record);
+    const ops = plan.ops;
+    // A path looked at that needs no op has nothing left to retry: an old failure of it is over.
+    const opPaths = new Set(ops.flatMap((op) => (op.op === 'rename' ? [op.from, op.to] : [op.path])));
+    for (const p of locals.keys()) if (!opPaths.has(p)) this.state.clearFailure(p, 'push');
     let progressed = ops.length === 0;
     if (ops.length > 0) progressed = yield* this.runOps(link, ops, locals);
     for (const [p, generation] of batch) {
       if (!this.state.failed.some((t) => t.path === p && t.op === 'push' && !t.permanent)) this.state.clearDirty(p, generation);
     }
+    // What the plan could not carry, and every subtree that moved, is looked at again from disk.
+    this.state.markDirty(plan.recheck);
+    yield* this.rescanMovedTrees();
     this.state.flush();
     return progressed;
   }
 
-  /** client.ts planOps, as it is today (to be replaced by the core's push planning). */
-  private planOps(locals: Map<string, LocalState | null>): PushOp[] {
-    const ops: PushOp[] = [];
-    const consumed = new Set<string>();
-    const renamedDirs: Array<[string, string]> = [];
-    for (const [p, local] of locals) {
-      if (local === null || local.stat === null || local.entry.type === 'symlink' || this.noRename.has(p)) continue;
-      const base = this.state.getBase(p);
-      if (base !== null && base.stat?.ino === local.stat.ino) continue;
-      const from = this.state.pathOfInode(local.stat.ino);
-      if (from === null || from === p || consumed.has(from) || locals.get(from) !== null || !locals.has(from)) continue;
-      const fromBase = this.state.getBase(from)!;
-      if (fromBase.entry.type !== local.entry.type || !hasSameContent(fromBase.entry, local.entry)) continue;
-      if (renamedDirs.some(([f, t]) => isSameOrInside(from, f) && isSameOrInside(p, t))) {
-        consumed.add(from).add(p);
-        continue;
-      }
-      ops.push({ op: 'rename', from, to: p, base: fromBase.seq, toBase: base?.seq ?? null, entry: local.entry });
-      consumed.add(from).add(p);
-      if (local.entry.type === 'dir') renamedDirs.push([from, p]);
+  /** The base index as the core sees it. */
+  private readonly bases = {
+    get: (p: string): BaseRecord | null => this.state.getBase(p),
+    pathOfInode: (ino: number): string | null => this.state.pathOfInode(ino),
+    under: (dir: string): string[] => this.state.baseUnder(dir),
+  };
+
+  /** Subtrees that moved during a batch: what is on disk under them goes back in the outbox. */
+  private readonly movedTrees = new Set<string>();
+
+  private *rescanMovedTrees(): Proc {
+    const trees = [...this.movedTrees];
+    this.movedTrees.clear();
+    for (const tree of trees) {
+      if (trees.some((other) => other !== tree && isSameOrInside(tree, other))) continue;
+      yield* pause();
+      this.state.markDirty([tree, ...(this.fs.lstat(tree)?.kind === 'dir' ? this.fs.walk(tree) : [])]);
     }
-    for (const [p, local] of locals) {
-      if (consumed.has(p)) continue;
-      if (renamedDirs.some(([f, t]) => isSameOrInside(p, f) || isSameOrInside(p, t))) continue;
-      const base = this.state.getBase(p);
-      const op = decidePush(p, base, local?.entry ?? null);
-      if (op === null) {
-        if (base !== null && local !== null && local.stat !== null && !sameFp(base.stat, local.stat)) {
-          this.state.setBase(p, { ...base, stat: local.stat });
-        }
-        continue;
-      }
-      if (op.op === 'put' && op.entry.type === 'file' && base?.entry.type === 'file' && hasSameContent(base.entry, op.entry)) ops.push(op);
-      else if (op.op === 'put' && op.entry.type === 'file') ops.push({ ...op, upload: '' });
-      else ops.push(op);
-    }
-    this.noRename.clear();
-    return orderPushOps(ops);
   }
 
   private *runOps(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Proc<boolean> {
@@ -408,65 +398,26 @@ export class ClientShell {
   }
 
   private *applyPushResult(link: Link, op: PushOp, result: PushResult, locals: Map<string, LocalState | null>): Proc {
-    const p = op.op === 'rename' ? op.to : op.path;
-    const local = locals.get(p) ?? null;
-    if (result.status === 'error') {
-      this.recordPushTask(p, `${result.code}: ${result.message}`, result.permanent);
+    const p = pathOfOp(op);
+    const out = decidePushOutcome(op, result, locals.get(p) ?? null, this.bases);
+    if (out.failure !== null) {
+      const { code, message, permanent } = out.failure;
+      this.recordPushTask(p, `${code}: ${message}`, permanent);
       return;
     }
     this.state.clearFailure(p, 'push');
-    if (result.status === 'ok') {
-      this.hooks.log(this.name, `pushed ${op.op} ${op.op === 'rename' ? `${op.from} -> ${op.to}` : op.path} seq ${result.seq}`);
-      if (op.op === 'delete') {
-        this.state.deleteBase(op.path);
-        return;
-      }
-      this.state.setBase(p, { seq: result.seq, entry: op.entry, stat: local?.stat ?? null });
-      if (op.op === 'rename') {
-        this.state.deleteBase(op.from);
-        for (const child of this.state.baseUnder(op.from)) {
-          const childBase = this.state.getBase(child)!;
-          this.state.deleteBase(child);
-          const target = op.to + child.slice(op.from.length);
-          const seq = result.moved?.find(([moved]) => moved === target)?.[1] ?? childBase.seq;
-          this.state.setBase(target, { ...childBase, seq });
-        }
-        if (op.entry.type === 'dir') this.state.markDirty(this.state.baseUnder(op.to));
-      }
-      return;
-    }
-    if (result.status === 'same') {
-      if (result.entry !== null && op.op !== 'delete') {
-        this.state.setBase(p, { seq: result.seq, entry: result.entry, stat: local?.stat ?? null });
-        if (!isSameEntry(result.entry, op.entry)) this.state.markDirty([p]);
-      } else if (op.op === 'delete') {
-        this.state.deleteBase(op.path);
-      }
-      return;
-    }
-    if (result.status === 'conflict') {
-      this.hooks.log(this.name, `conflict on ${p}: ours is now ${result.copy}`);
-      this.hooks.window(this.name, p, 'conflict-rename');
+    if (out.moveAside !== null) {
+      this.hooks.window(this.name, out.moveAside.from, 'conflict-rename');
       yield* pause();
-      movePath(this.fs, p, result.copy);
-      yield* pause();
-      const moved = readLocal(this.fs, result.copy);
-      this.state.setBase(result.copy, {
-        seq: result.copySeq,
-        entry: op.op === 'delete' ? result.current.entry! : op.entry,
-        stat: moved !== null ? moved.stat : null,
-      });
-      this.state.deleteBase(p);
-      yield* this.applyChange(link, { path: p, ...result.current }, true);
-      return;
+      movePath(this.fs, out.moveAside.from, out.moveAside.to);
     }
-    if (op.op === 'rename') {
-      this.noRename.add(op.to);
-      this.state.markDirty([op.to, op.from]);
-      return;
-    }
-    this.state.deleteBase(p);
-    if (result.current !== null) yield* this.applyChange(link, { path: p, ...result.current }, true);
+    for (const q of out.deleteBases) this.state.deleteBase(q);
+    for (const [q, record] of out.setBases) this.state.setBase(q, record);
+    for (const q of out.noRename) this.noRename.add(q);
+    this.state.markDirty(out.recheck);
+    for (const tree of out.rescanTrees) this.movedTrees.add(tree);
+    if (out.log !== null) this.hooks.log(this.name, out.log.message + (result.status === 'ok' ? ` seq ${result.seq}` : ''));
+    if (out.pull !== null) yield* this.applyChange(link, out.pull, true);
   }
 
   // -- pull ------------------------------------------------------------------------------------
@@ -533,7 +484,7 @@ export class ClientShell {
     const known = this.state.basePaths();
     for (const p of known) this.state.deleteBase(p);
     yield* this.applyPage(link, live);
-    this.state.markDirty(known.filter((p) => !listed.has(p) || this.state.getBase(p) === null));
+    this.state.markDirty(pathsToPushAfterResync(known, listed, (p) => this.state.getBase(p) !== null));
     this.state.setCursor(head);
     this.state.flush();
     this.schedulePush();

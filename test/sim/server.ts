@@ -5,7 +5,8 @@
  * seqs, flush, notify. One folder. Its log survives a kill only as far as it was flushed.
  */
 import type { Change, Entry, PushOp, PushResult, StatFingerprint, Version } from '../../src/core/types.js';
-import { decideDelete, decidePut, decideRename, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
+import { isSameEntry } from '../../src/core/reconcile.js';
+import { decideCommit, renamedEntry } from '../../src/core/commit.js';
 import { conflictCopyPath } from '../../src/core/conflict.js';
 import { isSameOrInside, parentOf } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
@@ -256,15 +257,14 @@ export class ServerShell {
     this.absorbLocal(op.path);
     yield* pause();
     const current = this.get(op.path);
-    let decision = decidePut(current, op.base, op.entry);
-    if (this.inject === 'put-ignores-base' && decision === 'conflict') decision = 'apply';
-    const isMetadataOnly = op.entry.type === 'file' && tmp === null;
-    if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) return { status: 'stale', current: toWire(current) };
-    if (decision === 'same' && current !== null) {
+    let decision = decideCommit(op, { current, hasUpload: tmp !== null });
+    if (this.inject === 'put-ignores-base' && decision.action === 'conflict') decision = { action: 'apply' };
+    if (decision.action === 'stale') return { status: 'stale', current: toWire(current) };
+    if (decision.action === 'same' && current !== null) {
       if (tmp !== null) this.fs.unlink(tmp);
       return { status: 'same', seq: current.seq, entry: current.entry };
     }
-    if (decision === 'conflict' && current !== null) {
+    if (decision.action === 'conflict' && current !== null) {
       const copy = conflictCopyPath(op.path, this.clockDate(), node, (c) => this.get(c)?.entry != null);
       const stat = this.placeEntry(copy, op.entry, tmp);
       this.recordParents(copy, node);
@@ -280,10 +280,10 @@ export class ServerShell {
     this.absorbLocal(op.path);
     yield* pause();
     const current = this.get(op.path);
-    const decision = decideDelete(current, op.base);
-    if (decision === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
-    if (decision === 'stale') return { status: 'stale', current: toWire(current) };
-    if (current?.entry?.type === 'dir' && this.liveUnder(op.path).length > 0) return { status: 'stale', current: toWire(current) };
+    const liveChildren = current?.entry?.type === 'dir' ? this.liveUnder(op.path).length : 0;
+    const decision = decideCommit(op, { current, liveChildren });
+    if (decision.action === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
+    if (decision.action !== 'apply') return { status: 'stale', current: toWire(current) };
     if (!removePath(this.fs, op.path, this.trashFile)) return { status: 'stale', current: toWire(current) };
     return { status: 'ok', seq: this.assign(op.path, null, node) };
   }
@@ -295,17 +295,38 @@ export class ServerShell {
     yield* pause();
     const currentFrom = this.get(op.from);
     const currentTo = this.get(op.to);
-    if (decideRename(currentFrom, currentTo, op.base, op.toBase) === 'stale' || currentFrom?.entry == null) {
-      return { status: 'stale', current: toWire(currentFrom) };
-    }
-    if (isSameOrInside(op.to, op.from)) throw new OpError('BAD_OP', 'cannot move a directory into itself', true);
-    if (currentTo?.entry?.type === 'dir' && this.liveUnder(op.to).length > 0) return { status: 'stale', current: toWire(currentFrom) };
+    const decision = decideCommit(op, {
+      current: currentFrom,
+      currentTo,
+      liveChildrenOfTarget: currentTo?.entry?.type === 'dir' ? this.liveUnder(op.to).length : 0,
+    });
+    if (decision.action === 'refuse') throw new OpError(decision.code, decision.message, true);
+    if (decision.action !== 'apply' || currentFrom?.entry == null) return { status: 'stale', current: toWire(currentFrom) };
     const children = currentFrom.entry.type === 'dir' ? this.liveUnder(op.from).reverse() : [];
     movePath(this.fs, op.from, op.to, this.trashFile);
     this.recordParents(op.to, node);
     yield* pause();
-    const stat = currentFrom.entry.type === 'file' ? (readLocal(this.fs, op.to)?.stat ?? null) : null;
-    const seq = this.assign(op.to, op.entry, node, { from: op.from, stat });
+    // A chmod (or touch) made right after the rename travels with it: the moved entry gets it.
+    let restamped = false;
+    let stat: StatFingerprint | null = null;
+    if (decision.restamp?.type === 'file') {
+      try {
+        stat = restampFile(this.fs, op.to, decision.restamp);
+        restamped = true;
+      } catch {
+        // changed on disk meanwhile: recorded as moved
+      }
+    }
+    if (decision.restamp?.type === 'dir') {
+      try {
+        this.fs.chmod(op.to, decision.restamp.mode);
+        restamped = true;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    if (currentFrom.entry.type === 'file' && stat === null) stat = readLocal(this.fs, op.to)?.stat ?? null;
+    const seq = this.assign(op.to, renamedEntry(currentFrom.entry, op.entry, restamped), node, { from: op.from, stat });
     const moved: Array<[string, number]> = [];
     for (const child of children) {
       const childRecord = this.get(child)!;
