@@ -39,6 +39,10 @@ export function isUnder(p: string, dir: string): boolean {
 export class MemFs {
   private readonly names = new Map<string, number>();
   private readonly inodes = new Map<number, Inode>();
+  /** Names per inode (hard links). */
+  private readonly nlinks = new Map<number, number>();
+  /** All names, sorted; rebuilt after a change of names. */
+  private sorted: string[] | null = null;
   private temps = 0;
 
   constructor(
@@ -64,16 +68,38 @@ export class MemFs {
     if (!this.parentsOk(p)) throw new FsError('ENOENT', `parent of ${p} is not a directory`);
   }
 
+  private sortedNames(): string[] {
+    this.sorted ??= [...this.names.keys()].sort();
+    return this.sorted;
+  }
+
+  private addName(p: string, ino: number): void {
+    this.sorted = null;
+    this.names.set(p, ino);
+    this.nlinks.set(ino, (this.nlinks.get(ino) ?? 0) + 1);
+  }
+
+  /** Drop one name; the inode goes with its last name. Returns true when it went. */
+  private dropName(p: string): boolean {
+    const ino = this.names.get(p)!;
+    this.sorted = null;
+    this.names.delete(p);
+    const left = (this.nlinks.get(ino) ?? 1) - 1;
+    if (left > 0) {
+      this.nlinks.set(ino, left);
+      return false;
+    }
+    this.nlinks.delete(ino);
+    this.inodes.delete(ino);
+    return true;
+  }
+
   lstat(p: string): Stat | null {
     if (p === '') return { kind: 'dir', ino: 0, size: 0, mode: 0o755, mtime: 0, ctime: 0, nlink: 1 };
     if (!this.parentsOk(p)) return null;
     const n = this.node(p);
     if (n === null) return null;
-    let nlink = 1;
-    if (n.kind === 'file') {
-      nlink = 0;
-      for (const ino of this.names.values()) if (ino === n.ino) nlink++;
-    }
+    const nlink = this.nlinks.get(n.ino) ?? 1;
     return {
       kind: n.kind,
       ino: n.ino,
@@ -117,7 +143,7 @@ export class MemFs {
     }
     const ino = this.newIno();
     this.inodes.set(ino, { kind: 'file', ino, data, mode, mtime: mtime ?? now, ctime: now });
-    this.names.set(p, ino);
+    this.addName(p, ino);
   }
 
   appendFile(p: string, data: string): void {
@@ -129,7 +155,7 @@ export class MemFs {
     if (this.node(p) !== null) throw new FsError('EEXIST', p);
     const ino = this.newIno();
     this.inodes.set(ino, { kind: 'dir', ino, mode, ctime: this.clock() });
-    this.names.set(p, ino);
+    this.addName(p, ino);
   }
 
   /** mkdir -p (parents only through real directories). */
@@ -147,7 +173,7 @@ export class MemFs {
     if (this.node(p) !== null) throw new FsError('EEXIST', p);
     const ino = this.newIno();
     this.inodes.set(ino, { kind: 'symlink', ino, target, ctime: this.clock() });
-    this.names.set(p, ino);
+    this.addName(p, ino);
   }
 
   link(existing: string, p: string): void {
@@ -156,7 +182,7 @@ export class MemFs {
     if (st.kind !== 'file') throw new FsError('EPERM', existing);
     this.requireParent(p);
     if (this.node(p) !== null) throw new FsError('EEXIST', p);
-    this.names.set(p, st.ino);
+    this.addName(p, st.ino);
     (this.inodes.get(st.ino) as Inode).ctime = this.clock();
   }
 
@@ -170,9 +196,7 @@ export class MemFs {
     const st = this.lstat(p);
     if (st === null) throw new FsError('ENOENT', p);
     if (st.kind === 'dir') throw new FsError('EISDIR', p);
-    this.names.delete(p);
-    if (![...this.names.values()].includes(st.ino)) this.inodes.delete(st.ino);
-    else (this.inodes.get(st.ino) as Inode).ctime = this.clock();
+    if (!this.dropName(p)) (this.inodes.get(st.ino) as Inode).ctime = this.clock();
   }
 
   rmdir(p: string): void {
@@ -180,8 +204,7 @@ export class MemFs {
     if (st === null) throw new FsError('ENOENT', p);
     if (st.kind !== 'dir') throw new FsError('ENOTDIR', p);
     if (this.children(p).length > 0) throw new FsError('ENOTEMPTY', p);
-    this.names.delete(p);
-    this.inodes.delete(st.ino);
+    this.dropName(p);
   }
 
   /** rm -r */
@@ -210,6 +233,7 @@ export class MemFs {
     }
     const moved: Array<[string, number]> = [];
     for (const [p, ino] of this.names) if (isUnder(p, from)) moved.push([p, ino]);
+    this.sorted = null;
     for (const [p] of moved) this.names.delete(p);
     for (const [p, ino] of moved) this.names.set(to + p.slice(from.length), ino);
     (this.inodes.get(src.ino) as Inode).ctime = this.clock();
@@ -238,7 +262,7 @@ export class MemFs {
   /** Every synced path under `dir` (not `dir` itself, never `.systemsync/`), parents first, sorted. */
   walk(dir = ''): string[] {
     const out: string[] = [];
-    for (const p of [...this.names.keys()].sort()) {
+    for (const p of this.sortedNames()) {
       if (p === '.systemsync' || p.startsWith('.systemsync/')) continue;
       if (p !== dir && isUnder(p, dir) && this.lstat(p) !== null) out.push(p);
     }
@@ -247,7 +271,7 @@ export class MemFs {
 
   /** All names, including the ones under a symlink or file that cannot be reached (none: the model never creates them). */
   allPaths(): string[] {
-    return [...this.names.keys()].sort();
+    return [...this.sortedNames()];
   }
 }
 

@@ -33,8 +33,13 @@ export class Scheduler {
   private timerSeq = 0;
   private tasks: Task[] = [];
   private timers: Timer[] = [];
+  private currentTask: Task | null = null;
+
   /** The task being advanced (for locks that want to say who holds them). */
-  current = '';
+  get current(): string {
+    const t = this.currentTask;
+    return t === null ? '' : `${t.owner}/${t.label}#${t.id}`;
+  }
   /** Uncaught errors of tasks: a daemon would crash or log; the simulation reports them. */
   readonly crashes: string[] = [];
 
@@ -44,9 +49,17 @@ export class Scheduler {
     this.tasks.push({ id: this.nextId++, owner, label, gen, wait: undefined, wakeAt: this.now });
   }
 
-  /** Run `fn` at simulated time `at` (no interleaving inside it). */
+  /** Run `fn` at simulated time `at` (no interleaving inside it). Timers are kept in (at, seq) order. */
   at(at: number, owner: string, fn: () => void): void {
-    this.timers.push({ at: Math.max(at, this.now), seq: this.timerSeq++, owner, fn });
+    const timer: Timer = { at: Math.max(at, this.now), seq: this.timerSeq++, owner, fn };
+    let lo = 0;
+    let hi = this.timers.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.timers[mid]!.at <= timer.at) lo = mid + 1;
+      else hi = mid;
+    }
+    this.timers.splice(lo, 0, timer);
   }
 
   after(ms: number, owner: string, fn: () => void): void {
@@ -69,44 +82,47 @@ export class Scheduler {
     return t.wait.until();
   }
 
+  private readonly readyScratch: Task[] = [];
+
   /**
    * One step: a due timer, or one ready task advanced to its next yield. When nothing is ready,
    * the clock jumps to the next timer or wake-up. Returns false when nothing is left to do.
    */
   step(): boolean {
     this.steps++;
-    const dueTimers = this.timers.filter((t) => t.at <= this.now);
-    const ready = this.tasks.filter((t) => this.isReady(t));
-    const total = dueTimers.length + ready.length;
+    let due = 0;
+    while (due < this.timers.length && this.timers[due]!.at <= this.now) due++;
+    const ready = this.readyScratch;
+    ready.length = 0;
+    for (const t of this.tasks) if (this.isReady(t)) ready.push(t);
+    const total = due + ready.length;
     if (total === 0) {
-      let next = Infinity;
-      for (const t of this.timers) next = Math.min(next, t.at);
+      let next = this.timers.length > 0 ? this.timers[0]!.at : Infinity;
       for (const t of this.tasks) if (t.wait !== undefined && 'sleep' in t.wait) next = Math.min(next, t.wakeAt);
       if (next === Infinity) return false;
       this.now = next;
       return true;
     }
     const k = this.rng.int(total);
-    if (k < dueTimers.length) {
+    if (k < due) {
       // Timers due at the same moment fire in the order they were set, one per step.
-      const first = dueTimers.reduce((a, b) => (a.at < b.at || (a.at === b.at && a.seq < b.seq) ? a : b));
-      this.timers = this.timers.filter((t) => t !== first);
+      const first = this.timers.shift()!;
       first.fn();
       return true;
     }
-    const task = ready[k - dueTimers.length]!;
+    const task = ready[k - due]!;
     this.now += 1; // every step takes a little time: mtimes and ctimes move
+    this.currentTask = task;
     let res: IteratorResult<Wait, void>;
-    this.current = `${task.owner}/${task.label}#${task.id}`;
     try {
       res = task.gen.next();
     } catch (err) {
-      this.tasks = this.tasks.filter((t) => t !== task);
+      this.removeTask(task);
       this.crashes.push(`${task.owner}/${task.label}: ${(err as Error).stack ?? String(err)}`);
       return true;
     }
     if (res.done === true) {
-      this.tasks = this.tasks.filter((t) => t !== task);
+      this.removeTask(task);
       return true;
     }
     task.wait = res.value;
@@ -114,9 +130,16 @@ export class Scheduler {
     return true;
   }
 
-  /** Nothing runnable now and nothing scheduled except the given owners' periodic timers. */
+  private removeTask(task: Task): void {
+    const i = this.tasks.indexOf(task);
+    if (i >= 0) this.tasks.splice(i, 1);
+  }
+
+  /** How many tasks could run now. */
   get idleTasks(): number {
-    return this.tasks.filter((t) => this.isReady(t)).length;
+    let n = 0;
+    for (const t of this.tasks) if (this.isReady(t)) n++;
+    return n;
   }
 
   pendingTimers(): number {

@@ -198,6 +198,7 @@ export function runSim(options: SimOptions): SimResult {
   let healed = false;
   let violation: Violation | null = null;
   let lastCheck = -1;
+  let checkEvery = 50;
   const isQuiet = (): boolean => {
     if (sched.now <= quietFrom || !healed) return false;
     for (const c of clients.values()) if (!c.isIdle(server.head)) return false;
@@ -215,8 +216,10 @@ export function runSim(options: SimOptions): SimResult {
       ended = 'time';
       break;
     }
-    if (sched.now !== lastCheck && sched.idleTasks === 0 && sched.now - lastCheck >= 50) {
+    if (sched.now !== lastCheck && sched.idleTasks === 0 && sched.now - lastCheck >= checkEvery) {
       lastCheck = sched.now;
+      // Look often at first, then less often while the run stays unsettled (retries back off too).
+      if (sched.now > quietFrom) checkEvery = Math.min(checkEvery * 2, 2000);
       if (isQuiet()) {
         idle = true;
         ended = 'quiet';
