@@ -159,6 +159,7 @@ describe('systemsync.cfg.example', () => {
       listen: null,
       clients: [],
       access: {},
+      versions: { keep: 'staggered', maxAgeDays: 30, count: 5, maxBytes: null },
     } satisfies Config);
   });
 
@@ -179,12 +180,13 @@ describe('systemsync.cfg.example', () => {
     const serverText = text
       .replace(/^role = client$/m, 'role = server')
       .replace(/^\[server\][\s\S]*?(?=^\[folders\])/m, '')
-      .replace(/^;(\[rpc\]|\[trash\]|socket = .*|retention_days = .*)$/gm, '$1');
+      .replace(/^;(\[rpc\]|\[versions\]|socket = .*|keep = .*|days = .*|max_size = .*)$/gm, '$1');
     const config = parseConfig(serverText, 'server.cfg', exampleEnv);
     expect(config.node.role).toBe('server');
     expect(config.server).toBeNull();
     expect(config.rpc.socket).toBe('/home/me/.local/state/systemsync/rpc.sock');
     expect(config.trash.retentionDays).toBe(30);
+    expect(config.versions).toEqual({ keep: 'staggered', maxAgeDays: 30, count: 5, maxBytes: 10 * 1024 ** 3 });
     // Unchanged, the client example is refused on a server with a message that says why.
     expect(() => parseConfig(text, 'systemsync.cfg.example', { ...exampleEnv, role: 'server' })).toThrow(
       'systemsync.cfg.example [server]: expected no [server] section on a server (from --role), got one',
@@ -221,6 +223,7 @@ describe('defaults', () => {
       listen: null,
       clients: [],
       access: {},
+      versions: { ...d.versions },
     } satisfies Config);
   });
 
@@ -392,7 +395,7 @@ describe('loadConfig and findConfigFile (real files)', () => {
 });
 
 describe('properties', () => {
-  const realSections = ['node', 'server', 'rpc', 'folders', 'ignore', 'trash'];
+  const realSections = ['node', 'server', 'rpc', 'folders', 'ignore', 'trash', 'versions'];
   const realKeys = [
     'name', 'role', 'state_dir', 'log_level', 'host', 'port', 'user', 'identity', 'known_hosts',
     'host_key_check', 'rpc_socket', 'connect_timeout', 'socket', 'patterns', 'retention_days',
@@ -440,6 +443,7 @@ describe('properties', () => {
     folders: { docs: ['/srv/docs', '~/docs', 'rel'], photos: ['/srv/photos', '/srv/docs/p'], a: ['/a'], 'b-2': ['/b', '/a/b'] },
     ignore: { patterns: ['*.tmp, x/', '', 'a;b'] },
     trash: { retention_days: ['30', '7', '0'] },
+    versions: { keep: ['trash', 'simple', 'staggered', 'forever'], days: ['30', '0', '1.5'], count: ['5', '0'], max_size: ['10G', '512M', 'lots'] },
   };
   const keyLine = (sectionName: string) =>
     fc.oneof(

@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ini from 'ini';
 import ssh2 from 'ssh2';
+import type { KeepPolicy, VersionPolicy } from '../core/versionpolicy.js';
 
 export type Role = 'client' | 'server';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -74,7 +75,7 @@ export interface Config {
   folders: FolderConfig[];
   /** gitignore patterns applied to every folder; no built-in default. */
   ignore: { patterns: string[] };
-  /** Server: days a file stays in `.systemsync/trash/` before it is removed. */
+  /** Server: days a file stays in `.systemsync/trash/` before it is removed (the versions' maximum age). */
   trash: { retentionDays: number };
   /** Server: the embedded SSH endpoint, or null (clients come in through the system sshd). */
   listen: ListenConfig | null;
@@ -82,6 +83,8 @@ export interface Config {
   clients: ClientKeyConfig[];
   /** Server with `[listen]`: folder name → the clients that may sync it. A folder not listed is open to every client. */
   access: Record<string, string[]>;
+  /** Server: what is kept of deleted and replaced files (`[versions]`; `[trash] retention_days` still works). */
+  versions: VersionPolicy;
 }
 
 /** What `parseConfig` may know of the machine; everything it does not get here it does not use. */
@@ -132,6 +135,7 @@ export const CONFIG_DEFAULTS = deepFreeze({
     /** The host key's default is this name inside state_dir. */
     hostKeyName: 'ssh_host_ed25519_key',
   },
+  versions: { keep: 'staggered' as KeepPolicy, maxAgeDays: 30, count: 5, maxBytes: null as number | null },
   /** Where the config file is looked for when --config is not given, in order. */
   configFiles: ['./systemsync.cfg', '~/.config/systemsync/systemsync.cfg'] as readonly string[],
 });
@@ -174,7 +178,7 @@ export class ConfigError extends Error {
 // ---------------------------------------------------------------------------------------------
 // The schema: sections and their keys.
 
-type SectionName = 'node' | 'server' | 'rpc' | 'folders' | 'ignore' | 'trash' | 'listen' | 'clients' | 'access';
+type SectionName = 'node' | 'server' | 'rpc' | 'folders' | 'ignore' | 'trash' | 'listen' | 'clients' | 'access' | 'versions';
 
 /** Fixed keys per section; `folders` and `access` have folder names as keys, `clients` node names. */
 const SECTION_KEYS: Readonly<Record<SectionName, readonly string[] | 'folder-names' | 'node-names'>> = {
@@ -187,6 +191,7 @@ const SECTION_KEYS: Readonly<Record<SectionName, readonly string[] | 'folder-nam
   listen: ['address', 'port', 'host_key'],
   clients: 'node-names',
   access: 'folder-names',
+  versions: ['keep', 'days', 'count', 'max_size'],
 };
 const SECTION_NAMES = Object.keys(SECTION_KEYS) as SectionName[];
 /** Sections that only one role may have, and why. */
@@ -197,6 +202,7 @@ const SECTION_ROLE: Partial<Record<SectionName, { role: Role; why: string }>> = 
   listen: { role: 'server', why: "the server's embedded SSH endpoint" },
   clients: { role: 'server', why: 'the keys the embedded endpoint accepts' },
   access: { role: 'server', why: 'which clients the server lets sync each folder' },
+  versions: { role: 'server', why: 'the server keeps the versions' },
 };
 
 const ROLES: readonly Role[] = ['client', 'server'];
@@ -551,6 +557,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
       : integer(at('trash', 'retention_days'), retentionRaw, 1, 36500);
 
   const { listen, clients, access } = parseEndpointSections(at, get, values, { name, stateDir, folders, home: opts.home });
+  const versions = parseVersionsSection(at, get, retentionRaw === undefined ? null : retentionDays);
 
   const config: Config = {
     file: opts.cwd !== undefined ? path.resolve(opts.cwd, file) : path.resolve(file),
@@ -559,12 +566,53 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     rpc: { socket: rpcSocket },
     folders,
     ignore: { patterns },
-    trash: { retentionDays },
     listen,
     clients,
     access,
+    trash: { retentionDays: versions.maxAgeDays },
+    versions,
   };
   return deepFreeze(config);
+}
+
+const KEEP_POLICIES: readonly KeepPolicy[] = ['trash', 'simple', 'staggered'];
+
+/**
+ * `[versions]`: keep (default staggered), days (maximum age, default 30), count (simple only,
+ * default 5), max_size (optional). A lone `[trash] retention_days` means `keep = trash` for that
+ * many days, as it did before `[versions]` existed.
+ */
+function parseVersionsSection(
+  at: (section: SectionName | null, key?: string | null) => Where,
+  get: (section: SectionName, key: string) => string | undefined,
+  retentionDays: number | null,
+): VersionPolicy {
+  const defaults = CONFIG_DEFAULTS.versions;
+  const keepRaw = get('versions', 'keep');
+  const daysRaw = get('versions', 'days');
+  if (daysRaw !== undefined && retentionDays !== null) {
+    throw new ConfigError(at('versions', 'days'), `expected either [versions] days or [trash] retention_days, got both; keep [versions] days`);
+  }
+  const keep = keepRaw === undefined ? (retentionDays !== null ? 'trash' : defaults.keep) : oneOf(at('versions', 'keep'), keepRaw, KEEP_POLICIES);
+  const maxAgeDays = daysRaw !== undefined ? integer(at('versions', 'days'), daysRaw, 1, 36500) : (retentionDays ?? defaults.maxAgeDays);
+  const countRaw = get('versions', 'count');
+  if (countRaw !== undefined && keep !== 'simple') {
+    throw new ConfigError(at('versions', 'count'), `expected count only with keep = simple, got it with keep = ${keep}`);
+  }
+  const count = countRaw === undefined ? defaults.count : integer(at('versions', 'count'), countRaw, 1, 100000);
+  const sizeRaw = get('versions', 'max_size');
+  const maxBytes = sizeRaw === undefined ? defaults.maxBytes : byteSize(at('versions', 'max_size'), sizeRaw);
+  return { keep, maxAgeDays, count, maxBytes };
+}
+
+/** A size in bytes: an integer with an optional binary unit (K, M, G, T; "10G", "512M", "1.5T"). */
+function byteSize(where: Where, value: string): number {
+  const m = /^(\d{1,12}(?:\.\d{1,3})?)\s*([KMGT]?)(?:i?B)?$/i.exec(value);
+  const n = m === null ? NaN : Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()));
+  if (!(n >= 1 && Number.isSafeInteger(n))) {
+    throw new ConfigError(where, `expected a size such as 500M or 10G (a number of bytes with an optional K, M, G or T), got ${quote(value)}`);
+  }
+  return n;
 }
 
 function parseServerSection(
