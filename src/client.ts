@@ -32,6 +32,7 @@ import { lstatUnderRoot } from './fs/presence.js';
 import { permissionBits } from './core/modes.js';
 import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
+import type { ConflictsParams, ParamsOf, ResolveParams, RestoreParams, ResultOf, VersionsParams } from './rpc.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { pullDelta, pushDelta } from './client/delta.js';
 import { FileChangedError } from './fs/blocks.js';
@@ -1205,5 +1206,25 @@ export class SyncClient extends NodeBase {
     let n = 0;
     for (const folder of this.folders.values()) n += folder.retryDue(true);
     return n;
+  }
+
+  // Versions and conflicts live on the server: the CLI's questions go there over the session.
+  override versions(params: VersionsParams) {
+    return this.askServer('versions', params);
+  }
+  override restore(params: RestoreParams) {
+    return this.askServer('restore', params);
+  }
+  override conflicts(params: ConflictsParams) {
+    return this.askServer('conflicts', params);
+  }
+  override resolve(params: ResolveParams) {
+    return this.askServer('resolve', params);
+  }
+
+  private askServer<M extends 'versions' | 'restore' | 'conflicts' | 'resolve'>(method: M, params: ParamsOf<M>): Promise<ResultOf<M>> {
+    if (!this.folders.has(params.folder)) return Promise.reject(new SyncError('UNKNOWN_FOLDER', `folder ${JSON.stringify(params.folder)} is not synced by this node`));
+    if (this.link === null) return Promise.reject(new SyncError('NOT_CONNECTED', `not connected to the server ${this.config.server?.host ?? ''}: try again once 'systemsync status' says connected`));
+    return this.link.peer.request(method, params, 600_000);
   }
 }

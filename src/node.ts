@@ -13,6 +13,8 @@ import { ensurePrivateDir, ensureSocketDir } from './persistence.js';
 import { SyncError } from './core/errors.js';
 import { needsMarker, pauseReason } from './core/safety.js';
 import { MARKER_DIR } from './fs/apply.js';
+import { VERSION } from './version.js';
+import type { ConflictsParams, ConflictsResult, ResolveParams, ResolveResult, RestoreParams, RestoreResultWire, VersionsParams, VersionsResult } from './rpc.js';
 
 export interface FolderStatus {
   name: string;
@@ -28,6 +30,8 @@ export interface FolderStatus {
   lastSync: string | null;
   head?: number;
   cursor?: number;
+  /** Server: the versions kept of deleted and replaced files, and the bytes they take. */
+  versions?: { count: number; bytes: number };
 }
 
 export interface TransferStatus {
@@ -49,6 +53,8 @@ export interface ClientStatus {
 }
 
 export interface StatusReport {
+  /** The systemsync version of the daemon. */
+  version: string;
   node: string;
   role: 'client' | 'server';
   connected: boolean;
@@ -235,8 +241,23 @@ export abstract class NodeBase {
     return this.stopping;
   }
 
+  /** Versions, restore, conflicts, resolve: the server answers them, a client asks its server. */
+  versions(_params: VersionsParams): Promise<VersionsResult> {
+    return Promise.reject(new SyncError('UNSUPPORTED', 'versions: not available on this node'));
+  }
+  restore(_params: RestoreParams): Promise<RestoreResultWire> {
+    return Promise.reject(new SyncError('UNSUPPORTED', 'restore: not available on this node'));
+  }
+  conflicts(_params: ConflictsParams): Promise<ConflictsResult> {
+    return Promise.reject(new SyncError('UNSUPPORTED', 'conflicts: not available on this node'));
+  }
+  resolve(_params: ResolveParams): Promise<ResolveResult> {
+    return Promise.reject(new SyncError('UNSUPPORTED', 'resolve: not available on this node'));
+  }
+
   status(): StatusReport {
     return {
+      version: VERSION,
       node: this.config.node.name,
       role: this.config.node.role,
       connected: false,
@@ -258,6 +279,10 @@ export abstract class NodeBase {
           status: () => ({ ...this.status() }),
           tasks: () => ({ tasks: this.tasks() }),
           retry: () => ({ retried: this.retry() }),
+          versions: (params) => this.versions(params),
+          restore: (params) => this.restore(params),
+          conflicts: (params) => this.conflicts(params),
+          resolve: (params) => this.resolve(params),
           stop: () => {
             setImmediate(() => this.resolveStopRequest());
             return { stopping: true };

@@ -358,6 +358,69 @@ export interface ChangedParams {
 /** At most this many changes travel inline in a `changed` notification. */
 export const MAX_INLINE_CHANGES = 256;
 export type EmptyParams = Record<string, never>;
+
+/** `versions`: the versions kept of one path. */
+export interface VersionsParams {
+  folder: string;
+  path: string;
+}
+/** One kept version (SPEC `versions --json`: id, path, time, size, node; the rest is extra). */
+export interface VersionInfoWire {
+  id: string;
+  path: string;
+  time: string;
+  size: number;
+  /** null: not known (kept before the server recorded who removed it). */
+  node: string | null;
+  type: 'file' | 'dir';
+  because: 'deleted' | 'replaced';
+  mtime: string | null;
+  mode: number;
+  entries?: number;
+}
+export interface VersionsResult {
+  versions: VersionInfoWire[];
+  truncated: boolean;
+}
+export interface RestoreParams {
+  folder: string;
+  path: string;
+  /** null: the newest. */
+  version: string | null;
+  /** null: at `path`. */
+  as: string | null;
+}
+export interface RestoreResultWire {
+  path: string;
+  version: string;
+  restored: number;
+  missing: number;
+}
+export interface ConflictsParams {
+  folder: string;
+}
+export interface ConflictWire {
+  folder: string;
+  path: string;
+  original: string;
+  node: string;
+  time: string;
+  hasOriginal: boolean;
+}
+export interface ConflictsResult {
+  conflicts: ConflictWire[];
+  truncated: boolean;
+}
+export interface ResolveParams {
+  folder: string;
+  /** null: every conflict copy of the folder. */
+  copy: string | null;
+  keep: 'copy' | 'original' | 'newest';
+}
+export interface ResolveResult {
+  count: number;
+  resolved: Array<{ copy: string; original: string; kept: 'copy' | 'original' }>;
+}
 /** Control-socket results belong to the daemon (node.ts); the wire only requires an object. */
 export type ControlResult = Record<string, unknown>;
 
@@ -383,6 +446,20 @@ export interface RpcMethods {
   blocks: { params: BlocksParams; result: BlocksResult };
   /** Client → server. The client applied everything up to `seq`. */
   ack: { params: AckParams; result: EmptyParams };
+  /** Client → server, and control socket. The versions kept of `path`, newest first (bounded: `truncated`). */
+  versions: { params: VersionsParams; result: VersionsResult };
+  /**
+   * Client → server, and control socket. Puts a kept version back as a new change; what is at the
+   * target now is kept as a version first. Errors: NO_VERSION, TARGET_IS_DIR, TARGET_IS_FILE, VERSION_GONE.
+   */
+  restore: { params: RestoreParams; result: RestoreResultWire };
+  /** Client → server, and control socket. The folder's live conflict copies, by path (bounded: `truncated`). */
+  conflicts: { params: ConflictsParams; result: ConflictsResult };
+  /**
+   * Client → server, and control socket. Keeps one side of a conflict (of every conflict with
+   * `copy: null`); the other side becomes a version. Errors: NOT_A_CONFLICT, TARGET_IS_DIR.
+   */
+  resolve: { params: ResolveParams; result: ResolveResult };
   /** Server → client notification: the folder's head moved. */
   changed: { params: ChangedParams; result: void };
   /** Control socket: the daemon's status (shape: SPEC `status --json`). */
@@ -399,6 +476,26 @@ export type ParamsOf<M extends MethodName> = RpcMethods[M]['params'];
 export type ResultOf<M extends MethodName> = RpcMethods[M]['result'];
 
 const emptyParams: Schema<EmptyParams> = obj({}) as Schema<EmptyParams>;
+
+/** Listings are cut well below the line limit: at most this many items. */
+export const MAX_VERSIONS_LISTED = 1000;
+export const MAX_CONFLICTS_LISTED = 1000;
+export const MAX_RESOLVED_LISTED = 1000;
+const versionId = str({ min: 1, maxBytes: 40, pattern: /^\d{8}-\d{6}-\d{1,9}$/, patternHint: 'expected a version id such as 20261123-140501-3' });
+const isoTime = str({ min: 1, maxBytes: 40, pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/, patternHint: 'expected an ISO 8601 UTC time' });
+const versionInfoSchema: Schema<VersionInfoWire> = obj({
+  id: versionId,
+  path: relPath,
+  time: isoTime,
+  size: int(0),
+  node: nullable(nodeName),
+  type: oneOf('file', 'dir'),
+  because: oneOf('deleted', 'replaced'),
+  mtime: nullable(isoTime),
+  mode: int(0, 0o7777),
+  entries: optional(int(0)),
+});
+const conflictSchema: Schema<ConflictWire> = obj({ folder: folderName, path: relPath, original: relPath, node: str({ min: 1, maxBytes: 255 }), time: isoTime, hasOriginal: bool });
 
 const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result: Schema<ResultOf<M>> } } = {
   hello: {
@@ -430,6 +527,22 @@ const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result
   changed: {
     params: obj({ folder: folderName, head: seq, after: optional(seq), changes: optional(arrayOf(changeSchema, 0, MAX_INLINE_CHANGES)) }),
     result: { parse: () => undefined },
+  },
+  versions: {
+    params: obj({ folder: folderName, path: relPath }),
+    result: obj({ versions: arrayOf(versionInfoSchema, 0, MAX_VERSIONS_LISTED), truncated: bool }),
+  },
+  restore: {
+    params: obj({ folder: folderName, path: relPath, version: nullable(versionId), as: nullable(relPath) }),
+    result: obj({ path: relPath, version: versionId, restored: int(0), missing: int(0) }),
+  },
+  conflicts: {
+    params: obj({ folder: folderName }),
+    result: obj({ conflicts: arrayOf(conflictSchema, 0, MAX_CONFLICTS_LISTED), truncated: bool }),
+  },
+  resolve: {
+    params: obj({ folder: folderName, copy: nullable(relPath), keep: oneOf('copy', 'original', 'newest') }),
+    result: obj({ count: int(0), resolved: arrayOf(obj({ copy: relPath, original: relPath, kept: oneOf('copy', 'original') }), 0, MAX_RESOLVED_LISTED) }),
   },
   status: { params: emptyParams, result: anyObject },
   tasks: { params: emptyParams, result: anyObject },

@@ -37,8 +37,12 @@ import { PageBudget } from './wire/budget.js';
 import { isSendableChange, unsendableReason, UnsendablePaths } from './wire/unsendable.js';
 import { lstatUnderRoot } from './fs/presence.js';
 import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
+import { VersionStore } from './server/versions.js';
+import { listConflicts, listVersions, resolveConflicts, restoreVersion, type RecoveryHost } from './server/recovery.js';
+import type { ConflictsParams, ResolveParams, RestoreParams, VersionsParams } from './rpc.js';
 
-const TRASH_DIR = 'trash';
+/** Kept versions are pruned by the [versions] policy this often. */
+const PRUNE_EVERY_MS = 60_000;
 const VERIFY_CONCURRENCY = 8;
 const APPLY_CONCURRENCY = 16;
 /** A temp file untouched for this long belongs to no transfer in flight. */
@@ -69,10 +73,11 @@ class OpError extends Error {
 }
 
 /** One served folder: its change log, its lock, its watcher, and how ops are committed to disk. */
-class ServedFolder {
+class ServedFolder implements RecoveryHost {
   readonly lock = new SerialLock();
   /** Block lists of its files (delta transfer). */
   readonly blocks = new ServerBlocks();
+  private lastPrune = 0;
   paused: string | null = null;
   lastSync: Date | null = null;
   private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
@@ -95,6 +100,8 @@ class ServedFolder {
     private readonly server: SyncServer,
     private readonly logger: Logger,
     private readonly patterns: string[],
+    /** The versions kept of deleted and replaced files. */
+    readonly kept: VersionStore,
   ) {
     this.ignore = createIgnoreMatcher(patterns, null);
     this.durableHead = log.head;
@@ -214,7 +221,7 @@ class ServedFolder {
   }
 
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
-  private async absorbLocal(p: string): Promise<number> {
+  async absorbLocal(p: string): Promise<number> {
     const unsendable = unsendableReason(p);
     if (unsendable !== null) {
       await this.noteUnsendable(p, unsendable);
@@ -287,33 +294,16 @@ class ServedFolder {
   // -------------------------------------------------------------------------------------------
   // Commits
 
-  /** Hard-link a file about to be replaced or removed into `.systemsync/trash/<stamp>/<rel>`. */
-  readonly trashFile: BeforeReplace = async (absPath, rel) => {
-    const stampDir = path.join(this.root, MARKER_DIR, TRASH_DIR, formatStamp(new Date()));
-    let dest = path.join(stampDir, rel);
-    await fs.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-    for (let n = 1; ; n++) {
-      try {
-        await fs.link(absPath, dest);
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        dest = path.join(stampDir, `${rel}.${n}`);
-      }
-    }
-  };
+  /** Prune the kept versions by `policy`, at most once a minute. */
+  async pruneVersions(policy: Config['versions'], now: Date): Promise<void> {
+    if (now.getTime() - this.lastPrune < PRUNE_EVERY_MS) return;
+    this.lastPrune = now.getTime();
+    const pruned = await this.lock.run(() => this.kept.prune(policy, now));
+    if (pruned > 0) this.logger.info(`pruned ${pruned} kept version(s) (${policy.keep}, ${policy.maxAgeDays} days${policy.maxBytes !== null ? `, at most ${policy.maxBytes} bytes` : ''})`);
+  }
 
-  /** Remove trash older than `retentionDays`. */
-  async pruneTrash(retentionDays: number, now: Date): Promise<void> {
-    const dir = path.join(this.root, MARKER_DIR, TRASH_DIR);
-    const names = await fs.readdir(dir).catch(() => [] as string[]);
-    const cutoff = formatStamp(new Date(now.getTime() - retentionDays * 86_400_000));
-    for (const name of names) {
-      if (/^\d{8}-\d{6}$/.test(name) && name < cutoff) {
-        await fs.rm(path.join(dir, name), { recursive: true, force: true });
-        this.logger.info(`trash ${name} expired and was removed`);
-      }
-    }
+  async requireActive(): Promise<void> {
+    if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
   }
 
   /** The `blocks` method: the block list of the file at `path` if it holds content `hash`. */
@@ -477,7 +467,7 @@ class ServedFolder {
   }
 
   /** Record versions for parent directories that exist on disk but not (live) in the log. */
-  private async recordParents(p: string, origin: string): Promise<void> {
+  async recordParents(p: string, origin: string): Promise<void> {
     const missing: string[] = [];
     for (let dir = parentOf(p); dir !== null; dir = parentOf(dir)) {
       if (this.log.get(dir)?.entry != null) break;
@@ -489,12 +479,13 @@ class ServedFolder {
     }
   }
 
-  private async placeEntry(p: string, entry: Entry, tmpAbs: string | null): Promise<StatFingerprint | null> {
+  private async placeEntry(p: string, entry: Entry, tmpAbs: string | null, node: string): Promise<StatFingerprint | null> {
+    const keep = this.kept.keeper(node, 'replaced');
     if (entry.type === 'file') {
-      return tmpAbs === null ? restampFile(this.root, p, entry) : placeFile(this.root, tmpAbs, p, entry, this.trashFile);
+      return tmpAbs === null ? restampFile(this.root, p, entry) : placeFile(this.root, tmpAbs, p, entry, keep);
     }
-    if (entry.type === 'dir') await placeDir(this.root, p, entry, this.trashFile);
-    else await placeSymlink(this.root, p, entry.target, this.trashFile);
+    if (entry.type === 'dir') await placeDir(this.root, p, entry, keep);
+    else await placeSymlink(this.root, p, entry.target, keep);
     return null;
   }
 
@@ -512,13 +503,13 @@ class ServedFolder {
     }
     if (decision.action === 'conflict' && current !== null) {
       const copy = conflictCopyPath(op.path, new Date(), node, (c) => this.log.get(c)?.entry != null);
-      const stat = await this.placeEntry(copy, op.entry, tmpAbs);
+      const stat = await this.placeEntry(copy, op.entry, tmpAbs, node);
       await this.recordParents(copy, node);
       const copySeq = this.log.assign(copy, op.entry, node, { stat });
       this.logger.warn(`conflict on ${showPath(op.path)}: kept the server's version, stored ${node}'s as ${showPath(copy)}`);
       return { status: 'conflict', copy, copySeq, current: toWire(current)! };
     }
-    const stat = await this.placeEntry(op.path, op.entry, tmpAbs);
+    const stat = await this.placeEntry(op.path, op.entry, tmpAbs, node);
     await this.recordParents(op.path, node);
     const seq = this.log.assign(op.path, op.entry, node, { stat });
     return { status: 'ok', seq };
@@ -531,8 +522,10 @@ class ServedFolder {
     const decision = decideCommit(op, { current, liveChildren });
     if (decision.action === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
     if (decision.action !== 'apply') return { status: 'stale', current: toWire(current) };
-    const removed = await removePath(this.root, op.path, this.trashFile);
+    const removed = await removePath(this.root, op.path, this.kept.keeper(node, 'deleted'));
     if (!removed) return { status: 'stale', current: toWire(current) };
+    // A directory's version brings back what was deleted with it.
+    if (current?.entry?.type === 'dir') this.kept.keepDir(op.path, current.entry.mode, node, new Date());
     const seq = this.log.assign(op.path, null, node);
     return { status: 'ok', seq };
   }
@@ -550,7 +543,7 @@ class ServedFolder {
     if (decision.action === 'refuse') throw new OpError(decision.code, decision.message, true);
     if (decision.action !== 'apply' || currentFrom?.entry == null) return { status: 'stale', current: toWire(currentFrom) };
     const children = currentFrom.entry.type === 'dir' ? this.log.liveUnder(op.from).reverse() : [];
-    await movePath(this.root, op.from, op.to, this.trashFile);
+    await movePath(this.root, op.from, op.to, this.kept.keeper(node, 'replaced'));
     await this.recordParents(op.to, node);
     // A chmod (or touch) made right after the rename travels with it: the moved entry gets it.
     let restamped = false;
@@ -741,8 +734,10 @@ export class SyncServer extends NodeBase {
 
   protected override async startRole(): Promise<void> {
     for (const folder of this.config.folders) {
-      const log = await ChangeLog.open(path.join(this.config.node.stateDir, 'server', folder.name));
-      const served = new ServedFolder(folder.name, folder.path, log, this, this.logger.child(folder.name), this.config.ignore.patterns);
+      const stateDir = path.join(this.config.node.stateDir, 'server', folder.name);
+      const log = await ChangeLog.open(stateDir);
+      const kept = await VersionStore.open(folder.path, stateDir, (p) => log.get(p)?.entry ?? null);
+      const served = new ServedFolder(folder.name, folder.path, log, this, this.logger.child(folder.name), this.config.ignore.patterns, kept);
       this.folders.set(folder.name, served);
       await this.startFolder(folder.name, served);
     }
@@ -775,7 +770,7 @@ export class SyncServer extends NodeBase {
           continue;
         }
         if ((await folder.checkPresence()) !== null) continue;
-        await folder.pruneTrash(this.config.trash.retentionDays, new Date());
+        await folder.pruneVersions(this.config.versions, new Date());
         // Uploads of a client killed before it committed them are never claimed: drop them
         // once nothing has written to them for a long while.
         const orphans = await cleanTempDir(folder.root, new Date(Date.now() - ORPHAN_UPLOAD_MS));
@@ -807,6 +802,10 @@ export class SyncServer extends NodeBase {
         bundle: (params) => this.folderFor(session, params.folder).makeBundle(params.files, session.id),
         blocks: (params) => this.folderFor(session, params.folder).blockList(params),
         ack: (params) => this.ack(session, params),
+        versions: (params) => this.versions(params, session),
+        restore: (params) => this.restore(params, session),
+        conflicts: (params) => this.conflicts(params, session),
+        resolve: (params) => this.resolve(params, session),
       },
     });
     this.sessions.add(session);
@@ -929,6 +928,36 @@ export class SyncServer extends NodeBase {
     return {};
   }
 
+  /** The folder `name` for a client's session (one it said hello for), or for the server's own CLI (session null). */
+  private recoveryFolder(name: string, session: Session | null): ServedFolder {
+    if (session !== null) return this.folderFor(session, name);
+    const folder = this.folders.get(name);
+    if (folder === undefined) throw new SyncError('UNKNOWN_FOLDER', `folder ${JSON.stringify(name)} is not served here`);
+    return folder;
+  }
+
+  override async versions(params: VersionsParams, session: Session | null = null) {
+    return listVersions(this.recoveryFolder(params.folder, session), params.path);
+  }
+
+  override async restore(params: RestoreParams, session: Session | null = null) {
+    const node = session?.node ?? this.nodeName;
+    const result = await restoreVersion(this.recoveryFolder(params.folder, session), params.path, params.version, params.as, node);
+    this.logger.child(params.folder).info(`restored ${showPath(params.path)} version ${result.version}${params.as !== null ? ` as ${showPath(params.as)}` : ''} for ${node}`);
+    return result;
+  }
+
+  override async conflicts(params: ConflictsParams, session: Session | null = null) {
+    return listConflicts(this.recoveryFolder(params.folder, session));
+  }
+
+  override async resolve(params: ResolveParams, session: Session | null = null) {
+    const node = session?.node ?? this.nodeName;
+    const result = await resolveConflicts(this.recoveryFolder(params.folder, session), params.copy, params.keep, node);
+    if (result.count > 0) this.logger.child(params.folder).info(`resolved ${result.count} conflict(s) for ${node} (keep ${params.keep})`);
+    return result;
+  }
+
   /**
    * Tell every connected client that has this folder. The one that made the change is told
    * too: its pull skips its own versions without I/O, and its cursor moves past them.
@@ -966,6 +995,7 @@ export class SyncServer extends NodeBase {
       paused: f.paused,
       lastSync: f.lastSync?.toISOString() ?? null,
       head: f.log.head,
+      versions: { count: f.kept.count, bytes: f.kept.bytes },
     }));
   }
 

@@ -2,7 +2,7 @@
 // `<name>.sync-conflict-<YYYYMMDD>-<HHMMSS>-<node>.<ext>` beside the file, time in UTC.
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { conflictCopyPath, formatStamp, isConflictCopy } from '../src/core/conflict.js';
+import { conflictCopyPath, formatStamp, isConflictCopy, parseConflictCopy } from '../src/core/conflict.js';
 import { isSafeRelativePath } from '../src/core/paths.js';
 
 /** 2026-11-23 14:05:01 UTC, the SPEC's example. */
@@ -200,5 +200,36 @@ describe('isConflictCopy', () => {
     { description: 'a similar word', local: 'notes.sync-conflicts.txt', expected: false },
   ])('$description: $local → $expected', ({ local, expected }) => {
     expect(isConflictCopy(local)).toBe(expected);
+  });
+});
+
+describe('parseConflictCopy', () => {
+  it.each([
+    { description: 'the SPEC example', copy: 'notes.sync-conflict-20261123-140501-desk.txt', exists: [], original: 'notes.txt', node: 'desk' },
+    { description: 'no extension', copy: 'README.sync-conflict-20261123-140501-desk', exists: ['README'], original: 'README', node: 'desk' },
+    { description: 'a nested a.tar.gz', copy: 'x/a.tar.sync-conflict-20261123-140501-laptop.gz', exists: [], original: 'x/a.tar.gz', node: 'laptop' },
+    { description: 'a dotted node name and an extension', copy: 'a.sync-conflict-20261123-140501-my.host.txt', exists: ['a.txt'], original: 'a.txt', node: 'my.host' },
+    { description: 'a dotted node name and no extension: the existing original decides', copy: 'a.sync-conflict-20261123-140501-my.host', exists: ['a'], original: 'a', node: 'my.host' },
+  ])('$description', ({ copy, exists, original, node }) => {
+    const parsed = parseConflictCopy(copy, (p) => exists.includes(p));
+    expect(parsed).toEqual({ original, node, time: AT });
+  });
+
+  it('is null for names that are not conflict copies', () => {
+    expect(parseConflictCopy('notes.txt')).toBeNull();
+    expect(parseConflictCopy('notes.sync-conflict-2026-desk.txt')).toBeNull();
+  });
+
+  it('reads back every name conflictCopyPath makes', () => {
+    fc.assert(
+      fc.property(
+        fc.stringMatching(/^[a-z]{1,8}(\.[a-z]{1,3})?$/),
+        fc.stringMatching(/^[a-z][a-z0-9-]{0,10}$/),
+        (name, node) => {
+          const copy = conflictCopyPath(`d/${name}`, AT, node);
+          expect(parseConflictCopy(copy, (p) => p === `d/${name}`)).toEqual({ original: `d/${name}`, node, time: AT });
+        },
+      ),
+    );
   });
 });

@@ -89,6 +89,7 @@ describe('printers escape names and remote text', () => {
 
   it('status and tasks tables', () => {
     const report: StatusReport = {
+      version: `0.1.0${HOSTILE}`,
       node: `hub${HOSTILE}`,
       role: 'client',
       connected: true,

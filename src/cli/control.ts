@@ -3,7 +3,7 @@
  */
 import net from 'node:net';
 import type { Config } from './config.js';
-import { createRpcPeer } from '../rpc.js';
+import { createRpcPeer, type MethodName, type ParamsOf, type ResultOf } from '../rpc.js';
 import { controlSocketPath, type StatusReport, type TaskInfo } from '../node.js';
 import { escapeControls } from '../core/text.js';
 
@@ -13,6 +13,11 @@ export class DaemonNotRunningError extends Error {
 
 /** Send one request to the daemon of this config and return its result. */
 export async function askDaemon<T>(config: Config, method: 'status' | 'tasks' | 'retry' | 'stop', timeoutMs = 10_000): Promise<T> {
+  return askDaemonWith(config, method, {} as ParamsOf<typeof method>, timeoutMs) as Promise<T>;
+}
+
+/** The same, for methods that take params (versions, restore, conflicts, resolve). */
+export async function askDaemonWith<M extends MethodName>(config: Config, method: M, params: ParamsOf<M>, timeoutMs = 10_000): Promise<ResultOf<M>> {
   const socketPath = controlSocketPath(config);
   const socket = await new Promise<net.Socket>((resolve, reject) => {
     const s = net.connect(socketPath);
@@ -23,7 +28,7 @@ export async function askDaemon<T>(config: Config, method: 'status' | 'tasks' | 
   });
   const peer = createRpcPeer(socket, { context: null, handlers: {} });
   try {
-    return (await peer.request(method, {}, timeoutMs)) as T;
+    return await peer.request(method, params, timeoutMs);
   } finally {
     peer.close();
   }
@@ -55,9 +60,10 @@ function bar(done: number, total: number, width = 20): string {
 
 /** A compact human-readable status. */
 export function formatStatus(report: StatusReport, isTty = false): string {
-  let out = `${report.role} ${escapeControls(report.node)} (pid ${report.pid}) — ${report.connected ? 'connected' : 'not connected'}\n\n`;
+  let out = `${report.role} ${escapeControls(report.node)} (pid ${report.pid}, systemsync ${escapeControls(report.version ?? '?')}) — ${report.connected ? 'connected' : 'not connected'}\n\n`;
+  const hasVersions = report.folders.some((f) => f.versions !== undefined);
   out += table(
-    ['FOLDER', 'FILES', 'SIZE', 'PUSH', 'PULL', 'CONFLICTS', 'FAILED', 'LAST SYNC', 'STATE'],
+    ['FOLDER', 'FILES', 'SIZE', 'PUSH', 'PULL', 'CONFLICTS', 'FAILED', ...(hasVersions ? ['VERSIONS'] : []), 'LAST SYNC', 'STATE'],
     report.folders.map((f) => [
       f.name,
       String(f.files),
@@ -66,6 +72,7 @@ export function formatStatus(report: StatusReport, isTty = false): string {
       String(f.pendingPull),
       String(f.conflicts),
       String(f.failed),
+      ...(hasVersions ? [f.versions === undefined ? '-' : `${f.versions.count} (${formatBytes(f.versions.bytes)})`] : []),
       f.lastSync ?? 'never',
       f.paused === null ? 'ok' : `PAUSED: ${f.paused}`,
     ]),

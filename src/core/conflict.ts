@@ -61,3 +61,39 @@ export function conflictCopyPath(
 export function isConflictCopy(path: string): boolean {
   return /\.sync-conflict-\d{8}-\d{6}-/.test(path.slice(path.lastIndexOf('/') + 1));
 }
+
+/** What a conflict copy's name says: the path it belongs to, the node that wrote it, and when. */
+export interface ConflictCopyInfo {
+  original: string;
+  node: string;
+  /** When the server detected the conflict, UTC, to the second. */
+  time: Date;
+}
+
+/**
+ * Reads a conflict copy's name. The original's extension and the node name cannot always be
+ * told apart (`a.sync-conflict-…-my.host` is `a` by node `my.host` or `a.host` by node `my`), so
+ * every reading is tried and one whose original `exists` wins; failing that, the last dot starts
+ * the extension. Returns null when the name is not a conflict copy. A copy whose name had to be
+ * shortened (over 255 bytes) yields the shortened original.
+ */
+export function parseConflictCopy(path: string, exists: (original: string) => boolean = () => false): ConflictCopyInfo | null {
+  const slash = path.lastIndexOf('/');
+  const dir = path.slice(0, slash + 1);
+  const base = path.slice(slash + 1);
+  const m = /^(.+)\.sync-conflict-(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-(.+)$/.exec(base);
+  if (m === null) return null;
+  const [, stem, y, mo, d, h, mi, s, rest] = m as unknown as [string, string, string, string, string, string, string, string, string];
+  const time = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)));
+  if (Number.isNaN(time.getTime())) return null;
+  // Readings, last dot first: node = rest up to a dot, extension = the rest after it; or no extension.
+  const readings: Array<{ node: string; original: string }> = [];
+  for (let dot = rest.lastIndexOf('.'); dot > 0; dot = rest.lastIndexOf('.', dot - 1)) {
+    readings.push({ node: rest.slice(0, dot), original: `${dir}${stem}.${rest.slice(dot + 1)}` });
+  }
+  readings.push({ node: rest, original: dir + stem });
+  const chosen = readings.find((r) => exists(r.original)) ?? readings[0]!;
+  // A second copy made in the same second has `-2` after the node name: it is shown as part of
+  // the name, since node names may end in `-<digits>` themselves.
+  return { original: chosen.original, node: chosen.node, time };
+}
