@@ -17,39 +17,68 @@ import { ensurePrivateDir } from './persistence.js';
 import { askDaemon, formatStatus, formatTasks } from './cli/control.js';
 import type { StatusReport, TaskInfo } from './node.js';
 import { escapeControls, escapeControlsKeepLines, escapeJsonControls } from './core/text.js';
+import { VERSION } from './version.js';
+import { CliUsageError, runRecovery, type RecoveryArgs } from './cli/recovery.js';
+import { watchStatus } from './cli/watch.js';
 
 const USAGE = `usage: systemsync <command> [options]
 
 commands:
   monitor --role client|server   run the daemon in the foreground until SIGINT/SIGTERM
-  status [--json]                what the running daemon is doing
+  status [--json] [--watch|-w]   what the running daemon is doing (--watch: redrawn every second)
   tasks [--json]                 queued and failed tasks, oldest first
   retry                          retry failed tasks now
   stop                           stop the running daemon gracefully
   init --role client|server      write a commented config, create a key, print the authorized_keys line
   check                          validate the config and, on a client, the way to the server
+  versions PATH [--json]         the versions the server keeps of PATH (deleted or replaced), newest first
+  restore PATH [--version ID] [--as NEWPATH]
+                                 put a kept version (default: the newest) back, on every node
+  conflicts [--json]             every conflict copy, with the file it belongs to, the node and the time
+  resolve COPY --keep copy|original
+  resolve --all --keep newest|original
+                                 keep one side of a conflict; the other becomes a version
+  version                        print the version (also --version)
+
+  PATH and COPY: inside a synced folder of this node (absolute or relative to the current
+  directory), or with --folder NAME relative to that folder's root.
 
 options:
   --config FILE                  default ./systemsync.cfg, then ~/.config/systemsync/systemsync.cfg
   --role client|server           overrides [node] role
   --log-level error|warn|info|debug
-  --json                         machine-readable output (status, tasks)
+  --json                         machine-readable output (status, tasks, versions, conflicts)
+  --folder NAME                  the folder PATH or COPY is relative to
 `;
+
+const COMMANDS = ['monitor', 'status', 'tasks', 'retry', 'stop', 'init', 'check', 'versions', 'restore', 'conflicts', 'resolve', 'version'] as const;
+type Command = (typeof COMMANDS)[number];
 
 class UsageError extends Error {}
 
 interface Args {
-  command: string;
+  command: Command;
   role?: Role;
   config?: string;
   json: boolean;
   logLevel?: LogLevel;
+  positional: string[];
+  folder?: string;
+  version?: string;
+  as?: string;
+  keep?: string;
+  all: boolean;
+  watch: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') throw new UsageError('');
-  const args: Args = { command, json: false };
+  if (command === '--version' || command === '-V') return { command: 'version', json: false, positional: [], all: false, watch: false };
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    throw new UsageError(command.startsWith('-') ? `expected a command first, got the option ${JSON.stringify(command)}` : `unknown command ${command}`);
+  }
+  const args: Args = { command: command as Command, json: false, positional: [], all: false, watch: false };
   for (let i = 0; i < rest.length; i++) {
     const flag = rest[i]!;
     const value = (): string => {
@@ -72,6 +101,25 @@ function parseArgs(argv: string[]): Args {
       case '--json':
         args.json = true;
         break;
+      case '--folder':
+        args.folder = take();
+        break;
+      case '--version':
+        args.version = take();
+        break;
+      case '--as':
+        args.as = take();
+        break;
+      case '--keep':
+        args.keep = take();
+        break;
+      case '--all':
+        args.all = true;
+        break;
+      case '--watch':
+      case '-w':
+        args.watch = true;
+        break;
       case '--log-level': {
         const level = take();
         if (!['error', 'warn', 'info', 'debug'].includes(level)) throw new UsageError(`--log-level: expected error, warn, info or debug, got ${JSON.stringify(level)}`);
@@ -79,7 +127,14 @@ function parseArgs(argv: string[]): Args {
         break;
       }
       default:
-        throw new UsageError(`unknown option ${JSON.stringify(flag)}`);
+        // `--` ends the options: what follows is a path, even if it starts with a dash.
+        if (flag === '--') {
+          args.positional.push(...rest.slice(i + 1));
+          i = rest.length;
+          break;
+        }
+        if (flag.startsWith('-')) throw new UsageError(`unknown option ${JSON.stringify(flag)}`);
+        args.positional.push(flag);
     }
   }
   return args;
@@ -131,6 +186,7 @@ async function control(args: Args): Promise<number> {
   const config = await readConfig(args);
   switch (args.command) {
     case 'status': {
+      if (args.watch) return watchStatus(config, process.stdout.isTTY === true, (text) => process.stdout.write(text));
       const report = await askDaemon<StatusReport>(config, 'status');
       process.stdout.write(args.json ? `${escapeJsonControls(JSON.stringify(report, null, 2))}\n` : formatStatus(report, process.stdout.isTTY === true));
       return 0;
@@ -162,15 +218,25 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(err instanceof UsageError && err.message ? `systemsync: ${escapeControls(err.message)}\n\n${USAGE}` : USAGE);
     return 2;
   }
+  const takesPaths = ['versions', 'restore', 'conflicts', 'resolve'].includes(args.command);
+  if (!takesPaths && args.positional.length > 0) {
+    process.stderr.write(`systemsync: ${args.command} takes no arguments, got ${escapeControls(args.positional.map((a) => JSON.stringify(a)).join(' '))}\n\n${USAGE}`);
+    return 2;
+  }
   try {
+    if (args.command === 'version') {
+      process.stdout.write(`systemsync ${VERSION}\n`);
+      return 0;
+    }
     if (args.command === 'monitor') return await monitor(args);
+    if (takesPaths) return await runRecovery(await readConfig(args), { ...args, command: args.command as RecoveryArgs['command'] }, (text) => process.stdout.write(text));
     if (args.command === 'init' || args.command === 'check') {
       const setup = await import('./cli/setup.js');
       return args.command === 'init' ? await setup.init(args) : await setup.check(await readConfig(args));
     }
     return await control(args);
   } catch (err) {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || err instanceof CliUsageError) {
       process.stderr.write(`systemsync: ${escapeControls(err.message)}\n\n${USAGE}`);
       return 2;
     }
