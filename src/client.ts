@@ -816,10 +816,14 @@ class SyncedFolder {
     const remotePath = `${remote.tmp}/${made.bundle}`;
     const localTmp = path.join(tmpDirOf(this.root), newTempName('bundle'));
     const total = made.parts.reduce((sum, part) => sum + (part?.length ?? 0), 0);
+    // The bundle holds the parts and nothing more: never download past the furthest part's end
+    // (a server cannot make this client fetch more than MAX_BUNDLE_BYTES); each part is then
+    // checked against the hash this client expects.
+    const extent = Math.min(MAX_BUNDLE_BYTES, made.parts.reduce((end, part) => Math.max(end, part === null ? 0 : part.offset + part.length), 0));
     const transfer = this.client.beginTransfer(this.name, `${group[0]!.path} (bundle of ${group.length})`, 'pull', total);
     try {
       fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
-      await link.ssh.downloadFile(remotePath, localTmp, { onProgress: (done) => transfer.progress(done) });
+      await link.ssh.downloadFile(remotePath, localTmp, { maxSize: extent, onProgress: (done) => transfer.progress(done) });
       const data = readSmallFile(localTmp, MAX_BUNDLE_BYTES);
       for (const [i, file] of group.entries()) {
         const part = made.parts[i];

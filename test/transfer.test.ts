@@ -11,6 +11,7 @@ import {
   ConnectError,
   connectSsh,
   HashMismatchError,
+  SizeExceededError,
   HostKeyChangedError,
   HostKeyRevokedError,
   HostKeyUnknownError,
@@ -432,7 +433,7 @@ describe('small files (one-shot path)', () => {
     expect(existsSync(path.join(remote, 'from-link.txt'))).toBe(false);
   });
 
-  it('with expectedSize, downloads a longer remote file whole and rejects it by hash', async () => {
+  it('with expectedSize, rejects a longer remote file without reading past that size (issue 12 #6)', async () => {
     const data = randomBytes(5000);
     const remotePath = path.join(remote, 'longer.bin');
     await writeFile(remotePath, data);
@@ -442,18 +443,16 @@ describe('small files (one-shot path)', () => {
     const err = await session
       .downloadFile(remotePath, localPath, { expectedSize: 4096, expectedHash: prefixHash })
       .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SizeExceededError);
     expect(err).toBeInstanceOf(HashMismatchError);
-    expect((err as HashMismatchError).actualHash).toBe(sha256(data));
     expect(existsSync(localPath)).toBe(false);
-    // Without a hash to check, the whole file is what lands.
-    const down = await session.downloadFile(remotePath, localPath, { expectedSize: 4096 });
-    expect(down).toEqual({ hash: sha256(data), size: 5000 });
-    expect((await readFile(localPath)).equals(data)).toBe(true);
+    // Without a hash to check, too: never more than the expected size lands.
+    await expect(session.downloadFile(remotePath, localPath, { expectedSize: 4096 })).rejects.toBeInstanceOf(SizeExceededError);
+    expect(existsSync(localPath)).toBe(false);
     // One past a whole chunk: the probe byte is a request of its own.
     const chunkData = randomBytes(65536 + 1);
     await writeFile(remotePath, chunkData);
-    const chunkDown = await session.downloadFile(remotePath, localPath, { expectedSize: 65536 });
-    expect(chunkDown).toEqual({ hash: sha256(chunkData), size: 65537 });
+    await expect(session.downloadFile(remotePath, localPath, { expectedSize: 65536 })).rejects.toBeInstanceOf(SizeExceededError);
   });
 
   it('with expectedSize, rejects a shorter or different remote file by hash and leaves no local file', async () => {

@@ -121,6 +121,14 @@ export class HashMismatchError extends TransferError {
   }
 }
 
+/** The remote file is longer than the size the caller expected (or allowed): not read past it. */
+export class SizeExceededError extends HashMismatchError {
+  constructor(remotePath: string, expectedHash: string, readonly limit: number) {
+    super(remotePath, expectedHash, `(longer than ${limit} bytes)`);
+    this.message = `content of ${remotePath} is longer than the ${limit} bytes expected: not read further`;
+  }
+}
+
 /** The caller's AbortSignal fired. */
 export class TransferAbortedError extends TransferError {
   constructor(what: string, options?: { cause?: unknown }) {
@@ -553,10 +561,13 @@ export interface DownloadOptions {
   expectedHash?: string;
   /**
    * The size the remote file is expected to have. For a small file it saves the remote fstat and
-   * lets the reads and the close go out together; a file of another size is still downloaded
-   * whole (and then fails `expectedHash`, if given).
+   * lets the reads and the close go out together. A shorter file is downloaded whole (and then
+   * fails `expectedHash`, if given); a longer one is never read past this size plus one byte: it
+   * fails with SizeExceededError, whatever size the server's fstat claims.
    */
   expectedSize?: number;
+  /** Without `expectedSize`: the most bytes to accept; a longer file fails with SizeExceededError. */
+  maxSize?: number;
   onProgress?(done: number, total: number): void;
   signal?: AbortSignal;
   /** fsync the local file before resolving. Default false. */
@@ -961,7 +972,9 @@ export class SshSession {
       if (typeof attrs.mode === 'number' && !attrs.isFile()) {
         throw new SftpError('FAILURE', true, 'open', remotePath, `sftp open ${remotePath}: not a regular file`);
       }
-      const knownSize = typeof attrs.size === 'number' ? attrs.size : null;
+      // The most bytes accepted (the server's fstat may claim anything): null, unbounded.
+      const limit = opts.expectedSize ?? opts.maxSize ?? null;
+      const knownSize = typeof attrs.size === 'number' ? (limit === null ? attrs.size : Math.min(attrs.size, limit + 1)) : limit === null ? null : limit + 1;
       try {
         local = await fsp.open(
           localPath,
@@ -1027,6 +1040,7 @@ export class SshSession {
             reachedEnd = true;
             break;
           }
+          if (limit !== null && position + data.length > limit) throw new SizeExceededError(remotePath, opts.expectedHash ?? '(any)', limit);
           await writeLocal(local, localPath, data, position);
           hash.update(data);
           position += data.length;
