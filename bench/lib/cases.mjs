@@ -31,6 +31,28 @@ export async function timeRsync(sshd, src, dst, extra = []) {
   return now() - t0;
 }
 
+/**
+ * Writes `total` random bytes to `file` (no two blocks alike at any block size, so delta transfer
+ * finds nothing to reuse within the file); returns their sha256.
+ */
+export function writeRandomFile(file, total) {
+  const chunk = Buffer.allocUnsafe(8 << 20);
+  const hash = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'w');
+  try {
+    for (let done = 0; done < total; ) {
+      const n = Math.min(chunk.length, total - done);
+      crypto.randomFillSync(chunk, 0, n);
+      fs.writeSync(fd, chunk, 0, n);
+      hash.update(chunk.subarray(0, n));
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
 /** Peak RSS (VmHWM) of each running daemon, by name. */
 export function peaks(cluster) {
   return Object.fromEntries(cluster.all.filter((d) => d.isRunning).map((d) => [d.name, d.memory().hwm]));
@@ -243,22 +265,8 @@ export async function smallFilesCase(ctx) {
 export async function bigFileCase(ctx) {
   const { reps, bigMiB } = ctx.options;
   const staging = path.join(ctx.workDir, 'big.bin');
-  const chunk = crypto.randomBytes(8 << 20);
   const total = bigMiB * 1048576;
-  const hash = crypto.createHash('sha256');
-  const fd = fs.openSync(staging, 'w');
-  for (let done = 0; done < total; ) {
-    const n = Math.min(chunk.length, total - done);
-    chunk[0] = done & 0xff; // no two chunks alike
-    chunk[1] = (done >> 8) & 0xff;
-    chunk[2] = (done >> 16) & 0xff;
-    chunk[3] = (done >> 24) & 0xff;
-    fs.writeSync(fd, chunk, 0, n);
-    hash.update(chunk.subarray(0, n));
-    done += n;
-  }
-  fs.closeSync(fd);
-  const expectedHash = hash.digest('hex');
+  const expectedHash = writeRandomFile(staging, total);
   const times = [];
   const scpTimes = [];
   const rss = {};
