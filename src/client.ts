@@ -35,6 +35,7 @@ import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink,
 import type { ConflictsParams, ParamsOf, ResolveParams, RestoreParams, ResultOf, VersionsParams } from './rpc.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { pullDelta, pushDelta } from './client/delta.js';
+import { DELTA_MIN_SIZE } from './core/blocks.js';
 import { FileChangedError } from './fs/blocks.js';
 
 const PUSH_BATCH = 2000;
@@ -331,6 +332,8 @@ class SyncedFolder {
    */
   private async readPath(p: string, base: BaseRecord | null, deferHash = false): Promise<LocalState | null | 'unsupported' | 'ignored'> {
     const mayMatch = (fp: StatFingerprint): boolean => {
+      // A large edit of a file is read once, by its delta upload, which also finds out if it changed.
+      if (base?.entry.type === 'file' && fp.size >= DELTA_MIN_SIZE) return false;
       if (base?.entry.type === 'file' && base.entry.size === fp.size) return true;
       const from = this.state.pathOfInode(fp.ino);
       const fromEntry = from === null ? null : this.state.getBase(from)?.entry;
@@ -593,7 +596,8 @@ class SyncedFolder {
         ? await pushDelta({ ssh: link.ssh, peer: link.peer, folder: this.name, rel: op.path, localAbs, size: op.entry.size, base, remotePath: `${remote.tmp}/${name}`, onProgress: (done) => transfer.progress(done) })
         : null;
       const sent = delta ?? (await link.ssh.uploadFile(localAbs, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) }));
-      const extra = delta === null ? {} : { delta: true };
+      // Content as agreed (only its metadata changed): a metadata-only put.
+      const extra = delta === null ? {} : delta.sentBytes === 0 ? { upload: null } : { delta: true };
       if (delta !== null) this.logger.debug(`push ${showPath(op.path)}: delta of ${delta.sentBlocks}/${delta.blocks} blocks, ${delta.sentBytes} bytes sent`);
       if (op.entry.hash === DEFERRED_HASH) {
         const read = locals.get(op.path) ?? null;
@@ -991,7 +995,10 @@ class SyncedFolder {
     } else {
       const transfer = this.client.beginTransfer(this.name, p, 'pull', entry.size);
       try {
-        const sources = [localBefore?.type === 'file' ? p : null, change.from ?? null].filter((s): s is string => s !== null).map((s) => path.join(this.root, s));
+        const fromEntry = change.from === undefined ? null : this.state.getBase(change.from)?.entry;
+        const sources = [localBefore?.type === 'file' ? { rel: p, entry: localBefore } : null, fromEntry?.type === 'file' ? { rel: change.from!, entry: fromEntry } : null]
+          .filter((s) => s !== null)
+          .map((s) => ({ abs: path.join(this.root, s.rel), hash: s.entry.hash, size: s.entry.size }));
         const delta = await pullDelta({ ssh: link.ssh, peer: link.peer, folder: this.name, rel: p, remotePath: `${remote.root}/${p}`, entry, localSources: sources, outAbs: tmpAbs, onProgress: (done) => transfer.progress(done) }).catch((err: unknown) => {
           if (link.ssh.isClosed) throw err;
           this.logger.debug(`pull ${showPath(p)}: no delta (${describeFsError(err)}), fetching it whole`);

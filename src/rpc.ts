@@ -336,6 +336,8 @@ export interface BlocksParams {
   path: string;
   hash: string;
   blockSize: number;
+  /** Only if `hash` is the content the server holds at `path` now (a pushing client's base). */
+  current?: boolean;
 }
 /** The raw 32-byte sha256 digests of the blocks in order, base64; null: not that content (or too small). */
 export interface BlocksResult {
@@ -520,7 +522,7 @@ const METHOD_SCHEMAS: { [M in MethodName]: { params: Schema<ParamsOf<M>>; result
     result: obj({ bundle: uploadName, parts: arrayOf(nullable(bundlePart), 0, MAX_BUNDLE_FILES) }),
   },
   blocks: {
-    params: obj({ folder: folderName, path: relPath, hash: contentHash, blockSize: int(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE) }),
+    params: obj({ folder: folderName, path: relPath, hash: contentHash, blockSize: int(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE), current: optional(bool) }),
     result: obj({ blocks: nullable(str({ maxBytes: Math.ceil((MAX_BLOCKS * BLOCK_HASH_BYTES) / 3) * 4, pattern: /^[A-Za-z0-9+/]*={0,2}$/, patternHint: 'expected base64' })) }),
   },
   ack: { params: obj({ folder: folderName, seq }), result: emptyParams },

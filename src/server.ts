@@ -310,7 +310,7 @@ class ServedFolder implements RecoveryHost {
   async blockList(params: BlocksParams): Promise<BlocksResult> {
     if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
     if (!isValidBlockSize(params.blockSize)) throw new SyncError('INVALID_PARAMS', `params.blockSize: ${params.blockSize} is not a power of two`);
-    const list = await this.blocks.listFor(this.root, params.path, this.log.get(params.path)?.entry, params.hash, params.blockSize);
+    const list = await this.blocks.listFor(this.root, params.path, this.log.get(params.path)?.entry, params.hash, params.blockSize, params.current === true);
     return { blocks: list === null ? null : list.hashes.toString('base64') };
   }
 

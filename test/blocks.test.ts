@@ -255,6 +255,19 @@ describe('assembling a file', () => {
     await expect(fs.stat(path.join(dir, 'b'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('takes unchecked blocks on the whole hash alone: a wrong one fails the assembly', async () => {
+    const dir = await tempDir();
+    const target = crypto.randomBytes(2 * MIN_BLOCK_SIZE);
+    const list = listOf(target, MIN_BLOCK_SIZE);
+    const block = (i: number): Buffer => target.subarray(i * MIN_BLOCK_SIZE, (i + 1) * MIN_BLOCK_SIZE);
+    const wrong = crypto.randomBytes(MIN_BLOCK_SIZE);
+    const ok = await assembleFile({ target: list, expectedHash: sha(target), outPath: path.join(dir, 'ok'), what: 'test', checkBlock: (i) => i === 1, getBlock: async (i) => block(i) });
+    expect(ok.hash).toBe(sha(target));
+    const run = assembleFile({ target: list, expectedHash: sha(target), outPath: path.join(dir, 'bad'), what: 'test', checkBlock: (i) => i === 1, getBlock: async (i) => (i === 0 ? wrong : block(i)) });
+    await expect(run).rejects.toMatchObject({ code: 'HASH_MISMATCH' });
+    await expect(fs.stat(path.join(dir, 'bad'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('fails when the blocks match but the whole hash does not, leaving nothing behind', async () => {
     const dir = await tempDir();
     const target = crypto.randomBytes(MIN_BLOCK_SIZE + 1);

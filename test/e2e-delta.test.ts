@@ -101,6 +101,16 @@ describe('delta transfer of large files', () => {
     expect(wireBytes(before)).toBeLessThan(1 * MiB);
   });
 
+  it('sends only the new mtime of a large file touched without a change', async () => {
+    const file = path.join(alpha, 'disk.img');
+    const before = mark();
+    const when = new Date('2031-05-06T07:08:09Z');
+    await fs.utimes(file, when, when);
+    await waitFor(async () => Math.abs((await fs.stat(path.join(beta, 'disk.img'))).mtimeMs - when.getTime()) < 1, { timeoutMs: 60_000, what: 'the new mtime on beta' });
+    await converge();
+    expect(wireBytes(before)).toBeLessThan(1 * MiB);
+  });
+
   it('moves a large file as a rename, not as its content', async () => {
     const before = mark();
     await fs.rename(path.join(alpha, 'disk.img'), path.join(alpha, 'disk2.img'));

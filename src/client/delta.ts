@@ -34,11 +34,11 @@ const FETCH_RANGE = 4 * 1024 * 1024;
 const RANGES_AHEAD = 4;
 
 /** The server's block list of `path` at content `hash` (of `size` bytes), or null. */
-async function serverList(peer: RpcPeer, folder: string, rel: string, hash: string, size: number, blockSize: number): Promise<BlockList | null> {
+async function serverList(peer: RpcPeer, folder: string, rel: string, hash: string, size: number, blockSize: number, current = false): Promise<BlockList | null> {
   if (withoutBlocks.has(peer)) return null;
   let blocks: string | null;
   try {
-    ({ blocks } = await peer.request('blocks', { folder, path: rel, hash, blockSize }, 300_000));
+    ({ blocks } = await peer.request('blocks', { folder, path: rel, hash, blockSize, ...(current ? { current } : {}) }, 300_000));
   } catch (err) {
     if ((err as { code?: unknown }).code === 'RPC_METHOD_NOT_FOUND') {
       withoutBlocks.add(peer);
@@ -74,7 +74,7 @@ export interface PushDeltaResult {
   size: number;
   blocks: number;
   sentBlocks: number;
-  /** Bytes of the upload (header and blocks). */
+  /** Bytes of the upload (header and blocks); 0 when the content is the base's and nothing was sent. */
   sentBytes: number;
 }
 
@@ -86,11 +86,16 @@ export interface PushDeltaResult {
 export async function pushDelta(opts: PushDeltaOptions): Promise<PushDeltaResult | null> {
   if (opts.size < DELTA_MIN_SIZE || opts.base.size === 0) return null;
   const blockSize = blockSizeFor(opts.size);
-  const base = await serverList(opts.peer, opts.folder, opts.rel, opts.base.hash, opts.base.size, blockSize);
+  // The server lists its file while this side hashes the local one.
+  const hashing = hashBlocks(opts.localAbs, blockSize);
+  hashing.catch(() => undefined); // observed below, unless the server has no list
+  const base = await serverList(opts.peer, opts.folder, opts.rel, opts.base.hash, opts.base.size, blockSize, true);
   if (base === null) return null;
-  const local = await hashBlocks(opts.localAbs, blockSize);
+  const local = await hashing;
   if (blockSizeFor(local.size) !== blockSize) throw new FileChangedError(opts.localAbs);
   const { list } = local;
+  // The content is the base's (only its metadata moved): nothing to send.
+  if (local.hash === opts.base.hash) return { hash: local.hash, size: local.size, blocks: countOf(list), sentBlocks: 0, sentBytes: 0 };
   const held = new Set<string>();
   for (let i = 0; i < countOf(base); i++) held.add(blockKey(base, i));
   const included = new Uint8Array(countOf(list));
@@ -132,8 +137,12 @@ export interface PullDeltaOptions {
   /** The server's file (read for the blocks not held here). */
   remotePath: string;
   entry: { hash: string; size: number };
-  /** Local files whose blocks may serve (the old version at the path, a rename's source). */
-  localSources: string[];
+  /**
+   * Local files whose blocks may serve (the old version at the path, a rename's source), with the
+   * content they are believed to hold: the server's list of that content spares hashing them here
+   * (every block copied is checked anyway).
+   */
+  localSources: Array<{ abs: string; hash: string; size: number }>;
   /** Created here; removed on failure. */
   outAbs: string;
   onProgress?(done: number): void;
@@ -153,17 +162,20 @@ export interface PullDeltaResult {
 export async function pullDelta(opts: PullDeltaOptions): Promise<PullDeltaResult | null> {
   if (opts.entry.size < DELTA_MIN_SIZE) return null;
   const blockSize = blockSizeFor(opts.entry.size);
+  if (opts.localSources.length === 0) return null;
+  const target = await serverList(opts.peer, opts.folder, opts.rel, opts.entry.hash, opts.entry.size, blockSize);
+  if (target === null) return null;
   const sources: Array<{ abs: string; list: BlockList }> = [];
-  for (const abs of opts.localSources) {
+  for (const source of opts.localSources) {
     try {
-      sources.push({ abs, list: (await hashBlocks(abs, blockSize)).list });
-    } catch {
+      const known = await serverList(opts.peer, opts.folder, opts.rel, source.hash, source.size, blockSize);
+      sources.push({ abs: source.abs, list: known ?? (await hashBlocks(source.abs, blockSize)).list });
+    } catch (err) {
+      if (opts.ssh.isClosed) throw err;
       // gone, not a file, changing: not a source
     }
   }
   if (sources.length === 0) return null;
-  const target = await serverList(opts.peer, opts.folder, opts.rel, opts.entry.hash, opts.entry.size, blockSize);
-  if (target === null) return null;
   const plan = planAssembly(
     target,
     sources.map((s) => s.list),
@@ -205,6 +217,9 @@ export async function pullDelta(opts: PullDeltaOptions): Promise<PullDeltaResult
       outPath: opts.outAbs,
       what: `${opts.rel} (delta)`,
       fsync: opts.fsync,
+      // Local blocks are covered by the whole hash (a wrong one fails the delta: the caller then
+      // downloads the file whole); fetched ones are checked one by one.
+      checkBlock: (index) => plan.steps[index]!.kind === 'fetch',
       getBlock: async (index, attempt, readOut) => {
         const step = plan.steps[index]!;
         const { offset, length } = blockSpan(target, index);

@@ -20,13 +20,17 @@ export class ServerBlocks {
   private readonly computing = new Map<string, Promise<BlockList | null>>();
 
   /**
-   * The block list at `blockSize` of the file at `rel`, when its recorded entry is a file with
-   * content `hash` and what is on disk still has that content; null otherwise.
+   * The block list at `blockSize` of content `hash`: from the cache (a list names content, not a
+   * file: it may be the previous version of the file, which a pulling client still holds), or
+   * computed from the file at `rel` when its recorded entry is a file with that content and what
+   * is on disk still has it; null otherwise. With `current`, only for the content recorded at `rel`.
    */
-  async listFor(root: string, rel: string, entry: Entry | null | undefined, hash: string, blockSize: number): Promise<BlockList | null> {
-    if (entry?.type !== 'file' || entry.hash !== hash || entry.size < MIN_BLOCK_SIZE) return null;
+  async listFor(root: string, rel: string, entry: Entry | null | undefined, hash: string, blockSize: number, current = false): Promise<BlockList | null> {
+    const isRecorded = entry?.type === 'file' && entry.hash === hash;
+    if (current && !isRecorded) return null;
     const cached = this.cache.get(hash, blockSize);
     if (cached !== null) return cached;
+    if (!isRecorded || entry.size < MIN_BLOCK_SIZE) return null;
     const key = `${rel}\0${hash}:${blockSize}`;
     let running = this.computing.get(key);
     if (running === undefined) {
@@ -92,7 +96,7 @@ export class ServerBlocks {
       }
       const sources: BlockList[] = [];
       if (opts.current?.type === 'file' && !(await isReachedThroughLink(opts.root, opts.rel))) {
-        const oldList = await this.listFor(opts.root, opts.rel, opts.current, opts.current.hash, target.blockSize);
+        const oldList = await this.listFor(opts.root, opts.rel, opts.current, opts.current.hash, target.blockSize, true);
         if (oldList !== null) {
           try {
             old = await fsp.open(absPathOf(opts.root, opts.rel), FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
@@ -108,6 +112,8 @@ export class ServerBlocks {
         expectedHash: entry.hash,
         outPath: opts.outAbs,
         what: `delta upload of ${opts.rel}`,
+        // Blocks copied from the server's own file are checked by the whole hash only.
+        checkBlock: (index) => header.included[index] === 1,
         getBlock: async (index, attempt, readOut) => {
           if (attempt > 0) return null;
           const { length } = blockSpan(target, index);
