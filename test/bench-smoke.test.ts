@@ -17,8 +17,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 describe('npm run bench (quick mode, tiny sizes)', () => {
   it('prints a markdown table with every case measured beside its baseline', async () => {
     const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'systemsync-bench-smoke-')), 'RESULTS.md');
-    const args = ['bench/run.mjs', '--quick', '--reps', '1', '--latency-files', '3', '--latency-interval', '50', '--small-files', '40', '--small-dirs', '4', '--big-mib', '2', '--index-files', '60', '--out', out];
-    const { stdout } = await execFileAsync(process.execPath, args, { cwd: ROOT, timeout: 240_000, maxBuffer: 16 << 20 });
+    const args = ['bench/run.mjs', '--quick', '--reps', '1', '--latency-files', '3', '--latency-interval', '50', '--small-files', '40', '--small-dirs', '4', '--big-mib', '2', '--delta-mib', '2', '--append-mib', '2', '--index-files', '60', '--out', out];
+    const { stdout } = await execFileAsync(process.execPath, args, { cwd: ROOT, timeout: 280_000, maxBuffer: 16 << 20 });
 
     expect(stdout).toMatch(/^## systemsync benchmark \(quick mode\)/m);
     expect(stdout).toContain('| measure | systemsync | baseline (measured in this run) | ratio | target | met |');
@@ -29,6 +29,9 @@ describe('npm run bench (quick mode, tiny sizes)', () => {
       '40 × 4 KiB files in 4 dirs',
       '2 MiB file (A → B)',
       'RSS growth during the 2 MiB transfer',
+      '1 MiB rewritten in the middle of a 2 MiB file everywhere',
+      'the same edit: time until B has it',
+      '4 KiB appended to a 2 MiB file',
       'restart of a client with 60 unchanged files',
       'RSS per indexed file at 60 files, hub',
       'RSS per indexed file at 60 files, alpha',
@@ -50,5 +53,6 @@ describe('npm run bench (quick mode, tiny sizes)', () => {
     // Peak RSS per daemon for each case.
     for (const c of ['latency', 'small', 'big', 'index']) expect(stdout).toMatch(new RegExp(`^\\| ${c} \\| [\\d.]+ MiB \\| [\\d.]+ MiB \\| [\\d.]+ MiB \\|$`, 'm'));
     expect(fs.readFileSync(out, 'utf8')).toBe(stdout);
-  });
+    // Six cases with fresh daemons each, on a shared machine.
+  }, 300_000);
 });

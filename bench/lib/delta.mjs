@@ -75,8 +75,8 @@ async function rsyncWithStats(sshd, src, dst) {
 }
 
 /**
- * One edit case: a file of `sizeMiB` on every node (copied in before the daemons start: the
- * server indexes it, the clients find it equal), then `edit(fd, size)` on A, timed until B's copy
+ * One edit case: a file of `sizeMiB` on every node (copied into the server's folder before it
+ * starts; the clients pull it), then `edit(fd, size)` on A, timed until B's copy
  * has the new content. Bytes: A's proxy up + B's proxy down, from the edit until all are idle.
  */
 async function editCase(ctx, { name, sizeMiB, edit }) {
@@ -92,7 +92,8 @@ async function editCase(ctx, { name, sizeMiB, edit }) {
         const [a, b] = cluster.clients;
         throughProxy(ctx, a, proxies[0].port);
         throughProxy(ctx, b, proxies[1].port);
-        for (const d of cluster.all) fs.copyFileSync(original, path.join(d.folder, 'big.bin'));
+        // In the server's folder before it starts (it indexes it); each client pulls it once.
+        fs.copyFileSync(original, path.join(cluster.server.folder, 'big.bin'));
         await cluster.startAll();
         await waitIdle(cluster.all);
         await sleep(500);
@@ -121,6 +122,8 @@ async function editCase(ctx, { name, sizeMiB, edit }) {
         fs.mkdirSync(dst, { recursive: true });
         fs.copyFileSync(path.join(a.folder, 'big.bin'), path.join(src, 'big.bin'));
         fs.copyFileSync(original, path.join(dst, 'big.bin'));
+        // An older mtime, as the copy there would have: rsync's quick check must see a change.
+        fs.utimesSync(path.join(dst, 'big.bin'), new Date('2001-01-01T00:00:00Z'), new Date('2001-01-01T00:00:00Z'));
         const rsync = await rsyncWithStats(ctx.sshd, src, dst);
         if (sha256Of(path.join(dst, 'big.bin')) !== expected) throw new Error('rsync copied something else');
         fs.rmSync(src, { recursive: true, force: true });
