@@ -29,6 +29,7 @@ import { isReachedThroughLink } from './fs/safefs.js';
 import { openRpcStream } from './client/rpcstream.js';
 import { unsendableReason } from './wire/unsendable.js';
 import { lstatUnderRoot } from './fs/presence.js';
+import { freeConflictTarget } from './client/conflictmove.js';
 import { permissionBits } from './core/modes.js';
 import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
@@ -699,7 +700,17 @@ class SyncedFolder {
       return;
     }
     this.state.clearFailure(p, 'push');
-    if (out.moveAside !== null) await movePath(this.root, out.moveAside.from, out.moveAside.to);
+    if (out.moveAside !== null) {
+      // The server names the copy: never replace what is at that name here (client/conflictmove).
+      const { from, to } = out.moveAside;
+      const target = await freeConflictTarget(this.root, to);
+      await movePath(this.root, from, target);
+      if (target !== to) {
+        out.setBases = out.setBases.filter(([q]) => q !== to);
+        out.recheck.push(target);
+        this.logger.warn(`conflict copy of ${showPath(from)}: the server named ${showPath(to)}, which exists here and is kept; ours is ${showPath(target)}`);
+      }
+    }
     for (const q of out.deleteBases) this.state.deleteBase(q);
     for (const [q, record] of out.setBases) this.state.setBase(q, record);
     for (const q of out.noRename) this.noRename.add(q);
