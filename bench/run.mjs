@@ -11,7 +11,9 @@
 //                      [--scale-from DIR]  (a tree an earlier scale run wrote, moved into place)
 //
 // `fanout` (100 load sessions on one hub) and `scale` (a million files) run only when named in
-// --only: the default run is the first four cases.
+// --only: the default run is the first four cases. Latency, small and big run twice: through the
+// system sshd, then through the server's embedded endpoint ([listen]); the second table sets
+// them side by side (--no-embedded skips the second run).
 //
 // The sshd is started by scripts/private-sshd.mjs, the same starter the tests use.
 import fs from 'node:fs';
@@ -21,19 +23,21 @@ import { fileURLToPath } from 'node:url';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { latencyCase, smallFilesCase, bigFileCase, indexCase } from './lib/cases.mjs';
 import { fanoutCase, scaleCase } from './lib/scale.mjs';
-import { MONITOR } from './lib/cluster.mjs';
+import { MONITOR, prepareEndpoint } from './lib/cluster.mjs';
 import { deltaCase, appendCase } from './lib/delta.mjs';
 import { ms, mib, ratio } from './lib/stats.mjs';
-import { startSshd } from '../scripts/private-sshd.mjs';
+import { freePort, startSshd } from '../scripts/private-sshd.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CASES = ['latency', 'small', 'big', 'delta', 'append', 'index', 'fanout', 'scale'];
+/** The cases also run against the server's embedded endpoint, for the side-by-side table. */
+const EMBEDDED_CASES = ['latency', 'small', 'big'];
 /** The cases run when --only is not given. */
 const DEFAULT_CASES = ['latency', 'small', 'big', 'delta', 'append', 'index'];
 
 const USAGE = `usage: node bench/run.mjs [--quick] [--reps N] [--small-files N] [--small-dirs N] [--big-mib N] [--delta-mib N] [--append-mib N]
        [--index-files N] [--latency-files N] [--latency-interval MS] [--only ${CASES.join(',')}]
-       [--out FILE] [--keep] [--log-level debug|info|warn]
+       [--out FILE] [--keep] [--log-level debug|info|warn] [--no-embedded]
        [--fanout-clients N] [--fanout-changes N] [--scale-files N] [--scale-dirs N] [--scale-from DIR]
 fanout and scale run only when named in --only.`;
 
@@ -84,6 +88,10 @@ function parseArgs(argv) {
       return v;
     };
     if (arg === '--quick') continue;
+    if (arg === '--no-embedded') {
+      options.noEmbedded = true;
+      continue;
+    }
     else if (arg === '--keep') options.keep = true;
     else if (arg === '--out') options.out = path.resolve(value());
     else if (arg === '--log-level') options.logLevel = value();
@@ -190,6 +198,34 @@ function buildReport(o, r, env) {
       row(`${n} files: peak RSS, ${name}`, mib(peak), `RSS now ${mib(x.rssNow[name])} (${(x.rssNow[name] / x.files).toFixed(0)} B/file); V8 heap in use ${mib(h?.heapUsed)} of ${mib(h?.heapTotal)}`, ratio(peak, 1.2 * 1073741824) + ' of target', '≤ 1.2 GiB', ok(peak <= 1.2 * 1073741824));
     }
   }
+  const e = r.embedded ?? {};
+  if (e.latency || e.small || e.big) {
+    L.push('');
+    L.push('The embedded endpoint (`[listen]`: the server daemon is its own SSH server) beside the system sshd, same sizes, same run (systemsync both times; ratio = endpoint ÷ sshd):');
+    L.push('');
+    row('measure', 'through the system sshd', 'through the embedded endpoint', 'ratio', 'target', 'met');
+    row('---', '---:', '---:', '---:', '---', '---');
+    const side = (what, a, b) => row(what, ms(a), ms(b), ratio(b, a), '≤ 1 × sshd', ok(b <= a));
+    if (e.latency && r.latency) {
+      side('latency p50', r.latency.p50, e.latency.p50);
+      side('latency p99', r.latency.p99, e.latency.p99);
+    }
+    if (e.small && r.small) side(`${o.smallFiles} × ${o.smallSize / 1024} KiB files`, r.small.ms, e.small.ms);
+    if (e.big && r.big) side(`${o.bigMiB} MiB file`, r.big.ms, e.big.ms);
+    if (e.small?.cpu && r.small?.cpu) {
+      const secs = (x) => (Number.isFinite(x) ? `${x.toFixed(2)} s` : 'n/a');
+      const all = (c) => Object.values(c).reduce((a, b) => a + b, 0);
+      L.push('');
+      L.push('CPU seconds of the same two runs (every daemon; with the sshd, the sshd and its per-connection processes too):');
+      L.push('');
+      row('case', 'sshd mode: hub', 'sshd mode: sshd', 'sshd mode: total', 'endpoint mode: hub', 'endpoint mode: total');
+      row('---', '---:', '---:', '---:', '---:', '---:');
+      for (const c of ['small', 'big']) {
+        if (!e[c]?.cpu || !r[c]?.cpu) continue;
+        row(c, secs(r[c].cpu.hub), secs(r[c].cpu.sshd), secs(all(r[c].cpu)), secs(e[c].cpu.hub), secs(all(e[c].cpu) - (e[c].cpu.sshd ?? 0)));
+      }
+    }
+  }
   const withRss = CASES.filter((c) => c !== 'fanout' && r[c]?.rss);
   if (withRss.length > 0) {
     L.push('');
@@ -246,6 +282,25 @@ function buildReport(o, r, env) {
   return L.join('\n') + '\n';
 }
 
+/** One result of a case from several single-rep results: medians of numbers (per key for objects of numbers), arrays joined. */
+function mergeRuns(runs) {
+  const merge = (values) => {
+    const first = values[0];
+    if (typeof first === 'number') {
+      const sorted = [...values].sort((a, b) => a - b);
+      const mid = sorted.length >> 1;
+      return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    }
+    if (Array.isArray(first)) return values.flat();
+    if (first !== null && typeof first === 'object') {
+      const keys = [...new Set(values.flatMap((v) => Object.keys(v)))];
+      return Object.fromEntries(keys.map((k) => [k, merge(values.map((v) => v[k]).filter((x) => x !== undefined))]));
+    }
+    return first;
+  };
+  return merge(runs);
+}
+
 function versionOf(cmd, args) {
   const result = spawnSync(cmd, args, { encoding: 'utf8' });
   return `${result.stdout ?? ''}${result.stderr ?? ''}`.trim().split('\n')[0] || `${cmd} (version unknown)`;
@@ -267,13 +322,30 @@ async function main() {
   const nodeArgs = (process.env.SYSTEMSYNC_TEST_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const sshd = await startSshd({ dir: path.join(workDir, 'sshd') });
   const ctx = { sshd, workDir, options, log, logLevel: options.logLevel, nodeArgs, keep: options.keep };
-  const results = {};
+  const results = { embedded: {} };
   const runners = { latency: latencyCase, small: smallFilesCase, big: bigFileCase, delta: deltaCase, append: appendCase, index: indexCase, fanout: fanoutCase, scale: scaleCase };
+  const endpoint = await prepareEndpoint(path.join(workDir, 'endpoint'), await freePort());
   try {
     for (const name of CASES) {
       if (!options.only.includes(name)) continue;
-      log(`case ${name}…`);
-      results[name] = await runners[name](ctx);
+      if (!EMBEDDED_CASES.includes(name) || options.noEmbedded) {
+        log(`case ${name}…`);
+        results[name] = await runners[name](ctx);
+        continue;
+      }
+      // Both modes rep by rep, one right after the other, so that the load of a shared machine
+      // weighs on both alike; medians over the reps as for the other cases.
+      const viaSshd = [];
+      const viaEndpoint = [];
+      const once = { ...options, reps: 1 };
+      for (let rep = 0; rep < options.reps; rep++) {
+        log(`case ${name} rep ${rep + 1} through the sshd…`);
+        viaSshd.push(await runners[name]({ ...ctx, options: once }));
+        log(`case ${name} rep ${rep + 1} through the embedded endpoint…`);
+        viaEndpoint.push(await runners[name]({ ...ctx, options: once, endpoint }));
+      }
+      results[name] = mergeRuns(viaSshd);
+      results.embedded[name] = mergeRuns(viaEndpoint);
     }
   } finally {
     await sshd.stop();

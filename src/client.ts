@@ -91,6 +91,8 @@ class SyncedFolder {
   readonly lock = new SerialLock();
   paused: string | null = null;
   remote: RemoteFolder | null = null;
+  /** Why the server does not sync this folder with us (not served there, or not in our [access]); null when it does. */
+  refused: string | null = null;
   private ignore: IgnoreMatcher;
   private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
   private pushScheduled = false;
@@ -1048,7 +1050,7 @@ class SyncedFolder {
       pendingPull: this.pendingPull,
       conflicts: this.state.conflictCount(),
       failed: this.state.failed.length,
-      paused: this.paused,
+      paused: this.paused ?? this.refused,
       lastSync: this.state.lastSync,
       cursor: this.state.cursor,
     };
@@ -1159,8 +1161,15 @@ export class SyncClient extends NodeBase {
           { node: this.config.node.name, folders: [...this.folders.keys()], protocol: 1 },
           30_000,
         );
-        for (const name of hello.missing) this.logger.child(name).error(`the server ${hello.server} does not serve folder ${name}`);
+        for (const folder of this.folders.values()) folder.refused = null;
+        for (const name of hello.missing) {
+          const folder = this.folders.get(name);
+          if (folder !== undefined) folder.refused = `the server ${hello.server} does not serve it`;
+          this.logger.child(name).error(`the server ${hello.server} does not serve folder ${name}`);
+        }
         for (const name of hello.denied ?? []) {
+          const folder = this.folders.get(name);
+          if (folder !== undefined) folder.refused = `the server ${hello.server} does not let this node sync it (not in the folder's [access] there)`;
           this.logger.child(name).error(`the server ${hello.server} does not let this node (${this.config.node.name}) sync folder ${name}: it is not in the folder's [access] there`);
         }
         for (const [name, folder] of this.folders) {

@@ -142,6 +142,9 @@ describe('the embedded endpoint: sync', () => {
     expect(beta.log()).toMatch(/does not let this node \(beta\) sync folder private: it is not in the folder's \[access\] there/);
     expect(hub.log()).toMatch(/refused folder\(s\) private to client beta: not in its \[access\]/);
     await expect(fs.lstat(path.join(beta.folder('private'), 'secret.txt'))).rejects.toThrow(/ENOENT/);
+    const folders = (await beta.status()).folders;
+    expect(folders.find((f) => f.name === 'private')?.paused).toMatch(/does not let this node sync it \(not in the folder's \[access\] there\)/);
+    expect(folders.find((f) => f.name === 'docs')?.paused).toBeNull();
   });
 });
 

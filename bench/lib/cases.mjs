@@ -109,7 +109,7 @@ function medianCpu(readings) {
 }
 
 export async function withCluster(ctx, options, fn) {
-  const cluster = makeCluster(ctx.sshd, ctx.workDir, { logLevel: ctx.logLevel, nodeArgs: ctx.nodeArgs, ...options });
+  const cluster = makeCluster(ctx.sshd, ctx.workDir, { logLevel: ctx.logLevel, nodeArgs: ctx.nodeArgs, endpoint: ctx.endpoint ?? null, ...options });
   try {
     return await fn(cluster);
   } catch (err) {

@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { controlRequest } from '../../scripts/control-request.mjs';
+import { generateKey } from '../../scripts/private-sshd.mjs';
 import { fileURLToPath } from 'node:url';
 
 // SYSTEMSYNC_BENCH_MONITOR runs another build (e.g. a copy of dist/ while dist/ is being rebuilt).
@@ -160,14 +161,19 @@ export class Daemon {
  * A server `hub` and clients `alpha`, `beta`… with one folder `data` each, in a fresh directory
  * under `baseDir`, against `sshd`. Folders are created (and may be filled) before `startAll`.
  */
-export function makeCluster(sshd, baseDir, { clients = 2, logLevel = 'info', nodeArgs = [] } = {}) {
+export function makeCluster(sshd, baseDir, { clients = 2, logLevel = 'info', nodeArgs = [], endpoint = null } = {}) {
   const dir = fs.mkdtempSync(path.join(baseDir, 'cluster-'));
   const server = new Daemon('hub', 'server', dir, path.join(dir, 'hub', 'data'));
   const rpcSocket = path.join(server.stateDir, 'rpc.sock');
+  // With `endpoint` (prepareEndpoint): the server's embedded SSH endpoint instead of the sshd.
+  const listen = endpoint === null ? '' : `\n[listen]\naddress = 127.0.0.1\nport = ${endpoint.port}\nhost_key = ${endpoint.hostKeyPath}\n\n[clients]\n${endpoint.clientsSection}\n`;
   fs.writeFileSync(
     server.configPath,
-    `[node]\nname = hub\nrole = server\nstate_dir = ${server.stateDir}\n\n[rpc]\nsocket = ${rpcSocket}\n\n[folders]\ndata = ${server.folder}\n`,
+    `[node]\nname = hub\nrole = server\nstate_dir = ${server.stateDir}\n\n[rpc]\nsocket = ${rpcSocket}\n\n[folders]\ndata = ${server.folder}\n${listen}`,
   );
+  const via = endpoint === null
+    ? (name) => `port = ${sshd.port}\nuser = ${sshd.user}\nidentity = ${sshd.clientKeyPath}\nknown_hosts = ${sshd.knownHostsPath}\n`
+    : (name) => `port = ${endpoint.port}\nidentity = ${endpoint.keys[name]}\nknown_hosts = ${endpoint.knownHostsPath}\n`;
   const names = ['alpha', 'beta', 'gamma', 'delta'];
   const clientList = [];
   for (let i = 0; i < clients; i++) {
@@ -176,8 +182,8 @@ export function makeCluster(sshd, baseDir, { clients = 2, logLevel = 'info', nod
     fs.writeFileSync(
       client.configPath,
       `[node]\nname = ${name}\nrole = client\nstate_dir = ${client.stateDir}\n\n` +
-        `[server]\nhost = 127.0.0.1\nport = ${sshd.port}\nuser = ${sshd.user}\nidentity = ${sshd.clientKeyPath}\n` +
-        `known_hosts = ${sshd.knownHostsPath}\nhost_key_check = yes\nrpc_socket = ${rpcSocket}\nconnect_timeout = 10\n\n[folders]\ndata = ${client.folder}\n`,
+        `[server]\nhost = 127.0.0.1\n${via(name)}` +
+        `host_key_check = yes\nrpc_socket = ${rpcSocket}\nconnect_timeout = 10\n\n[folders]\ndata = ${client.folder}\n`,
     );
     clientList.push(client);
   }
@@ -215,6 +221,26 @@ export function makeCluster(sshd, baseDir, { clients = 2, logLevel = 'info', nod
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Keys for clusters on the embedded endpoint: a host key, one key per client name (ssh-keygen),
+ * a known_hosts that trusts the host key on `port`, and the [clients] lines.
+ */
+export async function prepareEndpoint(dir, port, names = ['alpha', 'beta', 'gamma', 'delta']) {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const hostKeyPath = path.join(dir, 'ssh_host_ed25519_key');
+  const host = await generateKey(hostKeyPath, 'ed25519', 'bench-endpoint');
+  const keys = {};
+  const lines = [];
+  for (const name of names) {
+    const key = await generateKey(path.join(dir, `${name}_ed25519`), 'ed25519', `${name}@bench`);
+    keys[name] = key.privateKeyPath;
+    lines.push(`${name} = ${key.publicKeyLine}`);
+  }
+  const knownHostsPath = path.join(dir, 'known_hosts');
+  fs.writeFileSync(knownHostsPath, `[127.0.0.1]:${port} ${host.publicKeyLine.split(/\s+/).slice(0, 2).join(' ')}\n`);
+  return { port, hostKeyPath, keys, knownHostsPath, clientsSection: lines.join('\n') };
 }
 
 /** True when the daemon reports nothing pending and nothing in flight. */
