@@ -10,6 +10,7 @@ import ssh2, { type Connection, type ServerChannel } from 'ssh2';
 import type { ClientKeyConfig, ListenConfig } from '../cli/config.js';
 import { isFolderAllowed } from '../core/access.js';
 import type { Logger } from '../node/log.js';
+import { coalesceWrites } from '../ssh/transfer.js';
 import { ClientKeys } from './auth.js';
 import { loadOrCreateHostKey, type HostKey } from './hostkey.js';
 import { MAX_SESSIONS, refuseForwarding, refuseSessionExtras, RPC_SUBSYSTEM } from './policy.js';
@@ -38,7 +39,7 @@ export interface EndpointOptions {
 }
 
 export class Endpoint {
-  private server: ssh2.Server | null = null;
+  private server: net.Server | null = null;
   private readonly connections = new Set<Connection>();
   private readonly keys: ClientKeys;
   private readonly logger: Logger;
@@ -55,9 +56,16 @@ export class Endpoint {
     const { listen } = this.options;
     this.hostKey = await loadOrCreateHostKey(listen.hostKey);
     if (this.hostKey.created) this.logger.info(`created the host key ${listen.hostKey} (${this.hostKey.type} ${this.hostKey.fingerprint})`);
-    const server = new ssh2.Server({ hostKeys: [this.hostKey.privateKey], ident: ENDPOINT_IDENT }, (conn, info) =>
+    const ssh = new ssh2.Server({ hostKeys: [this.hostKey.privateKey], ident: ENDPOINT_IDENT }, (conn, info) =>
       this.accept(conn, `${info.ip}:${info.port}`),
     );
+    // Our own listener: each socket sends without Nagle's delay, and what one turn of the event
+    // loop writes goes out in one writev (ssh2 writes every SSH packet by itself), as the client does.
+    const server = net.createServer((sock) => {
+      sock.setNoDelay(true);
+      coalesceWrites(sock);
+      ssh.injectSocket(sock);
+    });
     server.on('error', (err: Error) => this.logger.error(`endpoint: ${err.message}`));
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(new Error(`cannot listen on ${listen.address}:${listen.port}: ${err.message}`, { cause: err }));

@@ -346,7 +346,7 @@ export async function connectSsh(target: SshTarget): Promise<SshSession> {
  * the writes), so the added latency is below one loop iteration. end() uncorks by itself.
  * Must be called after sock.connect(), which restores Socket.prototype.write.
  */
-function coalesceWrites(sock: net.Socket): void {
+export function coalesceWrites(sock: net.Socket): void {
   // ssh2 sets this on the socket it creates (each channel adds listeners); do as it does.
   sock.setMaxListeners(0);
   const write = sock.write;
