@@ -364,9 +364,14 @@ describe('who may connect', () => {
   });
 });
 
+/**
+ * An RPC stream on `client`. The endpoint allows one at a time per connection, and the server
+ * sees the previous one (closed by the test before) end a moment later: retry until it has.
+ */
 async function rpcPeer(client: SshClient): Promise<RpcPeer> {
-  const stream = await new Promise<Duplex>((resolve, reject) => client.subsys(RPC_SUBSYSTEM, (err, ch) => (err ? reject(err) : resolve(ch))));
-  return createRpcPeer(stream, { context: null, handlers: {} });
+  const open = () => new Promise<Duplex>((resolve, reject) => client.subsys(RPC_SUBSYSTEM, (err, ch) => (err ? reject(err) : resolve(ch))));
+  const stream = await waitFor(() => open().catch(() => null), { timeoutMs: 10_000, what: 'an RPC stream on the rogue connection' });
+  return createRpcPeer(stream!, { context: null, handlers: {} });
 }
 
 /** Writes a new file in `dir` every 300 ms until stopped; returns their names. */
