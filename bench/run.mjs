@@ -212,7 +212,7 @@ function buildReport(o, r, env) {
     }
     if (e.small && r.small) side(`${o.smallFiles} × ${o.smallSize / 1024} KiB files`, r.small.ms, e.small.ms);
     if (e.big && r.big) side(`${o.bigMiB} MiB file`, r.big.ms, e.big.ms);
-    if (e.small?.cpu && r.small?.cpu) {
+    if ((e.small?.cpu && r.small?.cpu) || (e.big?.cpu && r.big?.cpu)) {
       const secs = (x) => (Number.isFinite(x) ? `${x.toFixed(2)} s` : 'n/a');
       const all = (c) => Object.values(c).reduce((a, b) => a + b, 0);
       L.push('');
