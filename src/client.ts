@@ -26,6 +26,8 @@ import { BundlePrefetcher, groupBySize, type WantedFile } from './wire/bundles.j
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './fs/watch.js';
 import { connectSsh, type SshSession } from './ssh/transfer.js';
 import { isReachedThroughLink } from './fs/safefs.js';
+import { removePulledPath } from './fs/unplace.js';
+import { conflictCopyPath } from './core/conflict.js';
 import { openRpcStream } from './client/rpcstream.js';
 import { unsendableReason } from './wire/unsendable.js';
 import { lstatUnderRoot } from './fs/presence.js';
@@ -943,7 +945,12 @@ class SyncedFolder {
         this.schedulePush();
         return;
       case 'delete': {
-        const removed = await removePath(this.root, p);
+        // Never unlinks bytes the decision did not see (a local write racing the delete).
+        const result = await removePulledPath(this.root, p, { entry: local!, stat: null }, {
+          conflictName: (rel) => conflictCopyPath(rel, new Date(), this.client.config.node.name, (c) => fsSync.existsSync(path.join(this.root, c))),
+        });
+        const removed = result.removed;
+        if (!result.removed && result.copy !== null) this.state.markDirty([result.copy]);
         if (removed) {
           this.state.deleteBase(p);
           this.logger.info(`pulled delete ${showPath(p)}`);

@@ -28,4 +28,22 @@ describe('simulation regressions', () => {
     expect(hit.length).toBeGreaterThan(0);
     for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
   });
+
+  it('a local write racing a pulled delete is kept (it goes back to the server), never unlinked', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 50, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 1000 + d, node: 'c2', op: { kind: 'race' } },
+        { at: 2000, node: 'c1', op: { kind: 'delete', path: 'shared/f' } },
+        // Races are armed only while ops go on: keep the op phase open past the pull.
+        { at: 4000, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+      ],
+      [0, 1],
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    const hit = runs.filter((r) => r.result.log.some((l) => l.includes('racing write to shared/f at pull-delete')));
+    expect(hit.length).toBeGreaterThan(0);
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
 });

@@ -11,6 +11,7 @@ import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcil
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
 import { decideInterruptedPull, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { conflictCopyPath } from '../../src/core/conflict.js';
 import { isSameOrInside } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
 import {
@@ -18,7 +19,10 @@ import {
   hashOf,
   isReachedThroughLink,
   isRecordedFile,
+  TMP,
+  checkParents,
   movePath,
+  newTempName,
   placeDir,
   placeFile,
   placeSymlink,
@@ -554,7 +558,7 @@ export class ClientShell {
       case 'delete': {
         this.hooks.window(this.name, p, 'pull-delete');
         yield* pause();
-        const removed = removePath(this.fs, p);
+        const removed = yield* this.removePulledPath(p, local!);
         this.state.deleteBase(p);
         if (!removed) {
           this.state.markDirty([p]);
@@ -582,6 +586,33 @@ export class ClientShell {
         yield* this.fetch(link, change, local);
         return;
     }
+  }
+
+  /** src/fs/unplace.ts removePulledPath, step by step: move aside, compare, put a local edit back. */
+  private *removePulledPath(p: string, expected: Entry): Proc<boolean> {
+    const fs = this.fs;
+    checkParents(fs, p, false);
+    const st = fs.lstat(p);
+    if (st === null) return true;
+    if (st.kind !== 'file') return removePath(fs, p);
+    fs.mkdirp(TMP, 0o700);
+    const aside = `${TMP}/${newTempName(fs, 'aside')}`;
+    fs.rename(p, aside);
+    yield* pause();
+    const moved = readLocal(fs, aside)!.entry;
+    if (isSameEntry(moved, expected)) {
+      fs.unlink(aside);
+      return true;
+    }
+    if (!fs.exists(p)) {
+      fs.link(aside, p);
+      fs.unlink(aside);
+      return false;
+    }
+    const copy = conflictCopyPath(p, new Date(Date.UTC(2026, 10, 23, 14, 0, 0) + this.sched.now), this.name, (c) => fs.exists(c));
+    fs.rename(aside, copy);
+    this.state.markDirty([copy]);
+    return false;
   }
 
   private *fetch(link: Link, change: Change, localBefore: Entry | null): Proc {

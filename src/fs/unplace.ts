@@ -1,0 +1,83 @@
+/**
+ * Removing a file for a pulled delete without destroying bytes the pull did not decide on.
+ *
+ * The delete was decided from a look at the file; a local write can land between that look and
+ * the unlink, and a plain unlink loses it (found by the simulation: a write racing a pulled
+ * delete). As for placing a pulled file (fs/place.ts once it lands), the file is renamed aside
+ * into `.systemsync/tmp` (atomic), what was moved is compared with what the delete decided to
+ * remove, and a local edit is put back with link() (if the path was taken meanwhile, it is kept
+ * as a conflict copy). Only then is the moved file unlinked.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Entry, StatFingerprint } from '../core/types.js';
+import { isSameEntry } from '../core/reconcile.js';
+import { permissionBits } from '../core/modes.js';
+import { hashFile, hashSmallFile, mtimeOf, SMALL_FILE } from './scan.js';
+import { newTempName, removePath, tmpDirOf } from './apply.js';
+import { checkPath, checkSource } from './safefs.js';
+
+export interface UnplaceExpectation {
+  /** What the delete decided to remove. */
+  entry: Entry;
+  /** Its fingerprint when it was read (content taken as unchanged if ino, size and mtime match). */
+  stat: StatFingerprint | null;
+}
+
+export type UnplaceResult =
+  /** Removed (or already gone). A directory that still holds something is not removed: `removed` false, `copy` null. */
+  | { removed: true }
+  /** Not removed: the file changed since the decision. It is back at its path, or at `copy`. */
+  | { removed: false; copy: string | null };
+
+export interface UnplaceOptions {
+  /** Name for a conflict copy of a local version whose path was taken meanwhile (folder-relative). */
+  conflictName: (rel: string) => string;
+  /** Test seam: runs between the decision and the move aside (a race is injected here). */
+  beforeRemove?: () => void | Promise<void>;
+}
+
+async function movedEntry(abs: string, expected: UnplaceExpectation): Promise<Entry> {
+  const st = fs.lstatSync(abs);
+  const mode = permissionBits(st.mode);
+  const known = expected.entry.type === 'file' ? expected.entry : null;
+  if (known !== null && expected.stat !== null && expected.stat.ino === st.ino && expected.stat.size === st.size && expected.stat.mtimeMs === st.mtimeMs) {
+    return { type: 'file', size: st.size, mtime: mtimeOf(st), mode, hash: known.hash };
+  }
+  const hashed = st.size <= SMALL_FILE ? hashSmallFile(abs) : await hashFile(abs);
+  return { type: 'file', size: hashed.size, mtime: mtimeOf(st), mode, hash: hashed.hash };
+}
+
+/** Remove `rel` for a pulled delete, unless it is no longer what `expected` describes. */
+export async function removePulledPath(root: string, rel: string, expected: UnplaceExpectation, options: UnplaceOptions): Promise<UnplaceResult> {
+  await options.beforeRemove?.();
+  const c = await checkPath(root, rel);
+  const st = fs.lstatSync(c.abs, { throwIfNoEntry: false });
+  if (st === undefined) return { removed: true };
+  // Directories go only when empty, links are names without content: removePath as before.
+  if (!st.isFile()) return (await removePath(root, rel)) ? { removed: true } : { removed: false, copy: null };
+  fs.mkdirSync(tmpDirOf(root), { recursive: true, mode: 0o700 });
+  const aside = await checkSource(root, path.join(tmpDirOf(root), newTempName('aside')), { sameOperationAs: c });
+  try {
+    fs.renameSync(c.abs, aside.abs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: true };
+    throw err;
+  }
+  const moved = await movedEntry(aside.abs, expected);
+  if (isSameEntry(moved, expected.entry)) {
+    fs.unlinkSync(aside.abs);
+    return { removed: true };
+  }
+  // A local edit landed since the decision: it stays, at its path if that is still free.
+  try {
+    fs.linkSync(aside.abs, c.abs);
+    fs.unlinkSync(aside.abs);
+    return { removed: false, copy: null };
+  } catch (err) {
+    const copy = options.conflictName(rel);
+    fs.renameSync(aside.abs, (await checkPath(root, copy, { sameOperationAs: c })).abs);
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return { removed: false, copy };
+  }
+}
