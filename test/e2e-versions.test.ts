@@ -60,7 +60,9 @@ describe('versions, restore, conflicts and resolve from the command line', () =>
 
   it('restores on every node, with its content, mode and mtime, a file deleted on another client', async () => {
     const mtime = Date.UTC(2025, 4, 17, 9, 30, 15, 250);
-    await makeTree({ 'reports/q1.txt': { content: 'first quarter\n', mode: 0o640, mtime } }, alpha);
+    // Made aside and moved in whole: a half-written file seen by the watcher would be a version too.
+    const staged = await makeTree({ 'reports/q1.txt': { content: 'first quarter\n', mode: 0o640, mtime } });
+    await fs.rename(path.join(staged, 'reports'), path.join(alpha, 'reports'));
     await converge();
     await fs.rm(path.join(alpha, 'reports/q1.txt'));
     await converge();
@@ -87,11 +89,18 @@ describe('versions, restore, conflicts and resolve from the command line', () =>
 
   it('lists three overwrites and restores the oldest exactly, keeping the replaced content as a version', async () => {
     const contents = ['v0: the original\n', 'v1: edited once, longer\n', 'v2: edited twice, longer still\n', 'v3: the current content, the longest\n'];
-    await fs.writeFile(path.join(alpha, 'notes.txt'), contents[0]!);
+    // Each write lands whole (written beside, renamed in): a watcher that saw a half-written file
+    // would rightly make a version of it, and the listing below would have one more.
+    const writeWhole = async (file: string, text: string): Promise<void> => {
+      const staging = path.join(cluster.dir, `staging-${Date.now()}`);
+      await fs.writeFile(staging, text);
+      await fs.rename(staging, file);
+    };
+    await writeWhole(path.join(alpha, 'notes.txt'), contents[0]!);
     await converge();
     for (const [i, text] of contents.slice(1).entries()) {
       // Alternate writers: each replaced version is kept, whoever replaced it.
-      await fs.writeFile(path.join(i % 2 === 0 ? beta : alpha, 'notes.txt'), text);
+      await writeWhole(path.join(i % 2 === 0 ? beta : alpha, 'notes.txt'), text);
       await converge();
     }
     const listed = await versionsOf(alphaNode, path.join(alpha, 'notes.txt'));

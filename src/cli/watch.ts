@@ -19,7 +19,8 @@ export class TransferRates {
       const key = keyOf(t);
       const before = this.previous.get(key);
       const rate = before !== undefined && now > before.at ? Math.max(0, ((t.done - before.done) * 1000) / (now - before.at)) : t.rate;
-      out.set(key, { rate, eta: rate > 0 ? Math.ceil((t.total - t.done) / rate) : null });
+      // A file that grew while it was sent has no honest time left.
+      out.set(key, { rate, eta: rate > 0 && t.done <= t.total ? Math.ceil((t.total - t.done) / rate) : null });
       next.set(key, { done: t.done, at: now });
     }
     this.previous = next;
@@ -60,7 +61,7 @@ export function statusLine(report: StatusReport, rates: Map<string, { rate: numb
   const key = [report.connected, ...folders, ...clients, ...transfers].join(' | ');
   const live = report.transfers.map((t) => {
     const r = rates.get(keyOf(t));
-    const pct = t.total > 0 ? Math.floor((t.done / t.total) * 100) : 100;
+    const pct = t.total > 0 ? Math.min(100, Math.floor((t.done / t.total) * 100)) : 100;
     return `${t.direction} ${t.folder}/${escapeControls(t.path)} ${pct}% ${formatBytes(t.done)}/${formatBytes(t.total)} ${formatBytes(Math.round(r?.rate ?? t.rate))}/s ETA ${formatEta(r?.eta ?? null)}`;
   });
   const parts = [`${report.connected ? 'connected' : 'not connected'}`, ...folders, ...(clients.length > 0 ? [`clients: ${clients.join(', ')}`] : []), ...(live.length > 0 ? [`transfers: ${live.join(', ')}`] : [])];
