@@ -5,6 +5,7 @@
 // one client to the other, then stops everything it started and cleans up.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +30,21 @@ function run(node, args) {
   return execFileSync(process.execPath, [monitor, ...args, '--config', node.config], {
     env: { ...process.env, HOME: node.home },
     encoding: 'utf8',
+    // Polls print nothing of their own: a failed one is retried, not shown.
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+}
+
+/** Resolves once the daemon of `node` accepts connections on its control socket. */
+function waitForControlSocket(node) {
+  const socket = path.join(dir, `${node.name}-state`, 'control.sock');
+  return waitFor(`${node.name}'s control socket`, () =>
+    new Promise((resolve) => {
+      const s = net.connect(socket);
+      s.once('connect', () => (s.destroy(), resolve(true)));
+      s.once('error', () => resolve(false));
+    }),
+  );
 }
 
 /** The same, printing what the command printed. */
@@ -139,6 +154,7 @@ async function main() {
 
   say('systemsync monitor --role server');
   startDaemon(hub, 'server');
+  await waitForControlSocket(hub);
   await waitFor('the server to listen', () => JSON.parse(run(hub, ['status', '--json'])).role === 'server');
 
   say('systemsync check   (alpha)');
@@ -147,6 +163,7 @@ async function main() {
   say('systemsync monitor --role client   (alpha, beta)');
   for (const node of clients) startDaemon(node, 'client');
   for (const node of clients) {
+    await waitForControlSocket(node);
     await waitFor(`${node.name} to connect`, () => JSON.parse(run(node, ['status', '--json'])).connected === true);
   }
 
@@ -158,6 +175,14 @@ async function main() {
   fs.writeFileSync(from, content);
   await waitFor('hello.txt on beta', () => fs.readFileSync(to, 'utf8') === content);
   console.log(`  beta has it after ${Date.now() - t0} ms: ${JSON.stringify(fs.readFileSync(to, 'utf8'))}`);
+
+  say('alpha deletes hello.txt; beta lists what the server kept and restores it');
+  fs.rmSync(from);
+  await waitFor('hello.txt to be gone on beta', () => !fs.existsSync(to));
+  cli(clients[1], ['versions', to]);
+  cli(clients[1], ['restore', to]);
+  await waitFor('hello.txt back on alpha', () => fs.readFileSync(from, 'utf8') === content);
+  console.log(`  alpha has it back: ${JSON.stringify(fs.readFileSync(from, 'utf8'))}`);
 
   say('systemsync status   (hub)');
   cli(hub, ['status']);
