@@ -775,24 +775,25 @@ class SyncedFolder {
   /** The server forgot what we had seen (or never knew us): compare everything. */
   private async fullResync(link: Link): Promise<void> {
     this.logger.warn('the server no longer has this client\'s place in its log: merging with its full listing');
+    // The server's numbering may have restarted and its listing may miss what it lost: base
+    // versions mean nothing now. Merge as on a first sync (promise 10) instead of reading "not on
+    // the server" as "deleted": identical files are recorded, differing ones kept both, and
+    // files only here are pushed back. A reset never deletes anything. Each page is applied as
+    // it arrives: one page is held at a time, never the whole listing (a server could send any
+    // number of them); only the listed paths are kept, as the base index keeps them anyway.
+    const known = [...this.state.basePaths()];
+    for (const p of known) this.state.deleteBase(p);
     const listed = new Set<string>();
     let after = 0;
     let head = 0;
-    const live: Change[] = [];
     for (;;) {
       const page = await link.peer.request('changes', { folder: this.name, after, limit: PULL_PAGE }, 120_000);
       head = page.head;
       if (page.changes.length === 0) break;
-      for (const c of page.changes) (listed.add(c.path), live.push(c));
+      for (const c of page.changes) listed.add(c.path);
       after = page.changes[page.changes.length - 1]!.seq;
+      await this.applyPage(link, page.changes);
     }
-    // The server's numbering may have restarted and its listing may miss what it lost: base
-    // versions mean nothing now. Merge as on a first sync (promise 10) instead of reading "not on
-    // the server" as "deleted": identical files are recorded, differing ones kept both, and
-    // files only here are pushed back. A reset never deletes anything.
-    const known = [...this.state.basePaths()];
-    for (const p of known) this.state.deleteBase(p);
-    await this.applyPage(link, live);
     this.state.markDirty(pathsToPushAfterResync(known, listed, (p) => this.state.getBase(p) !== null));
     this.state.setCursor(head);
     await this.state.flush();
