@@ -28,13 +28,14 @@ import { connectSsh, type SshSession } from './ssh/transfer.js';
 import { isReachedThroughLink } from './fs/safefs.js';
 import { removePulledPath } from './fs/unplace.js';
 import { conflictCopyPath } from './core/conflict.js';
+import { tempFilePath } from './fs/reserved.js';
 import { openRpcStream } from './client/rpcstream.js';
 import { unsendableReason } from './wire/unsendable.js';
 import { lstatUnderRoot } from './fs/presence.js';
 import { freeConflictTarget } from './client/conflictmove.js';
 import { permissionBits } from './core/modes.js';
 import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
-import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf } from './fs/apply.js';
+import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile } from './fs/apply.js';
 import type { ConflictsParams, ParamsOf, ResolveParams, RestoreParams, ResultOf, VersionsParams } from './rpc.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { pullDelta, pushDelta } from './client/delta.js';
@@ -124,7 +125,6 @@ class SyncedFolder {
   async start(): Promise<void> {
     if ((await this.checkPresence()) !== null) return;
     await this.loadSyncignore();
-    fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
     const removed = await cleanTempDir(this.root);
     if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
     const offline = await changesSince(this.root, this.snapshotFile, this.ignore).catch(() => null);
@@ -569,9 +569,10 @@ class SyncedFolder {
       offset += data.length;
     }
     if (built.length === 0) return [];
-    const localTmp = path.join(tmpDirOf(this.root), name);
     const transfer = this.client.beginTransfer(this.name, `${group[0]!.path} (bundle of ${built.length})`, 'push', offset);
+    let localTmp: string | null = null;
     try {
+      localTmp = await tempFilePath(this.root, name);
       fsSync.writeFileSync(localTmp, Buffer.concat(contents, offset), { flag: 'wx', mode: 0o600 });
       await link.ssh.uploadFile(localTmp, `${remote.tmp}/${name}`, { onProgress: (done) => transfer.progress(done) });
       return built;
@@ -581,7 +582,7 @@ class SyncedFolder {
       return [];
     } finally {
       transfer.end();
-      fsSync.rmSync(localTmp, { force: true });
+      if (localTmp !== null) fsSync.rmSync(localTmp, { force: true });
     }
   }
 
@@ -834,7 +835,7 @@ class SyncedFolder {
     }
     if (made.bundle === null) return contents;
     const remotePath = `${remote.tmp}/${made.bundle}`;
-    const localTmp = path.join(tmpDirOf(this.root), newTempName('bundle'));
+    let localTmp: string | null = null;
     const total = made.parts.reduce((sum, part) => sum + (part?.length ?? 0), 0);
     // The bundle holds the parts and nothing more: never download past the furthest part's end
     // (a server cannot make this client fetch more than MAX_BUNDLE_BYTES); each part is then
@@ -842,7 +843,7 @@ class SyncedFolder {
     const extent = Math.min(MAX_BUNDLE_BYTES, made.parts.reduce((end, part) => Math.max(end, part === null ? 0 : part.offset + part.length), 0));
     const transfer = this.client.beginTransfer(this.name, `${group[0]!.path} (bundle of ${group.length})`, 'pull', total);
     try {
-      fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+      localTmp = await tempFilePath(this.root, newTempName('bundle'));
       await link.ssh.downloadFile(remotePath, localTmp, { maxSize: extent, onProgress: (done) => transfer.progress(done) });
       const data = readSmallFile(localTmp, MAX_BUNDLE_BYTES);
       for (const [i, file] of group.entries()) {
@@ -855,7 +856,7 @@ class SyncedFolder {
       this.logger.warn(`bundle of ${group.length} file(s): ${(err as Error).message}; fetching them one by one`);
     } finally {
       transfer.end();
-      fsSync.rmSync(localTmp, { force: true });
+      if (localTmp !== null) fsSync.rmSync(localTmp, { force: true });
       void link.ssh.unlink(remotePath).catch(() => undefined);
     }
     return contents;
@@ -1007,8 +1008,7 @@ class SyncedFolder {
       return;
     }
     const remote = this.remote!;
-    const tmpAbs = path.join(tmpDirOf(this.root), newTempName('down'));
-    fsSync.mkdirSync(tmpDirOf(this.root), { recursive: true, mode: 0o700 });
+    const tmpAbs = await tempFilePath(this.root, newTempName('down'));
     // A small file usually came in a bundle, already checked against its hash.
     const content = (await prefetched?.take(change.seq)) ?? null;
     if (content !== null) {

@@ -15,6 +15,7 @@ import { needsMarker, pauseReason } from './core/safety.js';
 import { MARKER_DIR } from './fs/apply.js';
 import { VERSION } from './version.js';
 import type { ConflictsParams, ConflictsResult, ResolveParams, ResolveResult, RestoreParams, RestoreResultWire, VersionsParams, VersionsResult } from './rpc.js';
+import { reservedDirsProblem } from './fs/reserved.js';
 
 export interface FolderStatus {
   name: string;
@@ -339,7 +340,16 @@ export async function folderPauseReason(root: string, hasHistory: boolean, previ
   const isDir = (p: string): Promise<boolean> => fs.stat(p).then((s) => s.isDirectory(), () => false);
   const presence = { rootExists: await isDir(root), markerExists: await isDir(path.join(root, MARKER_DIR)), hasHistory };
   if (needsMarker(presence)) await fs.mkdir(path.join(root, MARKER_DIR), { recursive: true, mode: 0o700 });
-  const reason = pauseReason(presence);
+  let reason = pauseReason(presence);
+  // `.systemsync`, `tmp` and `trash` must be real directories of ours (a symlink there would be
+  // followed by the cleanup): a symlinked tmp or trash is replaced, anything else pauses.
+  if (reason === null) {
+    try {
+      reason = reservedDirsProblem(root, (message) => logger.warn(`${message} (${root})`));
+    } catch (err) {
+      reason = `${MARKER_DIR} cannot be checked: ${describeFsError(err)}`;
+    }
+  }
   if (reason !== previous) {
     if (reason === null) logger.info('folder is back: resuming');
     else logger.error(`paused: ${reason} (${root})`);

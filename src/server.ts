@@ -168,8 +168,7 @@ class ServedFolder implements RecoveryHost {
     const reason = await folderPauseReason(this.root, !this.log.isEmpty, this.paused, this.logger);
     const wasPaused = this.paused !== null;
     this.paused = reason;
-    // Only inside a present, marked folder: `mkdir -p` must never bring back a vanished root.
-    if (reason === null) await fs.mkdir(this.tmpDir, { recursive: true, mode: 0o700 }).catch(() => undefined);
+    // `.systemsync/tmp` is made (never through a link) by folderPauseReason, only inside a present, marked folder.
     if (wasPaused && reason === null && this.isStarted) this.resume();
     return reason;
   }
@@ -320,7 +319,7 @@ class ServedFolder implements RecoveryHost {
     try {
       uploadAbs = await this.uploadPath(upload);
     } catch (err) {
-      throw new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, true);
+      throw unusableTmpError(upload, err);
     }
     try {
       const outAbs = await this.newTempPath('delta');
@@ -338,7 +337,7 @@ class ServedFolder implements RecoveryHost {
     try {
       tmpAbs = await this.uploadPath(upload);
     } catch (err) {
-      throw new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, true);
+      throw unusableTmpError(upload, err);
     }
     const inspect = inspectUpload(upload);
     let hashed: { hash: string; size: number };
@@ -366,7 +365,7 @@ class ServedFolder implements RecoveryHost {
     try {
       bundleAbs = await this.uploadPath(upload);
     } catch (err) {
-      for (const i of indexes) verified[i] = new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, true);
+      for (const i of indexes) verified[i] = unusableTmpError(upload, err);
       return;
     }
     try {
@@ -642,6 +641,14 @@ class ServedFolder implements RecoveryHost {
     );
     return applied.results;
   }
+}
+
+/**
+ * `.systemsync/tmp` could not be used for `upload` (swapped for a symlink, say). Not permanent:
+ * the folder's presence check replaces a symlinked tmp, and the client's retry then succeeds.
+ */
+function unusableTmpError(upload: string, err: unknown): OpError {
+  return new OpError('BAD_UPLOAD', `upload ${upload}: ${describeFsError(err)}`, false);
 }
 
 /** The first two parts that share bytes ("0+10 and 5+10"), or null when none do. Empty parts share nothing. */

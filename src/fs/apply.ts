@@ -15,6 +15,7 @@ import type { DirEntry, Entry, FileEntry, StatFingerprint } from '../core/types.
 import { SyncError } from '../core/errors.js';
 import { permissionBits } from '../core/modes.js';
 import { fingerprint } from './scan.js';
+import { removeTreeChecked, requireReservedDir, tempFilePath } from './reserved.js';
 import {
   checkPath,
   checkSource,
@@ -22,6 +23,7 @@ import {
   renameChecked,
   rmdirChecked,
   safeChmod,
+  safeLstat,
   unlinkChecked,
   type CheckedPath,
 } from './safefs.js';
@@ -169,8 +171,7 @@ export async function placeDir(root: string, rel: string, entry: DirEntry, befor
 export async function placeSymlink(root: string, rel: string, target: string, beforeReplace?: BeforeReplace): Promise<void> {
   const to = await checkPath(root, rel, { createParents: 0o755 });
   await clearForType(to, 'symlink', beforeReplace);
-  const tmpAbs = path.join(tmpDirOf(root), newTempName('link'));
-  fsSync.mkdirSync(tmpDirOf(root), { recursive: true, mode: 0o700 });
+  const tmpAbs = await tempFilePath(root, newTempName('link'));
   const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
   fsSync.symlinkSync(target, from.abs);
   await renameChecked(from, to);
@@ -216,21 +217,17 @@ export async function movePath(root: string, from: string, to: string, beforeRep
  * `olderThan` only what was last modified before that time (transfers in flight keep writing).
  */
 export async function cleanTempDir(root: string, olderThan: Date | null = null): Promise<number> {
-  const dir = tmpDirOf(root);
+  if ((await lstatOrNull(tmpDirOf(root))) === null) return 0;
+  // A real directory of ours (never a link to follow), and every removal a checked one.
+  const dir = await requireReservedDir(root, 'tmp');
   let removed = 0;
-  let names: string[];
-  try {
-    names = await fs.readdir(dir);
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    const abs = path.join(dir, name);
+  for (const name of await fs.readdir(dir)) {
+    const rel = `${MARKER_DIR}/tmp/${name}`;
     if (olderThan !== null) {
-      const st = await lstatOrNull(abs).catch(() => null);
+      const st = await safeLstat(root, rel, { allowReserved: true }).catch(() => null);
       if (st === null || st.mtimeMs >= olderThan.getTime()) continue;
     }
-    await fs.rm(abs, { recursive: true, force: true });
+    await removeTreeChecked(root, rel);
     removed++;
   }
   return removed;
