@@ -14,7 +14,8 @@ import type { Entry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
 import { permissionBits } from '../core/modes.js';
 import { hashFile, hashSmallFile, mtimeOf, SMALL_FILE } from './scan.js';
-import { newTempName, removePath, tmpDirOf } from './apply.js';
+import { newTempName, removePath } from './apply.js';
+import { tempFilePath } from './reserved.js';
 import { checkPath, checkSource } from './safefs.js';
 
 export interface UnplaceExpectation {
@@ -56,8 +57,7 @@ export async function removePulledPath(root: string, rel: string, expected: Unpl
   if (st === undefined) return { removed: true };
   // Directories go only when empty, links are names without content: removePath as before.
   if (!st.isFile()) return (await removePath(root, rel)) ? { removed: true } : { removed: false, copy: null };
-  fs.mkdirSync(tmpDirOf(root), { recursive: true, mode: 0o700 });
-  const aside = await checkSource(root, path.join(tmpDirOf(root), newTempName('aside')), { sameOperationAs: c });
+  const aside = await checkSource(root, await tempFilePath(root, newTempName('aside')), { sameOperationAs: c });
   try {
     fs.renameSync(c.abs, aside.abs);
   } catch (err) {
