@@ -9,7 +9,6 @@
  * as a conflict copy). Only then is the moved file unlinked.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Entry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
 import { permissionBits } from '../core/modes.js';
