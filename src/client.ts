@@ -12,7 +12,7 @@ import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } f
 import { decidePull, hasSameContent, isSameEntry } from './core/reconcile.js';
 import { planPush } from './core/plan.js';
 import { decidePushOutcome, pathOfOp } from './core/outcome.js';
-import { decideInterruptedPull, pathsToPushAfterResync } from './core/merge.js';
+import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync } from './core/merge.js';
 import { isSameOrInside } from './core/paths.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './client/clientstate.js';
@@ -36,6 +36,7 @@ import { freeConflictTarget } from './client/conflictmove.js';
 import { permissionBits } from './core/modes.js';
 import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile } from './fs/apply.js';
+import { placePulledFile } from './fs/place.js';
 import type { ConflictsParams, ParamsOf, ResolveParams, RestoreParams, ResultOf, VersionsParams } from './rpc.js';
 import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { pullDelta, pushDelta } from './client/delta.js';
@@ -397,6 +398,10 @@ class SyncedFolder {
           if (from !== null) expand(from);
         }
         if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
+        // Hard links: an edit through one name changes every other name of the inode.
+        if (local?.entry.type === 'file' && local.stat !== null && !isSameFingerprint(base?.stat ?? null, local.stat)) {
+          for (const other of otherLinkNames(p, local.links ?? 1, this.state.pathsOfInode(local.stat.ino))) expand(other);
+        }
       });
       // Only the outermost new directories need a walk: it covers the ones inside them.
       for (const dir of newDirs) {
@@ -741,21 +746,24 @@ class SyncedFolder {
         const link = this.client.link;
         if (link === null || this.remote === null || this.paused !== null || this.client.isStopping) return;
         for (;;) {
-          const page = await link.peer.request(
-            'changes',
-            { folder: this.name, after: this.state.cursor, limit: PULL_PAGE },
-            120_000,
-          );
-          this.pendingPull = Math.max(0, page.head - this.state.cursor);
-          if (page.reset) {
-            await this.lock.run(() => this.fullResync(link));
-            continue;
-          }
-          if (page.changes.length === 0) break;
-          await this.lock.run(async () => {
-            await this.state.beginApply(page.changes);
-            await this.applyPage(link, page.changes);
+          // The page is asked for under the folder lock: a page listed before one of our own
+          // commits would bring back, over it, what that commit replaced (a directory renamed
+          // away after the page was listed would be recreated at its old path).
+          const page = await this.lock.run(async () => {
+            const listed = await link.peer.request('changes', { folder: this.name, after: this.state.cursor, limit: PULL_PAGE }, 120_000);
+            this.pendingPull = Math.max(0, listed.head - this.state.cursor);
+            if (listed.reset) {
+              await this.fullResync(link);
+              return null;
+            }
+            if (listed.changes.length > 0) {
+              await this.state.beginApply(listed.changes);
+              await this.applyPage(link, listed.changes);
+            }
+            return listed;
           });
+          if (page === null) continue;
+          if (page.changes.length === 0) break;
           const last = page.changes[page.changes.length - 1]!.seq;
           this.state.setCursor(last);
           await this.state.flush();
@@ -908,36 +916,37 @@ class SyncedFolder {
     }
   }
 
-  private async readForPull(p: string, base: BaseRecord | null): Promise<Entry | null> {
+  private async readForPull(p: string, base: BaseRecord | null): Promise<LocalState | null> {
     const local = (await isReachedThroughLink(this.root, p)) ? null : await readLocal(this.root, p, {
       knownStat: base?.stat ?? null,
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
     });
     if (local === 'unsupported') throw Object.assign(new Error('a socket, FIFO or device stands at this path'), { code: 'EINVAL' });
-    return local?.entry ?? null;
+    return local;
   }
 
   private async applyChangeOrThrow(link: Link, change: Change, force: boolean, prefetched: BundlePrefetcher | null): Promise<void> {
     const p = change.path;
     const base = force ? null : this.state.getBase(p);
-    const local = await this.readForPull(p, this.state.getBase(p));
+    const localState = await this.readForPull(p, this.state.getBase(p));
+    const local = localState?.entry ?? null;
     let fromBase: BaseRecord | null = null;
-    let fromLocal: Entry | null = null;
+    let fromLocal: LocalState | null = null;
     if (change.from !== undefined) {
       fromBase = this.state.getBase(change.from);
       fromLocal = await this.readForPull(change.from, fromBase).catch(() => null);
     }
-    const decision = decidePull(change, base, local, fromBase, fromLocal);
-    const record = async (entry: Entry): Promise<void> => {
-      const after = await readLocal(this.root, p, {});
-      const stat = after !== null && after !== 'unsupported' ? after.stat : null;
+    const decision = decidePull(change, base, local, fromBase, fromLocal?.entry ?? null);
+    // The base gets the fingerprint read when deciding, never a later stat: an edit made since
+    // then differs from it, so the next look pushes that edit instead of taking it as synced.
+    const record = (entry: Entry, stat: StatFingerprint | null): void => {
       this.state.setBase(p, { seq: change.seq, entry, stat });
     };
     switch (decision.action) {
       case 'skip':
         return;
       case 'record':
-        await record(change.entry!);
+        record(change.entry!, localState?.stat ?? null);
         return;
       case 'forget':
         this.state.deleteBase(p);
@@ -970,24 +979,31 @@ class SyncedFolder {
         // versions of the moved children then find them clean (or fetch a newer content),
         // instead of taking them for local edits.
         const children = this.state.baseUnder(decision.from);
+        const movedHere: string[] = [p];
         for (const child of children) {
           const childBase = this.state.getBase(child)!;
           this.state.deleteBase(child);
           this.state.setBase(p + child.slice(decision.from.length), childBase);
+          movedHere.push(p + child.slice(decision.from.length));
         }
         this.state.deleteBase(decision.from);
-        await record(change.entry!);
+        // Bases from the look before the move; what moved is looked at again (an edit made just
+        // before the move has no hint at its new path; the rename moved its ctime anyway).
+        record(change.entry!, fromLocal?.stat ?? null);
+        this.state.markDirty(movedHere);
+        this.schedulePush();
         this.logger.info(`pulled rename ${showPath(decision.from)} -> ${showPath(p)}`);
         return;
       }
       case 'fetch':
-        await this.fetch(link, change, local, prefetched);
+        await this.fetch(link, change, localState, prefetched);
         return;
     }
   }
 
   /** Create or replace the local path from the server's version. */
-  private async fetch(link: Link, change: Change, localBefore: Entry | null, prefetched: BundlePrefetcher | null): Promise<void> {
+  private async fetch(link: Link, change: Change, localState: LocalState | null, prefetched: BundlePrefetcher | null): Promise<void> {
+    const localBefore = localState?.entry ?? null;
     const p = change.path;
     const entry = change.entry!;
     if (entry.type === 'dir') {
@@ -1034,14 +1050,33 @@ class SyncedFolder {
         transfer.end();
       }
     }
-    // Check before writing: the local path must still be what we decided on.
-    const base = this.state.getBase(p);
-    const now = await this.readForPull(p, base);
-    if (!isSameEntry(now, localBefore)) {
-      await fs.rm(tmpAbs, { force: true });
+    const localChanged = (): Error => {
       this.state.markDirty([p]);
       this.schedulePush();
-      throw Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
+      return Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
+    };
+    if (localBefore === null || localBefore.type === 'file') {
+      // Never destroys local bytes the decision did not see (src/fs/place.ts).
+      const placed = await placePulledFile(this.root, tmpAbs, p, entry, { entry: localBefore, stat: localState?.stat ?? null }, {
+        conflictName: (rel) => conflictCopyPath(rel, new Date(), this.client.config.node.name, (c) => fsSync.existsSync(path.join(this.root, c))),
+      });
+      if (!placed.placed) {
+        if (placed.reason === 'changed' && placed.copy !== null) {
+          this.logger.warn(`${showPath(p)} changed locally while it was being pulled and the path was taken: kept it as ${showPath(placed.copy)}`);
+          this.state.markDirty([placed.copy]);
+        }
+        throw localChanged();
+      }
+      this.state.setBase(p, { seq: change.seq, entry, stat: placed.stat });
+      this.logger.info(`pulled ${showPath(p)}`);
+      return;
+    }
+    // Check before writing: a directory or link there must still be what we decided on.
+    const base = this.state.getBase(p);
+    const now = await this.readForPull(p, base);
+    if (!isSameEntry(now?.entry ?? null, localBefore)) {
+      await fs.rm(tmpAbs, { force: true });
+      throw localChanged();
     }
     const stat = await placeFile(this.root, tmpAbs, p, entry);
     this.state.setBase(p, { seq: change.seq, entry, stat });

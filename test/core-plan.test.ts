@@ -125,6 +125,20 @@ const cases: Case[] = [
     expected: { ops: [{ op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir() }], recheck: ['d/again.txt'] },
   },
   {
+    description: 'a directory whose child moves out of a renamed directory is not deleted before that move',
+    bases: {
+      old: base(1, dir(), 20),
+      'old/keep': base(2, dir(), 21),
+      gone: base(3, dir(), 30),
+      'gone/child': base(4, dir(), 31),
+    },
+    observed: { old: null, 'old/keep': null, new: seen(dir(), 20), 'new/keep': seen(dir(), 21), gone: null, 'gone/child': null, 'new/keep/child': seen(dir(), 31) },
+    expected: {
+      ops: [{ op: 'rename', from: 'old', to: 'new', base: 1, toBase: null, entry: dir() }],
+      recheck: ['gone/child', 'new/keep/child', 'gone'],
+    },
+  },
+  {
     description: 'a directory moved one level down is a rename',
     bases: { d: base(1, dir(), 20) },
     observed: { d: null, 'd2/d': seen(dir(), 20) },

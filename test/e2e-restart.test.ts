@@ -14,20 +14,8 @@ import path from 'node:path';
 import { startAll, startCluster, startDaemon, waitConnected, waitIdle, type Cluster, type Daemon } from './helpers/daemons.js';
 import { startProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanupTempDirs, snapshotTree, type TreeItem } from './helpers/tree.js';
+import { makeRandom } from './helpers/random.js';
 import { waitFor, waitForTreesEqual } from './helpers/wait.js';
-
-/** mulberry32: a small seeded PRNG, so that a failing run can be replayed. */
-function makeRandom(seed: number): { next(): number; int(n: number): number; pick<T>(items: readonly T[]): T } {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n) => Math.floor(next() * n), pick: (items) => items[Math.floor(next() * items.length)]! };
-}
 
 const sha = (data: Buffer | string): string => crypto.createHash('sha256').update(data).digest('hex');
 const CONFLICT = /\.sync-conflict-\d{8}-\d{6}-/;

@@ -37,7 +37,8 @@ interface FolderMeta {
 
 export class ClientFolderState {
   /** inode → path, for files and directories with a known fingerprint (rename detection). */
-  private readonly byIno = new Map<number, string>();
+  /** Several names on one inode (hard links) are kept as an array; one name as a plain string. */
+  private readonly byIno = new Map<number, string | string[]>();
   /** Outbox as an ordered set, mirrored to `meta.outbox`. Values are a generation count. */
   private readonly dirty = new Map<string, number>();
   private generation = 0;
@@ -87,8 +88,18 @@ export class ClientFolderState {
 
   private index(p: string, record: BaseRecord, sign: 1 | -1): void {
     if (record.stat !== null && record.entry.type !== 'symlink') {
-      if (sign > 0) this.byIno.set(record.stat.ino, p);
-      else if (this.byIno.get(record.stat.ino) === p) this.byIno.delete(record.stat.ino);
+      const ino = record.stat.ino;
+      const names = this.byIno.get(ino);
+      if (sign > 0) {
+        if (names === undefined || names === p) this.byIno.set(ino, p);
+        else if (typeof names === 'string') this.byIno.set(ino, [names, p]);
+        else if (!names.includes(p)) names.push(p);
+      } else if (names === p) {
+        this.byIno.delete(ino);
+      } else if (Array.isArray(names)) {
+        const rest = names.filter((n) => n !== p);
+        this.byIno.set(ino, rest.length === 1 ? rest[0]! : rest);
+      }
     }
     if (record.entry.type === 'file') {
       this.liveFiles += sign;
@@ -119,7 +130,15 @@ export class ClientFolderState {
 
   /** The base path whose local inode is `ino`, or null. */
   pathOfInode(ino: number): string | null {
-    return this.byIno.get(ino) ?? null;
+    const names = this.byIno.get(ino);
+    if (names === undefined) return null;
+    return typeof names === 'string' ? names : (names[names.length - 1] ?? null);
+  }
+
+  /** Every base path whose local inode is `ino` (several for hard links). */
+  pathsOfInode(ino: number): string[] {
+    const names = this.byIno.get(ino);
+    return names === undefined ? [] : typeof names === 'string' ? [names] : [...names];
   }
 
   /** Base paths strictly inside directory `dir`. */

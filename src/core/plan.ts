@@ -9,6 +9,7 @@
  * - anything else under a renamed directory (a file the server never had, an edited or chmodded
  *   child, something new at the old name) is not folded and not dropped: it is returned in
  *   `recheck`, to be looked at again from disk once the rename is committed;
+ * - the delete of a directory waits while a path inside it waits for a second look;
  * - a path whose base only lost its fingerprint (same entry, new stat) gets its base re-stamped.
  */
 import { isSameOrInside } from './paths.js';
@@ -123,7 +124,17 @@ export function planPush(observed: ReadonlyMap<string, Observed | null>, bases: 
       ops.push(op); // directories, links, deletes, and metadata-only file puts
     }
   }
-  return { ops: orderPushOps(ops), restat, recheck: [...new Set(recheck)] };
+  // A directory cannot be deleted before what was inside it is accounted for: while a path under
+  // it waits for a second look, the delete waits too (sent now, the server would refuse it, as
+  // the directory still holds that path, and the client would restore the directory).
+  const waiting = [...new Set(recheck)];
+  const isHoldingBack = (dir: string): boolean => waiting.some((q) => q !== dir && isSameOrInside(q, dir));
+  const sent = ops.filter((op) => {
+    if (op.op !== 'delete' || !isHoldingBack(op.path)) return true;
+    recheck.push(op.path);
+    return false;
+  });
+  return { ops: orderPushOps(sent), restat, recheck: [...new Set(recheck)] };
 }
 
 function isSameStat(a: StatFingerprint | null, b: StatFingerprint | null): boolean {

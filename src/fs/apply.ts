@@ -64,7 +64,7 @@ function mtimeArg(mtimeMs: number): string {
 }
 
 /** Set mode and mtime on a temp file through a descriptor opened without following links. */
-async function stampFile(tmpAbs: string, entry: FileEntry): Promise<void> {
+export async function stampFile(tmpAbs: string, entry: FileEntry): Promise<void> {
   const time = mtimeArg(entry.mtime);
   const fd = fsSync.openSync(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {

@@ -14,6 +14,8 @@ import type { Entry, StatFingerprint } from '../core/types.js';
 export interface LocalState {
   entry: Entry;
   stat: StatFingerprint | null;
+  /** Hard links of a regular file (its other names may be indexed too). */
+  links?: number;
 }
 
 /** The hash of a file entry whose content has not been read yet (see `readLocal`'s `deferHash`). */
@@ -222,9 +224,9 @@ export async function readLocal(
 
   let fp = fingerprint(st);
   if (opts.knownHash != null && isSameFingerprint(opts.knownStat, fp)) {
-    return { entry: fileEntry(st, opts.knownHash), stat: fp };
+    return { entry: fileEntry(st, opts.knownHash), stat: fp, links: st.nlink };
   }
-  if (opts.deferHash?.(fp) === true) return { entry: fileEntry(st, DEFERRED_HASH), stat: fp };
+  if (opts.deferHash?.(fp) === true) return { entry: fileEntry(st, DEFERRED_HASH), stat: fp, links: st.nlink };
   for (let attempt = 1; ; attempt++) {
     let hashed: { hash: string; size: number };
     try {
@@ -241,7 +243,7 @@ export async function readLocal(
     if (after === null) return null;
     const fpAfter = fingerprint(after);
     if (after.isFile() && isSameFingerprint(fp, fpAfter) && hashed.size === after.size) {
-      return { entry: fileEntry(after, hashed.hash), stat: fpAfter };
+      return { entry: fileEntry(after, hashed.hash), stat: fpAfter, links: after.nlink };
     }
     if (attempt >= HASH_TRIES) {
       throw new SyncError('FILE_UNSTABLE', `${abs}: still changing after ${HASH_TRIES} attempts to hash it`);

@@ -1,0 +1,149 @@
+/**
+ * Placing a pulled file without ever destroying local bytes the pull did not decide on.
+ *
+ * Node has no rename-if-unchanged. A plain "check, then rename over" leaves a window in which a
+ * local write lands between the check and the replace, and is lost. This closes it:
+ * 1. the local file (if any) is renamed aside into `.systemsync/tmp` (atomic: whatever is at the
+ *    path at that instant, with any writer's open descriptor, moves as a whole);
+ * 2. what was moved is compared with what the pull decided to replace; if it differs, it is put
+ *    back with link() (or, if something new took the path meanwhile, kept as a conflict copy),
+ *    and nothing is placed;
+ * 3. the pulled file is placed with link(tmp, path), which fails with EEXIST if a new file
+ *    appeared at the path meanwhile: then nothing is overwritten;
+ * 4. the temp names are unlinked.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Entry, FileEntry, StatFingerprint } from '../core/types.js';
+import { isSameEntry } from '../core/reconcile.js';
+import { permissionBits } from '../core/modes.js';
+import { fingerprint, hashFile, hashSmallFile, mtimeOf, SMALL_FILE } from './scan.js';
+import { newTempName, stampFile, tmpDirOf } from './apply.js';
+import { checkPath, checkSource, recheckPath } from './safefs.js';
+
+export interface PlaceExpectation {
+  /** What the pull decided to replace: null when the path was empty. */
+  entry: Entry | null;
+  /** Its fingerprint when it was read (content taken as unchanged if ino, size and mtime match). */
+  stat: StatFingerprint | null;
+}
+
+export type PlaceResult =
+  /** Placed; `stat` is the fingerprint of the placed file, or null when it could not be confirmed. */
+  | { placed: true; stat: StatFingerprint | null }
+  /** Not placed: the local file changed since the decision (it was left, or put back, at the path;
+   * `copy` names where it was kept when the path was taken meanwhile). */
+  | { placed: false; reason: 'changed'; copy: string | null }
+  /** Not placed: something new appeared at the path; it was not touched. */
+  | { placed: false; reason: 'appeared' };
+
+export interface PlaceOptions {
+  /** Name for a conflict copy of a local version that lost its path (folder-relative). */
+  conflictName: (rel: string) => string;
+  /** Test seam: runs between the decision's check and the replace (a race is injected here). */
+  beforeReplace?: () => void | Promise<void>;
+  /** Test seam: runs right after the local file was moved aside, before it is compared. */
+  afterAside?: () => void | Promise<void>;
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+function tryUnlink(abs: string): void {
+  try {
+    fs.unlinkSync(abs);
+  } catch {
+    // already gone
+  }
+}
+
+/** The entry of the regular file at `abs` (hashing it unless its fingerprint says it is `expected`). */
+async function entryOf(abs: string, expected: PlaceExpectation): Promise<Entry | null> {
+  const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+  if (st === undefined) return null;
+  if (!st.isFile()) return st.isDirectory() ? { type: 'dir', mode: permissionBits(st.mode) } : { type: 'symlink', target: '' };
+  const mode = permissionBits(st.mode);
+  const known = expected.entry?.type === 'file' ? expected.entry : null;
+  // A rename moves ctime; ino, size and mtime still identify unchanged content.
+  if (known !== null && expected.stat !== null && expected.stat.ino === st.ino && expected.stat.size === st.size && expected.stat.mtimeMs === st.mtimeMs) {
+    return { type: 'file', size: st.size, mtime: mtimeOf(st), mode, hash: known.hash };
+  }
+  const hashed = st.size <= SMALL_FILE ? hashSmallFile(abs) : await hashFile(abs);
+  const after = fs.lstatSync(abs);
+  if (hashed.size !== after.size || after.mtimeMs !== st.mtimeMs) return { type: 'file', size: -1, mtime: 0, mode, hash: '' }; // still being written
+  return { type: 'file', size: hashed.size, mtime: mtimeOf(after), mode, hash: hashed.hash };
+}
+
+/**
+ * Put the verified temp file `tmpAbs` (inside this folder's `.systemsync/tmp`) at `rel` with the
+ * entry's mode and mtime, provided `rel` still holds what `expected` describes. Never removes or
+ * overwrites bytes that differ from `expected`. Only for a regular file or nothing at `rel`
+ * (`expected.entry` null or a file); the temp file is consumed in every case.
+ */
+export async function placePulledFile(root: string, tmpAbs: string, rel: string, entry: FileEntry, expected: PlaceExpectation, options: PlaceOptions): Promise<PlaceResult> {
+  await stampFile(tmpAbs, entry);
+  const tmpIno = fs.lstatSync(tmpAbs).ino;
+  const to = await checkPath(root, rel, { createParents: 0o755 });
+  const tmp = await checkSource(root, tmpAbs, { sameOperationAs: to });
+  try {
+    await options.beforeReplace?.();
+    let aside: string | null = null;
+    const now = fs.lstatSync(to.abs, { throwIfNoEntry: false });
+    if (now !== undefined) {
+      if (expected.entry === null) return { placed: false, reason: 'appeared' };
+      if (!now.isFile()) return { placed: false, reason: 'changed', copy: null };
+      aside = path.join(tmpDirOf(root), newTempName('aside'));
+      const asideChecked = await checkSource(root, aside, { sameOperationAs: to });
+      try {
+        fs.renameSync(to.abs, asideChecked.abs);
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null }; // removed meanwhile: a local delete
+        throw err;
+      }
+      await recheckPath(to);
+      await options.afterAside?.();
+      const moved = await entryOf(aside, expected);
+      if (!isSameEntry(moved, expected.entry)) {
+        // A local edit landed since the decision: it stays, at its path if it is still free.
+        try {
+          fs.linkSync(aside, to.abs);
+          tryUnlink(aside);
+          return { placed: false, reason: 'changed', copy: null };
+        } catch (err) {
+          if (errnoCode(err) !== 'EEXIST') {
+            // Never leave the only copy of a local version in the temp dir (it is cleaned).
+            const copy = options.conflictName(rel);
+            fs.renameSync(aside, (await checkPath(root, copy, { sameOperationAs: to })).abs);
+            throw err;
+          }
+          const copy = options.conflictName(rel);
+          const copyChecked = await checkPath(root, copy, { sameOperationAs: to });
+          fs.linkSync(aside, copyChecked.abs);
+          tryUnlink(aside);
+          return { placed: false, reason: 'changed', copy };
+        }
+      }
+    } else if (expected.entry !== null) {
+      return { placed: false, reason: 'changed', copy: null }; // deleted locally since the decision
+    }
+    try {
+      fs.linkSync(tmp.abs, to.abs);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      // Something new took the path after the move aside: leave it. What was moved aside is
+      // exactly what the pull decided to replace (the base), so dropping it loses nothing.
+      if (aside !== null) tryUnlink(aside);
+      return { placed: false, reason: 'appeared' };
+    }
+    await recheckPath(to);
+    if (aside !== null) tryUnlink(aside);
+    tryUnlink(tmp.abs);
+    // Confirm the file at the path is the one placed, as placed: a write since makes it unconfirmed.
+    const st = fs.lstatSync(to.abs, { throwIfNoEntry: false });
+    const isAsPlaced = st !== undefined && st.isFile() && st.ino === tmpIno && st.size === entry.size && mtimeOf(st) === entry.mtime && (permissionBits(st.mode)) === entry.mode;
+    return { placed: true, stat: isAsPlaced ? fingerprint(st) : null };
+  } finally {
+    tryUnlink(tmp.abs);
+  }
+}
