@@ -25,7 +25,7 @@ import { DEFERRED_HASH, isRecordedFile, readLocal, readSmallFile, walkTree, fing
 import { BundlePrefetcher, groupBySize, type WantedFile } from './wire/bundles.js';
 import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './fs/watch.js';
 import { connectSsh, type SshSession } from './ssh/transfer.js';
-import { isReachedThroughLink } from './fs/safefs.js';
+import { isReachedThroughLink, safeChmod } from './fs/safefs.js';
 import { removePulledPath } from './fs/unplace.js';
 import { conflictCopyPath } from './core/conflict.js';
 import { tempFilePath } from './fs/reserved.js';
@@ -63,6 +63,8 @@ function rescanIntervalMs(text: string | undefined): number {
   return Number.isSafeInteger(ms) && ms >= 0 ? ms : fallback;
 }
 const PULL_PAGE = 2000;
+/** A subtree that moved or appeared during a push is looked at again this long after. */
+const SECOND_LOOK_MS = 1500;
 /** Small files per bundle, and bytes: a bundle is one SFTP transfer and one commit (push). */
 const PUSH_BUNDLE_FILES = 256;
 const PUSH_BUNDLE_BYTES = 4 * 1024 * 1024;
@@ -97,6 +99,9 @@ class SyncedFolder {
   remote: RemoteFolder | null = null;
   /** Why the server does not sync this folder with us (not served there, or not in our [access]); null when it does. */
   refused: string | null = null;
+  /** The server's head when this connection began: versions above it that name us as origin
+   * were made by this client's own commits since. */
+  sessionHead = Number.MAX_SAFE_INTEGER;
   private ignore: IgnoreMatcher;
   private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
   private pushScheduled = false;
@@ -178,6 +183,7 @@ class SyncedFolder {
 
   async stop(): Promise<void> {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    if (this.laterTimer !== null) clearTimeout(this.laterTimer);
     await this.watcher?.close();
     this.watcher = null;
     await this.lock.run(async () => {
@@ -366,6 +372,7 @@ class SyncedFolder {
     const generations = new Map(batch);
     // A deleted directory takes its whole subtree with it; a new one brings its subtree.
     const seen = new Set<string>(generations.keys());
+    const appeared: string[] = [];
     const locals = new Map<string, LocalState | null>();
     let wave = [...generations.keys()];
     while (wave.length > 0) {
@@ -407,6 +414,9 @@ class SyncedFolder {
       for (const dir of newDirs) {
         if (newDirs.some((other) => other !== dir && isSameOrInside(dir, other))) continue;
         for await (const item of walkTree(this.root, { ignore: this.ignore, under: dir })) if (item.path !== dir) expand(item.path);
+        // What a walk found, no event may ever report again (the watcher learns of a new
+        // directory late, and drops a create followed by a delete): look at it once more.
+        appeared.push(dir);
       }
       wave = next;
     }
@@ -426,9 +436,12 @@ class SyncedFolder {
     for (const [p, generation] of batch) {
       if (!this.state.failed.some((t) => t.path === p && t.op === 'push' && !t.permanent)) this.state.clearDirty(p, generation);
     }
-    // What the plan could not carry, and every subtree that moved, is looked at again from disk.
+    // What the plan could not carry, and every subtree that moved or appeared, is looked at
+    // again from disk: now, and once more a moment later (events about it may never come).
     this.state.markDirty(plan.recheck);
-    await this.rescanMovedTrees();
+    if (progressed) for (const dir of appeared) this.movedTrees.add(dir);
+    const trees = await this.rescanMovedTrees();
+    if (trees.length > 0) this.rescanLater(trees);
     await this.state.flush();
     return progressed;
   }
@@ -443,12 +456,13 @@ class SyncedFolder {
   /** Subtrees that moved during this batch: what is on disk under them goes back in the outbox. */
   private readonly movedTrees = new Set<string>();
 
-  private async rescanMovedTrees(): Promise<void> {
+  /** Mark every path under the moved trees, on disk or in the base, dirty. Returns the trees. */
+  private async rescanMovedTrees(): Promise<string[]> {
     const trees = [...this.movedTrees];
     this.movedTrees.clear();
-    for (const tree of trees) {
-      if (trees.some((other) => other !== tree && isSameOrInside(tree, other))) continue;
-      const found: string[] = [tree];
+    const outermost = trees.filter((tree) => !trees.some((other) => other !== tree && isSameOrInside(tree, other)));
+    for (const tree of outermost) {
+      const found: string[] = [tree, ...this.state.baseUnder(tree)];
       try {
         for await (const item of walkTree(this.root, { ignore: this.ignore, under: tree })) found.push(item.path);
       } catch (err) {
@@ -456,6 +470,28 @@ class SyncedFolder {
       }
       this.state.markDirty(found);
     }
+    return outermost;
+  }
+
+  private readonly laterTrees = new Set<string>();
+  private laterTimer: NodeJS.Timeout | null = null;
+
+  /** The second look at trees that moved or appeared, a moment after the first. */
+  private rescanLater(trees: string[]): void {
+    for (const tree of trees) this.laterTrees.add(tree);
+    if (this.laterTimer !== null) return;
+    this.laterTimer = setTimeout(() => {
+      this.laterTimer = null;
+      const due = [...this.laterTrees];
+      this.laterTrees.clear();
+      void this.lock
+        .run(async () => {
+          for (const tree of due) this.movedTrees.add(tree);
+          await this.rescanMovedTrees();
+        })
+        .then(() => this.schedulePush(), (err: unknown) => this.logger.debug(`rescan: ${(err as Error).message}`));
+    }, SECOND_LOOK_MS);
+    this.laterTimer.unref();
   }
 
   /**
@@ -989,13 +1025,32 @@ class SyncedFolder {
         this.state.deleteBase(decision.from);
         // Bases from the look before the move; what moved is looked at again (an edit made just
         // before the move has no hint at its new path; the rename moved its ctime anyway).
-        record(change.entry!, fromLocal?.stat ?? null);
+        // A rename may carry new metadata (a chmod right after it): give it to what moved. The
+        // base then has no fingerprint, so the look that follows hashes it once.
+        const wanted = change.entry!;
+        const moved = fromLocal?.entry ?? null;
+        let stat = fromLocal?.stat ?? null;
+        if (moved !== null && !isSameEntry(moved, wanted)) {
+          if (wanted.type === 'file') await restampFile(this.root, p, wanted);
+          if (wanted.type === 'dir') await safeChmod(this.root, p, wanted.mode);
+          stat = null;
+        }
+        record(wanted, stat);
         this.state.markDirty(movedHere);
         this.schedulePush();
         this.logger.info(`pulled rename ${showPath(decision.from)} -> ${showPath(p)}`);
         return;
       }
       case 'fetch':
+        if (!force && change.origin === this.client.config.node.name && change.seq > this.sessionHead) {
+          // Our own version, made during this connection (by a commit, or a parent the server
+          // recorded for it), that our disk no longer holds: the disk is the truth. Take it as
+          // the base and look again, so the difference is pushed instead of fetched back.
+          this.state.setBase(p, { seq: change.seq, entry: change.entry!, stat: null });
+          this.state.markDirty([p]);
+          this.schedulePush();
+          return;
+        }
         await this.fetch(link, change, localState, prefetched);
         return;
     }
@@ -1218,6 +1273,7 @@ export class SyncClient extends NodeBase {
         for (const [name, folder] of this.folders) {
           const info = hello.folders[name];
           folder.remote = info === undefined ? null : { root: info.root, tmp: info.tmp };
+          folder.sessionHead = info?.head ?? Number.MAX_SAFE_INTEGER;
         }
         this.link = { ssh, peer };
         backoff = 250;

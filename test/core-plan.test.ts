@@ -139,6 +139,32 @@ const cases: Case[] = [
     },
   },
   {
+    description: 'a deleted directory waits for a child that moved into a renamed directory; the rename and the other deletes go',
+    bases: {
+      top: base(1, dir(), 1),
+      'top/gone': base(2, dir(), 2),
+      'top/gone/sub': base(3, dir(), 3),
+      'top/gone/sub/moved': base(4, dir(), 4),
+      'top/gone/child': base(5, dir(), 5),
+      'top/dst': base(6, dir(), 6),
+    },
+    observed: {
+      'top/gone': null,
+      'top/gone/sub': null,
+      'top/gone/sub/moved': null,
+      'top/gone/child': null,
+      'top/dst/new': seen(dir(), 4),
+      'top/dst/new/child': seen(dir(), 5),
+    },
+    expected: {
+      ops: [
+        { op: 'rename', from: 'top/gone/sub/moved', to: 'top/dst/new', base: 4, toBase: null, entry: dir() },
+        { op: 'delete', path: 'top/gone/sub', base: 3 },
+      ],
+      recheck: ['top/gone/child', 'top/dst/new/child', 'top/gone'],
+    },
+  },
+  {
     description: 'a directory moved one level down is a rename',
     bases: { d: base(1, dir(), 20) },
     observed: { d: null, 'd2/d': seen(dir(), 20) },

@@ -9,7 +9,8 @@
  * - anything else under a renamed directory (a file the server never had, an edited or chmodded
  *   child, something new at the old name) is not folded and not dropped: it is returned in
  *   `recheck`, to be looked at again from disk once the rename is committed;
- * - the delete of a directory waits while a path inside it waits for a second look;
+ * - the delete of a directory waits while a path inside it waits for a second look, and nothing
+ *   is sent into a directory that waits;
  * - a path whose base only lost its fingerprint (same entry, new stat) gets its base re-stamped.
  */
 import { isSameOrInside } from './paths.js';
@@ -126,14 +127,29 @@ export function planPush(observed: ReadonlyMap<string, Observed | null>, bases: 
   }
   // A directory cannot be deleted before what was inside it is accounted for: while a path under
   // it waits for a second look, the delete waits too (sent now, the server would refuse it, as
-  // the directory still holds that path, and the client would restore the directory).
-  const waiting = [...new Set(recheck)];
-  const isHoldingBack = (dir: string): boolean => waiting.some((q) => q !== dir && isSameOrInside(q, dir));
-  const sent = ops.filter((op) => {
-    if (op.op !== 'delete' || !isHoldingBack(op.path)) return true;
-    recheck.push(op.path);
-    return false;
-  });
+  // the directory still holds that path, and the client would restore the directory). And
+  // nothing goes into a place that waits: the server would create that directory on its own.
+  const deferred = new Set(recheck);
+  let sent = ops;
+  for (let changed = true; changed; ) {
+    changed = false;
+    const waiting = [...new Set(recheck)];
+    const places = [...deferred];
+    const isHoldingBack = (dir: string): boolean => waiting.some((q) => q !== dir && isSameOrInside(q, dir));
+    const isIntoWaiting = (p: string): boolean => places.some((q) => q !== p && isSameOrInside(p, q));
+    sent = sent.filter((op) => {
+      const held = op.op === 'delete' ? isHoldingBack(op.path) : isIntoWaiting(op.op === 'put' ? op.path : op.to);
+      if (!held) return true;
+      if (op.op === 'rename') (recheck.push(op.from, op.to), deferred.add(op.to));
+      else if (op.op === 'put') (recheck.push(op.path), deferred.add(op.path));
+      else recheck.push(op.path);
+      changed = true;
+      return false;
+    });
+  }
+  // Progress first: if everything would wait, nothing would ever unblock it; send the plan whole
+  // (the server's rules then answer stale where it cannot apply, and that is re-synced).
+  if (sent.length === 0 && ops.length > 0) return { ops: orderPushOps(ops), restat, recheck: [...new Set(recheck)] };
   return { ops: orderPushOps(sent), restat, recheck: [...new Set(recheck)] };
 }
 
