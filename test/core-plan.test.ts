@@ -209,7 +209,7 @@ describe('planPush', () => {
         }
         // Nothing new under a renamed directory is ever folded away silently.
         for (const r of renames) {
-          if (r.op !== 'rename') continue;
+          if (r.op !== 'rename' || r.entry.type !== 'dir') continue;
           for (const [p, o] of obs) {
             if (o === null || !p.startsWith(`${r.to}/`)) continue;
             const counterpart = baseMap.get(r.from + p.slice(r.to.length)) ?? null;
