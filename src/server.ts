@@ -43,6 +43,8 @@ import type { ConflictsParams, ResolveParams, RestoreParams, VersionsParams } fr
 
 /** Kept versions are pruned by the [versions] policy this often. */
 const PRUNE_EVERY_MS = 60_000;
+/** When the second look at a directory that appeared in the folder comes (as on a client). */
+const SECOND_LOOK_MS = 1500;
 const VERIFY_CONCURRENCY = 8;
 const APPLY_CONCURRENCY = 16;
 /** A temp file untouched for this long belongs to no transfer in flight. */
@@ -82,6 +84,10 @@ class ServedFolder implements RecoveryHost {
   lastSync: Date | null = null;
   private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
   private pendingHints = new Set<string>();
+  /** Directories recorded as new in this batch of local changes: their subtrees are walked now and once more a moment later. */
+  private readonly appearedTrees = new Set<string>();
+  private readonly laterTrees = new Set<string>();
+  private laterTimer: NodeJS.Timeout | null = null;
   /** Paths on disk whose names the wire rejects: listed as failed tasks, never recorded. */
   readonly unsendable = new UnsendablePaths();
   private hintTimer: NodeJS.Timeout | null = null;
@@ -158,6 +164,7 @@ class ServedFolder implements RecoveryHost {
 
   async stop(): Promise<void> {
     if (this.hintTimer !== null) clearTimeout(this.hintTimer);
+    if (this.laterTimer !== null) clearTimeout(this.laterTimer);
     await this.watcher?.close();
     this.watcher = null;
     await this.lock.run(() => this.log.close());
@@ -202,7 +209,7 @@ class ServedFolder implements RecoveryHost {
     const seen: string[] = [];
     for await (const item of walkTree(this.root, { ignore: this.ignore })) seen.push(item.path);
     const all = new Set([...seen, ...this.log.livePaths()]);
-    await this.lock.run(() => this.recordLocalChanges([...all]));
+    await this.lock.run(() => this.recordLocalChanges([...all], { walked: true }));
   }
 
   /**
@@ -210,13 +217,57 @@ class ServedFolder implements RecoveryHost {
    * Must run under the lock. Also the check-before-write of a commit: what is on disk now is
    * recorded before a pushed op is decided against it.
    */
-  async recordLocalChanges(paths: string[]): Promise<void> {
+  async recordLocalChanges(paths: string[], options: { walked?: boolean } = {}): Promise<void> {
     if ((await this.checkPresence()) !== null) return;
     if (paths.includes('.syncignore')) await this.loadSyncignore();
     const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
     let changed = 0;
     for (const p of sorted) changed += await this.absorbLocal(p);
+    // A directory that appeared (made, or moved in) is read again from disk with everything
+    // recorded under it: events about its contents may have come before it was watched, or never.
+    // (A full scan has just walked everything: it needs no second look.)
+    const trees = this.takeAppearedTrees();
+    if (options.walked === true) trees.length = 0;
+    for (const tree of trees) for (const p of await this.pathsUnder(tree)) changed += await this.absorbLocal(p);
+    if (trees.length > 0) this.lookAgainLater(trees);
     if (changed > 0) await this.commitDurably();
+  }
+
+  /** The outermost directories recorded as new since the last call. */
+  private takeAppearedTrees(): string[] {
+    const trees = [...this.appearedTrees];
+    this.appearedTrees.clear();
+    return trees.filter((tree) => !trees.some((other) => other !== tree && isSameOrInside(tree, other)));
+  }
+
+  /** Every path strictly under `tree`, on disk or recorded, shallowest first. */
+  private async pathsUnder(tree: string): Promise<string[]> {
+    const found = new Set(this.log.liveUnder(tree));
+    try {
+      for await (const item of walkTree(this.root, { ignore: this.ignore, under: tree })) if (item.path !== tree) found.add(item.path);
+    } catch (err) {
+      this.logger.debug(`walk of ${showPath(tree)}: ${(err as Error).message}`);
+    }
+    return [...found].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+  }
+
+  /** The second look at directories that appeared, a moment after the first. */
+  private lookAgainLater(trees: string[]): void {
+    for (const tree of trees) this.laterTrees.add(tree);
+    if (this.laterTimer !== null) return;
+    this.laterTimer = setTimeout(() => {
+      this.laterTimer = null;
+      const due = [...this.laterTrees];
+      this.laterTrees.clear();
+      void this.lock
+        .run(async () => {
+          const paths: string[] = [];
+          for (const tree of due) paths.push(tree, ...(await this.pathsUnder(tree)));
+          await this.recordLocalChanges(paths);
+        })
+        .catch((err: unknown) => this.logger.warn(`second look: ${(err as Error).message}`));
+    }, SECOND_LOOK_MS);
+    this.laterTimer.unref();
   }
 
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
@@ -265,6 +316,7 @@ class ServedFolder implements RecoveryHost {
     }
     this.log.assign(p, local.entry, this.server.nodeName, { stat: local.stat });
     this.logger.info(`local change ${showPath(p)}`);
+    if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
     return 1;
   }
 
