@@ -54,7 +54,13 @@ describe('readLocal', () => {
     expect(f).toEqual({
       entry: { type: 'file', size: 5, mtime: Math.floor(st.mtimeMs), mode: 0o640, hash: sha('hello') },
       stat: fingerprint(st),
+      links: 1,
     });
+    // A second name of the same inode: both names report two links (their other name is re-checked).
+    await fsp.link(path.join(root, 'f.txt'), path.join(root, 'g.txt'));
+    expect(await readLocal(root, 'f.txt')).toMatchObject({ links: 2 });
+    expect(await readLocal(root, 'g.txt')).toMatchObject({ links: 2 });
+    await fsp.rm(path.join(root, 'g.txt'));
     // A directory carries its fingerprint: its inode is what a directory rename is recognised by.
     const dirStat = await fsp.lstat(path.join(root, "d"));
     expect(await readLocal(root, 'd')).toEqual({ entry: { type: 'dir', mode: 0o750 }, stat: fingerprint(dirStat) });
