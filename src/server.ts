@@ -99,6 +99,11 @@ class ServedFolder implements RecoveryHost {
   /** start() got past its presence check once: later pauses end with a resume, not a start. */
   isStarted = false;
 
+  /** The origin of versions this folder makes itself (local edits, restores, resolves). */
+  get origin(): string {
+    return this.server.nodeName;
+  }
+
   constructor(
     readonly name: string,
     readonly root: string,

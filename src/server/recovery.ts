@@ -37,6 +37,13 @@ export interface RecoveryHost {
   readonly log: ChangeLog;
   readonly lock: SerialLock;
   readonly kept: VersionStore;
+  /**
+   * The origin of the versions a restore or resolve records: the server's own node. The requesting
+   * client holds none of the new content, so it must pull it like every other node (a version
+   * recorded under its own name that its disk does not hold would be pushed back as a delete).
+   * Who asked is kept with the versions the change displaces.
+   */
+  readonly origin: string;
   /** Records what is on disk at `p` now (under the lock), as a commit does first. */
   absorbLocal(p: string): Promise<number>;
   /** Records the parents of `p` that exist on disk but not in the log. */
@@ -104,8 +111,8 @@ async function restoreFile(host: RecoveryHost, r: KeptRecord, target: string, no
   }
   try {
     const stat = await placeFile(host.root, tmpAbs, target, entry, host.kept.keeper(node, 'replaced'));
-    await host.recordParents(target, node);
-    host.log.assign(target, entry, node, { stat });
+    await host.recordParents(target, host.origin);
+    host.log.assign(target, entry, host.origin, { stat });
   } catch (err) {
     await fs.rm(tmpAbs, { force: true });
     throw err;
@@ -127,8 +134,8 @@ async function restoreDir(host: RecoveryHost, r: KeptRecord, target: string, nod
     if (now?.type === 'dir') return;
     const entry: Entry = { type: 'dir', mode };
     await placeDir(host.root, p, entry);
-    await host.recordParents(p, node);
-    host.log.assign(p, entry, node);
+    await host.recordParents(p, host.origin);
+    host.log.assign(p, entry, host.origin);
     restored++;
   };
   await placeDirAt(target, r.mode);
@@ -255,11 +262,11 @@ async function resolveOne(host: RecoveryHost, copy: string, keep: 'copy' | 'orig
   }
   // Like a committed rename: the original is kept as a version, the copy moves into its place.
   await movePath(host.root, copy, original, host.kept.keeper(node, 'replaced'));
-  await host.recordParents(original, node);
+  await host.recordParents(original, host.origin);
   const local = await readLocal(host.root, original, {});
   const stat = local !== null && local !== 'unsupported' ? local.stat : null;
-  host.log.assign(original, copyEntry, node, { from: copy, stat });
-  host.log.assign(copy, null, node);
+  host.log.assign(original, copyEntry, host.origin, { from: copy, stat });
+  host.log.assign(copy, null, host.origin);
   return { copy, original, kept: 'copy' };
 }
 
@@ -267,5 +274,5 @@ async function resolveOne(host: RecoveryHost, copy: string, keep: 'copy' | 'orig
 async function removeKept(host: RecoveryHost, p: string, entry: Entry, node: string): Promise<void> {
   if (entry.type === 'dir') throw new SyncError('NOT_A_CONFLICT', `${JSON.stringify(p)} is a directory, not a conflict copy of a file`);
   await removePath(host.root, p, host.kept.keeper(node, 'deleted'));
-  host.log.assign(p, null, node);
+  host.log.assign(p, null, host.origin);
 }
