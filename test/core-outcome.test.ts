@@ -28,7 +28,7 @@ const cases: Case[] = [
     op: { op: 'put', path: 'a.txt', base: null, entry: file(HASH_A), upload: 'u' },
     result: { status: 'ok', seq: 5 },
     observed: planned(file(HASH_A), 10),
-    expected: { setBases: [['a.txt', { seq: 5, entry: file(HASH_A), stat: stat(10) }]], recheck: [], pull: null, failure: null },
+    expected: { setBases: [['a.txt', { seq: 5, entry: file(HASH_A), stat: stat(10) }]], recheck: ['a.txt'], pull: null, failure: null },
   },
   {
     description: 'delete ok: the base goes',
@@ -36,7 +36,7 @@ const cases: Case[] = [
     op: { op: 'delete', path: 'a.txt', base: 3 },
     result: { status: 'ok', seq: 6 },
     observed: null,
-    expected: { deleteBases: ['a.txt'], setBases: [] },
+    expected: { deleteBases: ['a.txt'], setBases: [], recheck: ['a.txt'] },
   },
   {
     description: 'directory rename ok: children move with their new seqs, are verified, and the new subtree is rescanned from disk',
@@ -50,7 +50,7 @@ const cases: Case[] = [
         ['e/x', { seq: 8, entry: file(HASH_A), stat: stat(21) }],
         ['e', { seq: 7, entry: dir, stat: stat(20) }],
       ],
-      recheck: ['e/x'],
+      recheck: ['e/x', 'e', 'd'],
       rescanTrees: ['e'],
     },
   },
@@ -61,6 +61,26 @@ const cases: Case[] = [
     result: { status: 'ok', seq: 9 },
     observed: planned(file(HASH_A, 0o755), 10),
     expected: { deleteBases: ['a.txt'], setBases: [['b.txt', { seq: 9, entry: file(HASH_A, 0o755), stat: stat(10) }]], rescanTrees: [] },
+  },
+  {
+    // churn seed 659307139: m140/f86.txt -> m31/r139.txt was pushed, but while it was in flight
+    // r139.txt was renamed on and deleted; nothing looked at m31/r139.txt again, so the hub kept it.
+    description: 'file rename ok: both ends are looked at again from disk (the new name may be gone by now)',
+    bases: { 'a.txt': { seq: 1, entry: file(HASH_A), stat: stat(10) } },
+    op: { op: 'rename', from: 'a.txt', to: 'b.txt', base: 1, toBase: null, entry: file(HASH_A) },
+    result: { status: 'ok', seq: 9 },
+    observed: planned(file(HASH_A), 10),
+    expected: { deleteBases: ['a.txt'], setBases: [['b.txt', { seq: 9, entry: file(HASH_A), stat: stat(10) }]], recheck: ['b.txt', 'a.txt'] },
+  },
+  {
+    // churn seed 1965237925: d81/r117.txt, found by the walk of a new directory, was pushed; it
+    // was deleted while the push was in flight and the watcher dropped its create + delete.
+    description: 'put ok: the path is looked at again from disk (it may be gone or edited by now)',
+    bases: {},
+    op: { op: 'put', path: 'd/r.txt', base: null, entry: file(HASH_B), upload: 'u' },
+    result: { status: 'ok', seq: 12 },
+    observed: planned(file(HASH_B), 30),
+    expected: { setBases: [['d/r.txt', { seq: 12, entry: file(HASH_B), stat: stat(30) }]], recheck: ['d/r.txt'] },
   },
   {
     description: 'same with other metadata: record the server entry and push the metadata again',

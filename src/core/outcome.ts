@@ -61,6 +61,26 @@ export function decidePushOutcome(
   bases: BaseTree,
   show: (path: string) => string = (path) => path,
 ): PushOutcome {
+  const out = decideOutcome(op, result, observed, bases, show);
+  // A push that was taken (ok, same): every path it touched is looked at again from disk. The op
+  // was planned from an observation that may be old by now (the path edited, renamed on or
+  // deleted while the push was in flight), and the watcher may never report that (it drops a
+  // create followed by a delete). A path whose disk still matches its new base is read once and
+  // leaves the outbox. (A conflict or stale answer already re-checks what it leaves behind, and
+  // its pull decides the path.)
+  if (result.status !== 'ok' && result.status !== 'same') return out;
+  const touched = op.op === 'rename' ? [op.to, op.from] : [op.path];
+  out.recheck = [...new Set([...out.recheck, ...touched])];
+  return out;
+}
+
+function decideOutcome(
+  op: PushOp,
+  result: PushResult,
+  observed: Observed | null,
+  bases: BaseTree,
+  show: (path: string) => string,
+): PushOutcome {
   const p = pathOfOp(op);
   const out = none();
   const stat = observed?.stat ?? null;
