@@ -13,11 +13,11 @@ import { decidePull, hasSameContent, isSameEntry } from './core/reconcile.js';
 import { planPush } from './core/plan.js';
 import { decidePushOutcome, pathOfOp } from './core/outcome.js';
 import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync } from './core/merge.js';
-import { isSameOrInside } from './core/paths.js';
+import { isSameOrInside, outermostPaths } from './core/paths.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './client/clientstate.js';
 import { SyncError } from './core/errors.js';
-import { SerialLock, forEachLimited, sleep } from './node/lock.js';
+import { DelayedBatch, SerialLock, forEachLimited, sleep } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { createProgress, showPath } from './node/log.js';
 import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type RpcPeer } from './rpc.js';
@@ -183,7 +183,7 @@ class SyncedFolder {
 
   async stop(): Promise<void> {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    if (this.laterTimer !== null) clearTimeout(this.laterTimer);
+    this.secondLook.cancel();
     await this.watcher?.close();
     this.watcher = null;
     await this.lock.run(async () => {
@@ -411,8 +411,7 @@ class SyncedFolder {
         }
       });
       // Only the outermost new directories need a walk: it covers the ones inside them.
-      for (const dir of newDirs) {
-        if (newDirs.some((other) => other !== dir && isSameOrInside(dir, other))) continue;
+      for (const dir of outermostPaths(newDirs)) {
         for await (const item of walkTree(this.root, { ignore: this.ignore, under: dir })) if (item.path !== dir) expand(item.path);
         // What a walk found, no event may ever report again (the watcher learns of a new
         // directory late, and drops a create followed by a delete): look at it once more.
@@ -441,7 +440,7 @@ class SyncedFolder {
     this.state.markDirty(plan.recheck);
     if (progressed) for (const dir of appeared) this.movedTrees.add(dir);
     const trees = await this.rescanMovedTrees();
-    if (trees.length > 0) this.rescanLater(trees);
+    if (trees.length > 0) this.secondLook.add(trees);
     await this.state.flush();
     return progressed;
   }
@@ -460,7 +459,7 @@ class SyncedFolder {
   private async rescanMovedTrees(): Promise<string[]> {
     const trees = [...this.movedTrees];
     this.movedTrees.clear();
-    const outermost = trees.filter((tree) => !trees.some((other) => other !== tree && isSameOrInside(tree, other)));
+    const outermost = outermostPaths(trees);
     for (const tree of outermost) {
       const found: string[] = [tree, ...this.state.baseUnder(tree)];
       try {
@@ -473,26 +472,15 @@ class SyncedFolder {
     return outermost;
   }
 
-  private readonly laterTrees = new Set<string>();
-  private laterTimer: NodeJS.Timeout | null = null;
-
   /** The second look at trees that moved or appeared, a moment after the first. */
-  private rescanLater(trees: string[]): void {
-    for (const tree of trees) this.laterTrees.add(tree);
-    if (this.laterTimer !== null) return;
-    this.laterTimer = setTimeout(() => {
-      this.laterTimer = null;
-      const due = [...this.laterTrees];
-      this.laterTrees.clear();
-      void this.lock
-        .run(async () => {
-          for (const tree of due) this.movedTrees.add(tree);
-          await this.rescanMovedTrees();
-        })
-        .then(() => this.schedulePush(), (err: unknown) => this.logger.debug(`rescan: ${(err as Error).message}`));
-    }, SECOND_LOOK_MS);
-    this.laterTimer.unref();
-  }
+  private readonly secondLook = new DelayedBatch<string>(SECOND_LOOK_MS, (due) => {
+    void this.lock
+      .run(async () => {
+        for (const tree of due) this.movedTrees.add(tree);
+        await this.rescanMovedTrees();
+      })
+      .then(() => this.schedulePush(), (err: unknown) => this.logger.debug(`rescan: ${(err as Error).message}`));
+  });
 
   /**
    * Upload what needs uploading and commit in chunks, applying the answers. Commits are

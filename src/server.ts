@@ -14,12 +14,12 @@ import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core
 import { conflictCopyPath, formatStamp } from './core/conflict.js';
 import { hasSameContent, isSameEntry } from './core/reconcile.js';
 import { decideCommit, renamedEntry } from './core/commit.js';
-import { parentOf, isSameOrInside } from './core/paths.js';
+import { parentOf, isSameOrInside, outermostPaths } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
 import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ChangeLog, type ServerRecord } from './server/changelog.js';
 import { SyncError } from './core/errors.js';
-import { SerialLock, forEachLimited } from './node/lock.js';
+import { DelayedBatch, SerialLock, forEachLimited } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { showPath } from './node/log.js';
 import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, prepareNotification, type BlocksParams, type BlocksResult, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
@@ -86,8 +86,16 @@ class ServedFolder implements RecoveryHost {
   private pendingHints = new Set<string>();
   /** Directories recorded as new in this batch of local changes: their subtrees are walked now and once more a moment later. */
   private readonly appearedTrees = new Set<string>();
-  private readonly laterTrees = new Set<string>();
-  private laterTimer: NodeJS.Timeout | null = null;
+  /** The second look at directories that appeared, a moment after the first. */
+  private readonly secondLook = new DelayedBatch<string>(SECOND_LOOK_MS, (due) => {
+    void this.lock
+      .run(async () => {
+        const paths: string[] = [];
+        for (const tree of due) paths.push(tree, ...(await this.pathsUnder(tree)));
+        await this.recordLocalChanges(paths);
+      })
+      .catch((err: unknown) => this.logger.warn(`second look: ${(err as Error).message}`));
+  });
   /** Paths on disk whose names the wire rejects: listed as failed tasks, never recorded. */
   readonly unsendable = new UnsendablePaths();
   private hintTimer: NodeJS.Timeout | null = null;
@@ -169,7 +177,7 @@ class ServedFolder implements RecoveryHost {
 
   async stop(): Promise<void> {
     if (this.hintTimer !== null) clearTimeout(this.hintTimer);
-    if (this.laterTimer !== null) clearTimeout(this.laterTimer);
+    this.secondLook.cancel();
     await this.watcher?.close();
     this.watcher = null;
     await this.lock.run(() => this.log.close());
@@ -234,15 +242,15 @@ class ServedFolder implements RecoveryHost {
     const trees = this.takeAppearedTrees();
     if (options.walked === true) trees.length = 0;
     for (const tree of trees) for (const p of await this.pathsUnder(tree)) changed += await this.absorbLocal(p);
-    if (trees.length > 0) this.lookAgainLater(trees);
+    if (trees.length > 0) this.secondLook.add(trees);
     if (changed > 0) await this.commitDurably();
   }
 
   /** The outermost directories recorded as new since the last call. */
   private takeAppearedTrees(): string[] {
-    const trees = [...this.appearedTrees];
+    const trees = outermostPaths([...this.appearedTrees]);
     this.appearedTrees.clear();
-    return trees.filter((tree) => !trees.some((other) => other !== tree && isSameOrInside(tree, other)));
+    return trees;
   }
 
   /** Every path strictly under `tree`, on disk or recorded, shallowest first. */
@@ -254,25 +262,6 @@ class ServedFolder implements RecoveryHost {
       this.logger.debug(`walk of ${showPath(tree)}: ${(err as Error).message}`);
     }
     return [...found].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
-  }
-
-  /** The second look at directories that appeared, a moment after the first. */
-  private lookAgainLater(trees: string[]): void {
-    for (const tree of trees) this.laterTrees.add(tree);
-    if (this.laterTimer !== null) return;
-    this.laterTimer = setTimeout(() => {
-      this.laterTimer = null;
-      const due = [...this.laterTrees];
-      this.laterTrees.clear();
-      void this.lock
-        .run(async () => {
-          const paths: string[] = [];
-          for (const tree of due) paths.push(tree, ...(await this.pathsUnder(tree)));
-          await this.recordLocalChanges(paths);
-        })
-        .catch((err: unknown) => this.logger.warn(`second look: ${(err as Error).message}`));
-    }, SECOND_LOOK_MS);
-    this.laterTimer.unref();
   }
 
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */

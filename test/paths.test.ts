@@ -8,6 +8,7 @@ import {
   isSafeRelativePath,
   isSameOrInside,
   joinRelative,
+  outermostPaths,
   parentOf,
   segments,
 } from '../src/core/paths.js';
@@ -171,5 +172,15 @@ describe('helpers', () => {
     { p: 'anything', dir: '', expected: true },
   ])('isSameOrInside($p, $dir) = $expected', ({ p, dir, expected }) => {
     expect(isSameOrInside(p, dir)).toBe(expected);
+  });
+});
+
+describe('outermostPaths', () => {
+  it.each([
+    { description: 'nothing', paths: [], expected: [] },
+    { description: 'nested ones folded into their outermost, order kept', paths: ['a/b', 'c', 'a', 'a/b/c'], expected: ['c', 'a'] },
+    { description: 'a look-alike prefix is not inside', paths: ['ab', 'a', 'a/x'], expected: ['ab', 'a'] },
+  ])('$description', ({ paths, expected }) => {
+    expect(outermostPaths(paths)).toEqual(expected);
   });
 });

@@ -103,3 +103,8 @@ export function isSameOrInside(p: string, dir: string | null): boolean {
   if (dir === null || dir === '') return true;
   return p === dir || (p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 0x2f);
 }
+
+/** The paths of `paths` that lie inside no other of them (a walk of these covers all), in their order. */
+export function outermostPaths(paths: readonly string[]): string[] {
+  return paths.filter((p) => !paths.some((other) => other !== p && isSameOrInside(p, other)));
+}

@@ -33,3 +33,36 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/**
+ * Collects items and hands all of them to `run` once, `delayMs` after the first one came; items
+ * added meanwhile join that batch. The timer never keeps the process alive.
+ */
+export class DelayedBatch<T> {
+  private readonly items = new Set<T>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly delayMs: number,
+    private readonly run: (items: T[]) => void,
+  ) {}
+
+  add(items: Iterable<T>): void {
+    for (const item of items) this.items.add(item);
+    if (this.timer !== null || this.items.size === 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      const due = [...this.items];
+      this.items.clear();
+      this.run(due);
+    }, this.delayMs);
+    this.timer.unref();
+  }
+
+  /** Drop what is waiting (at stop). */
+  cancel(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.items.clear();
+  }
+}
