@@ -14,18 +14,18 @@ import { planPush } from './core/plan.js';
 import { decidePushOutcome, pathOfOp } from './core/outcome.js';
 import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync } from './core/merge.js';
 import { isSameOrInside, outermostPaths } from './core/paths.js';
-import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ClientFolderState } from './client/clientstate.js';
+import { FolderBase, readInFolder } from './folder/base.js';
 import { SyncError } from './core/errors.js';
-import { DelayedBatch, SerialLock, forEachLimited, sleep } from './node/lock.js';
+import { DelayedBatch, forEachLimited, sleep } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { createProgress, showPath } from './node/log.js';
 import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, type RpcPeer } from './rpc.js';
 import { DEFERRED_HASH, isRecordedFile, readLocal, readSmallFile, walkTree, fingerprint, isSameFingerprint, type LocalState } from './fs/scan.js';
 import { BundlePrefetcher, groupBySize, type WantedFile } from './wire/bundles.js';
-import { watchFolder, writeSnapshot, changesSince, type FolderWatcher } from './fs/watch.js';
+import { writeSnapshot, changesSince } from './fs/watch.js';
 import { connectSsh, type SshSession } from './ssh/transfer.js';
-import { isReachedThroughLink, safeChmod } from './fs/safefs.js';
+import { safeChmod } from './fs/safefs.js';
 import { removePulledPath } from './fs/unplace.js';
 import { conflictCopyPath } from './core/conflict.js';
 import { tempFilePath } from './fs/reserved.js';
@@ -38,7 +38,7 @@ import { MAX_PAGE_BYTES, jsonBytes } from './wire/budget.js';
 import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile } from './fs/apply.js';
 import { placePulledFile } from './fs/place.js';
 import type { ConflictsParams, ParamsOf, ResolveParams, RestoreParams, ResultOf, VersionsParams } from './rpc.js';
-import { NodeBase, describeFsError, folderPauseReason, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
+import { NodeBase, describeFsError, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { pullDelta, pushDelta } from './client/delta.js';
 import { DELTA_MIN_SIZE } from './core/blocks.js';
 import { FileChangedError } from './fs/blocks.js';
@@ -93,17 +93,13 @@ function opsBytes(ops: PushOp[]): number {
   return ops.reduce((sum, op) => sum + jsonBytes(op), 0);
 }
 
-class SyncedFolder {
-  readonly lock = new SerialLock();
-  paused: string | null = null;
+class SyncedFolder extends FolderBase {
   remote: RemoteFolder | null = null;
   /** Why the server does not sync this folder with us (not served there, or not in our [access]); null when it does. */
   refused: string | null = null;
   /** The server's head when this connection began: versions above it that name us as origin
    * were made by this client's own commits since. */
   sessionHead = Number.MAX_SAFE_INTEGER;
-  private ignore: IgnoreMatcher;
-  private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
   private pushScheduled = false;
   private pushing = false;
   private pullWanted = false;
@@ -114,14 +110,14 @@ class SyncedFolder {
   pendingPull = 0;
 
   constructor(
-    readonly name: string,
-    readonly root: string,
+    name: string,
+    root: string,
     readonly state: ClientFolderState,
     private readonly client: SyncClient,
-    private readonly logger: Logger,
-    private readonly patterns: string[],
+    logger: Logger,
+    patterns: string[],
   ) {
-    this.ignore = createIgnoreMatcher(patterns, null);
+    super(name, root, logger, patterns);
   }
 
   private get snapshotFile(): string {
@@ -138,8 +134,7 @@ class SyncedFolder {
       this.logger.info(`${offline.length} path(s) changed while the daemon was stopped`);
       this.state.markDirty(offline);
     }
-    this.watcher = await watchFolder(this.root, {
-      ignore: this.ignore,
+    await this.watch({
       onHints: (paths) => this.onHints(paths),
       onError: (err) => {
         this.logger.warn(`watcher: ${err.message}; rescanning`);
@@ -184,48 +179,22 @@ class SyncedFolder {
   async stop(): Promise<void> {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.secondLook.cancel();
-    await this.watcher?.close();
-    this.watcher = null;
+    await this.closeWatcher();
     await this.lock.run(async () => {
       if (this.paused === null) await writeSnapshot(this.root, this.snapshotFile).catch(() => undefined);
       await this.state.close();
     });
   }
 
-  async checkPresence(): Promise<string | null> {
-    const reason = await folderPauseReason(this.root, this.state.hasHistory, this.paused, this.logger);
-    const wasPaused = this.paused !== null;
-    this.paused = reason;
-    if (wasPaused && reason === null) void this.resume();
-    return reason;
+  protected hasHistory(): boolean {
+    return this.state.hasHistory;
   }
 
-  private resuming: Promise<void> | null = null;
-
-  /**
-   * The folder came back after a pause: watch it afresh (the old watcher may be on a directory
-   * that is gone), compare it with the base again, and pull what was missed while paused.
-   */
-  private resume(): Promise<void> {
-    this.resuming ??= (async () => {
-      try {
-        await this.watcher?.close();
-        this.watcher = null;
-        await this.start();
-        this.requestPull();
-      } catch (err) {
-        this.logger.error(`restart: ${(err as Error).message}`);
-      } finally {
-        this.resuming = null;
-      }
-    })();
-    return this.resuming;
-  }
-
-  private async loadSyncignore(): Promise<void> {
-    const text = await fs.readFile(path.join(this.root, '.syncignore'), 'utf8').catch(() => null);
-    this.ignore = createIgnoreMatcher(this.patterns, text);
-    this.watcher?.setIgnore(this.ignore);
+  /** Back after a pause: start again (a fresh watcher, a scan against the base), and pull what was missed. */
+  protected async whenBack(): Promise<void> {
+    await this.closeWatcher();
+    await this.start();
+    this.requestPull();
   }
 
   private onHints(paths: string[]): void {
@@ -351,8 +320,7 @@ class SyncedFolder {
       const fromEntry = from === null ? null : this.state.getBase(from)?.entry;
       return fromEntry?.type === 'file' && fromEntry.size === fp.size;
     };
-    // Under a symlinked (or non-directory) parent a path is not in the folder: never read through it.
-    const local = (await isReachedThroughLink(this.root, p)) ? null : await readLocal(this.root, p, {
+    const local = await readInFolder(this.root, p, {
       knownStat: base?.stat ?? null,
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
       deferHash: deferHash ? (fp) => !mayMatch(fp) : undefined,
@@ -941,7 +909,7 @@ class SyncedFolder {
   }
 
   private async readForPull(p: string, base: BaseRecord | null): Promise<LocalState | null> {
-    const local = (await isReachedThroughLink(this.root, p)) ? null : await readLocal(this.root, p, {
+    const local = await readInFolder(this.root, p, {
       knownStat: base?.stat ?? null,
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
     });

@@ -16,10 +16,10 @@ import { hasSameContent, isSameEntry } from './core/reconcile.js';
 import { decideCommit, renamedEntry } from './core/commit.js';
 import { parentOf, isSameOrInside, outermostPaths } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
-import { createIgnoreMatcher, type IgnoreMatcher } from './core/ignore.js';
 import { ChangeLog, type ServerRecord } from './server/changelog.js';
+import { FolderBase, readInFolder } from './folder/base.js';
 import { SyncError } from './core/errors.js';
-import { DelayedBatch, SerialLock, forEachLimited } from './node/lock.js';
+import { DelayedBatch, forEachLimited } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { showPath } from './node/log.js';
 import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, prepareNotification, type BlocksParams, type BlocksResult, type BundleParams, type BundleResult, type RpcPeer } from './rpc.js';
@@ -27,7 +27,6 @@ import { ServerBlocks } from './server/delta.js';
 import { isValidBlockSize } from './core/blocks.js';
 import { FeedCache } from './server/feedcache.js';
 import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
-import { watchFolder, type FolderWatcher } from './fs/watch.js';
 import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
 import { checkPath, isReachedThroughLink, safeChmod, safeLstat, safeUnlink } from './fs/safefs.js';
 import { TempQuota, type HeldTemp } from './server/tempquota.js';
@@ -36,7 +35,7 @@ import { Endpoint } from './endpoint/server.js';
 import { PageBudget } from './wire/budget.js';
 import { isSendableChange, unsendableReason, UnsendablePaths } from './wire/unsendable.js';
 import { lstatUnderRoot } from './fs/presence.js';
-import { describeFsError, folderPauseReason, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
+import { describeFsError, listenPrivateSocket, NodeBase, type FolderStatus, type StatusReport, type TaskInfo } from './node.js';
 import { VersionStore } from './server/versions.js';
 import { listConflicts, listVersions, resolveConflicts, restoreVersion, type RecoveryHost } from './server/recovery.js';
 import type { ConflictsParams, ResolveParams, RestoreParams, VersionsParams } from './rpc.js';
@@ -75,14 +74,11 @@ class OpError extends Error {
 }
 
 /** One served folder: its change log, its lock, its watcher, and how ops are committed to disk. */
-class ServedFolder implements RecoveryHost {
-  readonly lock = new SerialLock();
+class ServedFolder extends FolderBase implements RecoveryHost {
   /** Block lists of its files (delta transfer). */
   readonly blocks = new ServerBlocks();
   private lastPrune = 0;
-  paused: string | null = null;
   lastSync: Date | null = null;
-  private watcher: (FolderWatcher & { setIgnore(m: IgnoreMatcher): void }) | null = null;
   private pendingHints = new Set<string>();
   /** Directories recorded as new in this batch of local changes: their subtrees are walked now and once more a moment later. */
   private readonly appearedTrees = new Set<string>();
@@ -99,7 +95,6 @@ class ServedFolder implements RecoveryHost {
   /** Paths on disk whose names the wire rejects: listed as failed tasks, never recorded. */
   readonly unsendable = new UnsendablePaths();
   private hintTimer: NodeJS.Timeout | null = null;
-  private ignore: IgnoreMatcher;
   /** Highest seq known to be on disk: the feed never shows more. */
   durableHead = 0;
   /** One `changed` line for all clients, pages shared by all clients. */
@@ -113,16 +108,16 @@ class ServedFolder implements RecoveryHost {
   }
 
   constructor(
-    readonly name: string,
-    readonly root: string,
+    name: string,
+    root: string,
     readonly log: ChangeLog,
     private readonly server: SyncServer,
-    private readonly logger: Logger,
-    private readonly patterns: string[],
+    logger: Logger,
+    patterns: string[],
     /** The versions kept of deleted and replaced files. */
     readonly kept: VersionStore,
   ) {
-    this.ignore = createIgnoreMatcher(patterns, null);
+    super(name, root, logger, patterns);
     this.durableHead = log.head;
     // A name the wire rejects (recorded before this check existed) is left out of pages and
     // inline changes, not allowed to fail the validation of the whole page for every client.
@@ -148,9 +143,7 @@ class ServedFolder implements RecoveryHost {
 
   private async watchAndScan(): Promise<void> {
     await this.loadSyncignore();
-    await this.watcher?.close();
-    this.watcher = await watchFolder(this.root, {
-      ignore: this.ignore,
+    await this.watch({
       onHints: (paths) => this.hint(paths),
       onError: (err) => {
         this.logger.warn(`watcher: ${err.message}; rescanning`);
@@ -162,45 +155,28 @@ class ServedFolder implements RecoveryHost {
     await this.fullScan();
   }
 
-  private resuming: Promise<void> | null = null;
+  protected hasHistory(): boolean {
+    return !this.log.isEmpty;
+  }
+
+  /** Only a folder that started once resumes: one that never did is started by the maintenance. */
+  protected override mayResume(): boolean {
+    return this.isStarted;
+  }
 
   /**
-   * The folder came back after a pause: watch it afresh (the old watcher may be on a directory
-   * that is gone) and record what changed in it meanwhile. Temp files are left alone: uploads
-   * of connected clients may be in flight.
+   * Back after a pause: a fresh watcher, and what changed in the folder meanwhile recorded. Temp
+   * files are left alone: uploads of connected clients may be in flight.
    */
-  private resume(): void {
-    this.resuming ??= this.watchAndScan()
-      .catch((err) => this.logger.error(`resume: ${(err as Error).message}`))
-      .finally(() => (this.resuming = null));
+  protected whenBack(): Promise<void> {
+    return this.watchAndScan();
   }
 
   async stop(): Promise<void> {
     if (this.hintTimer !== null) clearTimeout(this.hintTimer);
     this.secondLook.cancel();
-    await this.watcher?.close();
-    this.watcher = null;
+    await this.closeWatcher();
     await this.lock.run(() => this.log.close());
-  }
-
-  /** Pause when the root or its marker is gone; create the marker for a folder new to us. */
-  async checkPresence(): Promise<string | null> {
-    const reason = await folderPauseReason(this.root, !this.log.isEmpty, this.paused, this.logger);
-    const wasPaused = this.paused !== null;
-    this.paused = reason;
-    // `.systemsync/tmp` is made (never through a link) by folderPauseReason, only inside a present, marked folder.
-    if (wasPaused && reason === null && this.isStarted) this.resume();
-    return reason;
-  }
-
-  private async loadSyncignore(): Promise<void> {
-    const text = await fs.readFile(path.join(this.root, '.syncignore'), 'utf8').catch(() => null);
-    this.ignore = createIgnoreMatcher(this.patterns, text);
-    this.watcher?.setIgnore(this.ignore);
-  }
-
-  isIgnored(p: string, isDir: boolean): boolean {
-    return this.ignore.isIgnored(p, isDir);
   }
 
   /** Watcher hints: coalesced, then compared with the log under the lock. */
@@ -275,13 +251,10 @@ class ServedFolder implements RecoveryHost {
     const known = record?.entry ?? null;
     let local;
     try {
-      // A path under a symlinked (or non-directory) parent is not in the folder: never read through it.
-      local = (await isReachedThroughLink(this.root, p))
-        ? null
-        : await readLocal(this.root, p, {
-            knownStat: record?.stat ?? null,
-            knownHash: known?.type === 'file' ? known.hash : null,
-          });
+      local = await readInFolder(this.root, p, {
+        knownStat: record?.stat ?? null,
+        knownHash: known?.type === 'file' ? known.hash : null,
+      });
     } catch (err) {
       this.logger.warn(`cannot read ${showPath(p)}: ${describeFsError(err)}`);
       return 0;
