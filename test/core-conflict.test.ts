@@ -2,7 +2,7 @@
 // `<name>.sync-conflict-<YYYYMMDD>-<HHMMSS>-<node>.<ext>` beside the file, time in UTC.
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { conflictCopyPath, formatStamp, isConflictCopy, parseConflictCopy } from '../src/core/conflict.js';
+import { conflictCopyPath, conflictTargetCandidates, formatStamp, isConflictCopy, parseConflictCopy } from '../src/core/conflict.js';
 import { isSafeRelativePath } from '../src/core/paths.js';
 
 /** 2026-11-23 14:05:01 UTC, the SPEC's example. */
@@ -231,5 +231,26 @@ describe('parseConflictCopy', () => {
         },
       ),
     );
+  });
+});
+
+describe('conflictTargetCandidates: where a client puts its own version of a conflict', () => {
+  const first = (to: string, n: number): string[] => {
+    const out: string[] = [];
+    for (const c of conflictTargetCandidates(to)) {
+      out.push(c);
+      if (out.length === n) break;
+    }
+    return out;
+  };
+  it.each([
+    ['d/f.sync-conflict-20261123-140501-a.txt', ['d/f.sync-conflict-20261123-140501-a.txt', 'd/f.sync-conflict-20261123-140501-a (local 1).txt', 'd/f.sync-conflict-20261123-140501-a (local 2).txt']],
+    ['noext', ['noext', 'noext (local 1)', 'noext (local 2)']],
+    ['d/.hidden', ['d/.hidden', 'd/.hidden (local 1)', 'd/.hidden (local 2)']],
+  ])('%s', (to, expected) => {
+    expect(first(to, 3)).toEqual(expected);
+  });
+  it('ends after its tries', () => {
+    expect([...conflictTargetCandidates('x.txt', 3)]).toEqual(['x.txt', 'x (local 1).txt', 'x (local 2).txt']);
   });
 });

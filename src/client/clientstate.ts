@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { BaseRecord, Change } from '../core/types.js';
 import { isSameOrInside } from '../core/paths.js';
 import { isConflictCopy } from '../core/conflict.js';
+import { InodeNames } from '../core/inodes.js';
 import { JsonStore, ShardedMap } from '../persistence.js';
 import { baseRecordCodec } from '../state/recordcodec.js';
 
@@ -36,9 +37,8 @@ interface FolderMeta {
 }
 
 export class ClientFolderState {
-  /** inode → path, for files and directories with a known fingerprint (rename detection). */
-  /** Several names on one inode (hard links) are kept as an array; one name as a plain string. */
-  private readonly byIno = new Map<number, string | string[]>();
+  /** inode → names, for files and directories with a known fingerprint (rename detection, hard links). */
+  private readonly byIno = new InodeNames();
   /** Outbox as an ordered set, mirrored to `meta.outbox`. Values are a generation count. */
   private readonly dirty = new Map<string, number>();
   private generation = 0;
@@ -88,18 +88,8 @@ export class ClientFolderState {
 
   private index(p: string, record: BaseRecord, sign: 1 | -1): void {
     if (record.stat !== null && record.entry.type !== 'symlink') {
-      const ino = record.stat.ino;
-      const names = this.byIno.get(ino);
-      if (sign > 0) {
-        if (names === undefined || names === p) this.byIno.set(ino, p);
-        else if (typeof names === 'string') this.byIno.set(ino, [names, p]);
-        else if (!names.includes(p)) names.push(p);
-      } else if (names === p) {
-        this.byIno.delete(ino);
-      } else if (Array.isArray(names)) {
-        const rest = names.filter((n) => n !== p);
-        this.byIno.set(ino, rest.length === 1 ? rest[0]! : rest);
-      }
+      if (sign > 0) this.byIno.add(record.stat.ino, p);
+      else this.byIno.remove(record.stat.ino, p);
     }
     if (record.entry.type === 'file') {
       this.liveFiles += sign;
@@ -130,15 +120,12 @@ export class ClientFolderState {
 
   /** The base path whose local inode is `ino`, or null. */
   pathOfInode(ino: number): string | null {
-    const names = this.byIno.get(ino);
-    if (names === undefined) return null;
-    return typeof names === 'string' ? names : (names[names.length - 1] ?? null);
+    return this.byIno.last(ino);
   }
 
   /** Every base path whose local inode is `ino` (several for hard links). */
   pathsOfInode(ino: number): string[] {
-    const names = this.byIno.get(ino);
-    return names === undefined ? [] : typeof names === 'string' ? [names] : [...names];
+    return this.byIno.all(ino);
   }
 
   /** Base paths strictly inside directory `dir`. */

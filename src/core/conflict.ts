@@ -97,3 +97,18 @@ export function parseConflictCopy(path: string, exists: (original: string) => bo
   // the name, since node names may end in `-<digits>` themselves.
   return { original: chosen.original, node: chosen.node, time };
 }
+
+/**
+ * Where a client puts its own version when the server names the conflict copy `to`: `to` itself,
+ * then `<to> (local N)` (before the extension), in that order; the first name that is free on the
+ * client's disk is taken (whatever is there is never replaced).
+ */
+export function* conflictTargetCandidates(to: string, tries = 1000): Generator<string> {
+  yield to;
+  const slash = to.lastIndexOf('/');
+  const dir = to.slice(0, slash + 1);
+  const name = to.slice(slash + 1);
+  const dot = name.lastIndexOf('.');
+  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  for (let n = 1; n < tries; n++) yield `${dir}${stem} (local ${n})${ext}`;
+}

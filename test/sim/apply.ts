@@ -17,6 +17,8 @@ export function hashOf(data: string): string {
 export interface LocalState {
   entry: Entry;
   stat: StatFingerprint | null;
+  /** Hard links of a regular file. */
+  links?: number;
 }
 
 /** readLocal: lstat, and the content hash unless the fingerprint is the known one. */
@@ -28,7 +30,7 @@ export function readLocal(fs: MemFs, p: string, known: { stat: StatFingerprint |
   if (st.kind === 'dir') return { entry: { type: 'dir', mode: st.mode }, stat: fp };
   const same = known !== null && known.stat !== null && known.hash !== null && sameFp(known.stat, fp);
   const hash = same ? known.hash! : hashOf(fs.readFile(p));
-  return { entry: { type: 'file', size: st.size, mtime: st.mtime, mode: st.mode, hash }, stat: fp };
+  return { entry: { type: 'file', size: st.size, mtime: st.mtime, mode: st.mode, hash }, stat: fp, links: st.nlink };
 }
 
 export function sameFp(a: StatFingerprint | null | undefined, b: StatFingerprint | null | undefined): boolean {

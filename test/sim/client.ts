@@ -6,39 +6,39 @@
  * files through a temp file. Plus start-up (temp cleanup, finishing an interrupted pull, scan
  * against the base), reconnects with backoff, failure backoff and retries.
  */
-import type { BaseRecord, Change, Entry, PushOp, PushResult } from '../../src/core/types.js';
+import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from '../../src/core/types.js';
 import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
-import { decideInterruptedPull, pathsToPushAfterResync } from '../../src/core/merge.js';
-import { conflictCopyPath } from '../../src/core/conflict.js';
-import { isSameOrInside } from '../../src/core/paths.js';
+import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
+import { outermostPaths } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
 import {
   cleanTempDir,
   hashOf,
   isReachedThroughLink,
   isRecordedFile,
-  TMP,
   checkParents,
   movePath,
-  newTempName,
   placeDir,
   placeFile,
   placeSymlink,
   readLocal,
-  removePath,
   restampFile,
   sameFp,
   writeTemp,
   type LocalState,
 } from './apply.js';
+import { placePulledFile, removePulledPath } from './place.js';
 import type { Link, Network } from './network.js';
 import { type Persisted, SimClientState } from './clientstate.js';
-import { type Proc, type Scheduler, SimLock, pause, sleep, waitUntil } from './scheduler.js';
+import { type Proc, type Scheduler, SimDelayedBatch, SimLock, pause, sleep, waitUntil } from './scheduler.js';
 import type { ServerShell } from './server.js';
 
 const PUSH_BATCH = 2000;
+/** A subtree that moved or appeared during a push is looked at again this long after (SECOND_LOOK_MS). */
+const SECOND_LOOK_MS = 1500;
 const PULL_PAGE = 2000;
 const PERMANENT = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
 
@@ -65,6 +65,22 @@ export class ClientShell {
   private pulling = false;
   private retryTimer = false;
   private readonly noRename = new Set<string>();
+  /** The server's head when this connection began (hello): versions above it with our name are our own commits. */
+  private sessionHead = Number.MAX_SAFE_INTEGER;
+  /** The second look at trees that moved or appeared, a moment after the first. */
+  private readonly secondLook: SimDelayedBatch<string>;
+  private secondLookOf(due: string[]): void {
+    const look = function* (this: ClientShell): Proc {
+      yield* this.locked(
+        (function* (this: ClientShell): Proc {
+          for (const tree of due) this.movedTrees.add(tree);
+          yield* this.rescanMovedTrees();
+        }).call(this),
+      );
+      this.schedulePush();
+    };
+    this.sched.spawn(this.name, 'secondLook', look.call(this));
+  }
 
   constructor(
     readonly name: string,
@@ -74,7 +90,9 @@ export class ClientShell {
     private readonly net: Network,
     private readonly server: ServerShell,
     private readonly hooks: ShellHooks,
-  ) {}
+  ) {
+    this.secondLook = new SimDelayedBatch<string>(this.sched, this.name, SECOND_LOOK_MS, (due) => this.secondLookOf(due));
+  }
 
   // -- lifecycle -------------------------------------------------------------------------------
 
@@ -86,6 +104,9 @@ export class ClientShell {
     this.link = null;
     this.pushScheduled = this.pushing = this.pullWanted = this.pulling = this.retryTimer = false;
     this.noRename.clear();
+    this.movedTrees.clear();
+    this.secondLook.cancel();
+    this.sessionHead = Number.MAX_SAFE_INTEGER;
     this.sched.spawn(this.name, 'start', this.startFolder());
   }
 
@@ -127,7 +148,8 @@ export class ClientShell {
       const link = this.net.open(this.name, this.server.serve);
       try {
         if (!this.server.up) throw new Error('server down');
-        yield* link.request('hello', { node: this.name });
+        const hello = (yield* link.request('hello', { node: this.name })) as { head: number };
+        this.sessionHead = hello.head;
         link.onNotify = (method) => {
           if (method === 'changed') this.requestPull();
         };
@@ -256,6 +278,7 @@ export class ClientShell {
 
   private *pushBatch(link: Link, batch: Array<[string, number]>): Proc<boolean> {
     const seen = new Set(batch.map(([p]) => p));
+    const appeared: string[] = [];
     const locals = new Map<string, LocalState | null>();
     let wave = [...seen];
     while (wave.length > 0) {
@@ -275,12 +298,15 @@ export class ClientShell {
           if (from !== null) expand(from);
         }
         if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
+        // Hard links: an edit through one name changes every other name of the inode.
+        if (local?.entry.type === 'file' && local.stat !== null && !sameFp(base?.stat ?? null, local.stat)) {
+          for (const other of otherLinkNames(p, local.links ?? 1, this.state.pathsOfInode(local.stat.ino))) expand(other);
+        }
       }
-      for (const dir of newDirs) {
-        if (newDirs.some((other) => other !== dir && isSameOrInside(dir, other))) continue;
+      for (const dir of outermostPaths(newDirs)) {
         yield* pause();
-        if (this.fs.lstat(dir)?.kind !== 'dir') continue;
-        for (const p of this.fs.walk(dir)) expand(p);
+        if (this.fs.lstat(dir)?.kind === 'dir') for (const p of this.fs.walk(dir)) if (p !== dir) expand(p);
+        appeared.push(dir);
       }
       wave = next;
     }
@@ -296,9 +322,12 @@ export class ClientShell {
     for (const [p, generation] of batch) {
       if (!this.state.failed.some((t) => t.path === p && t.op === 'push' && !t.permanent)) this.state.clearDirty(p, generation);
     }
-    // What the plan could not carry, and every subtree that moved, is looked at again from disk.
+    // What the plan could not carry, and every subtree that moved or appeared, is looked at
+    // again from disk: now, and once more a moment later.
     this.state.markDirty(plan.recheck);
-    yield* this.rescanMovedTrees();
+    if (progressed) for (const dir of appeared) this.movedTrees.add(dir);
+    const trees = yield* this.rescanMovedTrees();
+    if (trees.length > 0) this.secondLook.add(trees);
     this.state.flush();
     return progressed;
   }
@@ -313,14 +342,18 @@ export class ClientShell {
   /** Subtrees that moved during a batch: what is on disk under them goes back in the outbox. */
   private readonly movedTrees = new Set<string>();
 
-  private *rescanMovedTrees(): Proc {
+  /** Mark every path under the moved trees, on disk or in the base, dirty. Returns the trees. */
+  private *rescanMovedTrees(): Proc<string[]> {
     const trees = [...this.movedTrees];
     this.movedTrees.clear();
-    for (const tree of trees) {
-      if (trees.some((other) => other !== tree && isSameOrInside(tree, other))) continue;
+    const outermost = outermostPaths(trees);
+    for (const tree of outermost) {
       yield* pause();
-      this.state.markDirty([tree, ...(this.fs.lstat(tree)?.kind === 'dir' ? this.fs.walk(tree) : [])]);
+      const found = [tree, ...this.state.baseUnder(tree)];
+      if (this.fs.lstat(tree)?.kind === 'dir' && !isReachedThroughLink(this.fs, tree)) found.push(...this.fs.walk(tree));
+      this.state.markDirty(found);
     }
+    return outermost;
   }
 
   private *runOps(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Proc<boolean> {
@@ -411,9 +444,23 @@ export class ClientShell {
     }
     this.state.clearFailure(p, 'push');
     if (out.moveAside !== null) {
-      this.hooks.window(this.name, out.moveAside.from, 'conflict-rename');
+      // The server names the copy: never replace what is at that name here (client/conflictmove).
+      const { from, to } = out.moveAside;
+      this.hooks.window(this.name, from, 'conflict-rename');
       yield* pause();
-      movePath(this.fs, out.moveAside.from, out.moveAside.to);
+      let target: string | null = null;
+      for (const c of conflictTargetCandidates(to)) {
+        if (this.fs.lstat(c) !== null) continue;
+        target = c;
+        break;
+      }
+      if (target === null) throw new Error(`no free name beside ${to} for a conflict copy`);
+      yield* pause();
+      movePath(this.fs, from, target);
+      if (target !== to) {
+        out.setBases = out.setBases.filter(([q]) => q !== to);
+        out.recheck.push(target);
+      }
     }
     for (const q of out.deleteBases) this.state.deleteBase(q);
     for (const [q, record] of out.setBases) this.state.setBase(q, record);
@@ -441,27 +488,44 @@ export class ClientShell {
         const link = this.link;
         if (link === null) return;
         for (;;) {
-          const page = (yield* link.request('changes', { after: this.state.cursor, limit: PULL_PAGE })) as {
-            changes: Change[];
-            head: number;
-            reset: boolean;
-          };
-          if (page.reset) {
-            yield* this.locked(this.fullResync(link));
-            continue;
-          }
-          if (page.changes.length === 0) break;
-          yield* this.locked(
-            (function* (this: ClientShell): Proc {
-              this.state.beginApply(page.changes);
-              yield* this.applyPage(link, page.changes);
+          // The page is asked for under the folder lock: a page listed before one of our own
+          // commits would bring back, over it, what that commit replaced.
+          const page = yield* this.locked(
+            (function* (this: ClientShell): Proc<{ changes: Change[]; head: number } | null> {
+              const listed = (yield* link.request('changes', { after: this.state.cursor, limit: PULL_PAGE })) as {
+                changes: Change[];
+                head: number;
+                reset: boolean;
+              };
+              if (listed.reset) {
+                yield* this.fullResync(link);
+                return null;
+              }
+              if (listed.changes.length > 0) {
+                this.state.beginApply(listed.changes);
+                yield* this.applyPage(link, listed.changes);
+              }
+              return listed;
             }).call(this),
           );
+          if (page === null) continue;
+          if (page.changes.length === 0) break;
           const last = page.changes[page.changes.length - 1]!.seq;
           this.state.setCursor(last);
           this.state.flush();
           this.state.endApply();
-          yield* link.request('ack', { seq: last });
+          // Not awaited (the daemon's ack is fire-and-forget).
+          this.sched.spawn(
+            this.name,
+            'ack',
+            (function* (): Proc {
+              try {
+                yield* link.request('ack', { seq: last });
+              } catch {
+                // the next connection acks again
+              }
+            })(),
+          );
         }
       }
     } catch (err) {
@@ -474,20 +538,20 @@ export class ClientShell {
   }
 
   private *fullResync(link: Link): Proc {
+    // As on a first sync: bases mean nothing now; each page is applied as it arrives.
+    const known = this.state.basePaths();
+    for (const p of known) this.state.deleteBase(p);
     const listed = new Set<string>();
     let after = 0;
     let head = 0;
-    const live: Change[] = [];
     for (;;) {
       const page = (yield* link.request('changes', { after, limit: PULL_PAGE })) as { changes: Change[]; head: number };
       head = page.head;
       if (page.changes.length === 0) break;
-      for (const c of page.changes) (listed.add(c.path), live.push(c));
+      for (const c of page.changes) listed.add(c.path);
       after = page.changes[page.changes.length - 1]!.seq;
+      yield* this.applyPage(link, page.changes);
     }
-    const known = this.state.basePaths();
-    for (const p of known) this.state.deleteBase(p);
-    yield* this.applyPage(link, live);
     this.state.markDirty(pathsToPushAfterResync(known, listed, (p) => this.state.getBase(p) !== null));
     this.state.setCursor(head);
     this.state.flush();
@@ -520,33 +584,36 @@ export class ClientShell {
     }
   }
 
-  private readForPull(p: string, base: BaseRecord | null): Entry | null {
-    return this.readPath(p, base)?.entry ?? null;
+  private readForPull(p: string, base: BaseRecord | null): LocalState | null {
+    return this.readPath(p, base);
   }
+
+  private conflictName = (p: string): string =>
+    conflictCopyPath(p, new Date(Date.UTC(2026, 10, 23, 14, 0, 0) + this.sched.now), this.name, (c) => this.fs.exists(c));
 
   private *applyChangeOrThrow(link: Link, change: Change, force: boolean): Proc {
     const p = change.path;
     const base = force ? null : this.state.getBase(p);
     yield* pause();
-    const local = this.readForPull(p, this.state.getBase(p));
+    const localState = this.readForPull(p, this.state.getBase(p));
+    const local = localState?.entry ?? null;
     let fromBase: BaseRecord | null = null;
-    let fromLocal: Entry | null = null;
+    let fromLocal: LocalState | null = null;
     if (change.from !== undefined) {
       fromBase = this.state.getBase(change.from);
       yield* pause();
       fromLocal = this.readForPull(change.from, fromBase);
     }
-    const decision = decidePull(change, base, local, fromBase, fromLocal);
-    const record = function* (this: ClientShell, entry: Entry): Proc {
-      yield* pause();
-      const after = readLocal(this.fs, p);
-      this.state.setBase(p, { seq: change.seq, entry, stat: after?.stat ?? null });
-    }.bind(this);
+    const decision = decidePull(change, base, local, fromBase, fromLocal?.entry ?? null);
+    // The base gets the fingerprint read when deciding, never a later stat.
+    const record = (entry: Entry, stat: StatFingerprint | null): void => {
+      this.state.setBase(p, { seq: change.seq, entry, stat });
+    };
     switch (decision.action) {
       case 'skip':
         return;
       case 'record':
-        yield* record(change.entry!);
+        record(change.entry!, localState?.stat ?? null);
         return;
       case 'forget':
         this.state.deleteBase(p);
@@ -556,15 +623,17 @@ export class ClientShell {
         this.schedulePush();
         return;
       case 'delete': {
-        this.hooks.window(this.name, p, 'pull-delete');
-        yield* pause();
-        const removed = yield* this.removePulledPath(p, local!);
+        const result = yield* removePulledPath(this.fs, p, { entry: local!, stat: null }, {
+          conflictName: this.conflictName,
+          beforeReplace: () => this.hooks.window(this.name, p, 'pull-delete'),
+        });
+        if (!result.removed && result.copy !== null) this.state.markDirty([result.copy]);
         this.state.deleteBase(p);
-        if (!removed) {
+        if (!result.removed) {
           this.state.markDirty([p]);
           this.schedulePush();
         }
-        this.hooks.log(this.name, `pulled delete ${p}${removed ? '' : ' (kept: not empty)'}`);
+        this.hooks.log(this.name, `pulled delete ${p}${result.removed ? '' : ' (kept: changed or not empty)'}`);
         return;
       }
       case 'rename': {
@@ -572,50 +641,49 @@ export class ClientShell {
         yield* pause();
         movePath(this.fs, decision.from, p);
         const children = this.state.baseUnder(decision.from);
+        const movedHere: string[] = [p];
         for (const child of children) {
           const childBase = this.state.getBase(child)!;
           this.state.deleteBase(child);
           this.state.setBase(p + child.slice(decision.from.length), childBase);
+          movedHere.push(p + child.slice(decision.from.length));
         }
         this.state.deleteBase(decision.from);
-        yield* record(change.entry!);
+        // A rename may carry new metadata (a chmod right after it): give it to what moved.
+        const wanted = change.entry!;
+        const moved = fromLocal?.entry ?? null;
+        let stat = fromLocal?.stat ?? null;
+        if (moved !== null && !isSameEntry(moved, wanted)) {
+          yield* pause();
+          if (wanted.type === 'file') restampFile(this.fs, p, wanted);
+          if (wanted.type === 'dir') {
+            checkParents(this.fs, p, false);
+            if (this.fs.lstat(p)?.kind === 'dir') this.fs.chmod(p, wanted.mode);
+          }
+          stat = null;
+        }
+        record(wanted, stat);
+        this.state.markDirty(movedHere);
+        this.schedulePush();
         this.hooks.log(this.name, `pulled rename ${decision.from} -> ${p}`);
         return;
       }
       case 'fetch':
-        yield* this.fetch(link, change, local);
+        if (!force && change.origin === this.name && change.seq > this.sessionHead) {
+          // Our own version, made during this connection, that our disk no longer holds: the
+          // disk is the truth. Take it as the base and look again.
+          this.state.setBase(p, { seq: change.seq, entry: change.entry!, stat: null });
+          this.state.markDirty([p]);
+          this.schedulePush();
+          return;
+        }
+        yield* this.fetch(link, change, localState);
         return;
     }
   }
 
-  /** src/fs/unplace.ts removePulledPath, step by step: move aside, compare, put a local edit back. */
-  private *removePulledPath(p: string, expected: Entry): Proc<boolean> {
-    const fs = this.fs;
-    checkParents(fs, p, false);
-    const st = fs.lstat(p);
-    if (st === null) return true;
-    if (st.kind !== 'file') return removePath(fs, p);
-    fs.mkdirp(TMP, 0o700);
-    const aside = `${TMP}/${newTempName(fs, 'aside')}`;
-    fs.rename(p, aside);
-    yield* pause();
-    const moved = readLocal(fs, aside)!.entry;
-    if (isSameEntry(moved, expected)) {
-      fs.unlink(aside);
-      return true;
-    }
-    if (!fs.exists(p)) {
-      fs.link(aside, p);
-      fs.unlink(aside);
-      return false;
-    }
-    const copy = conflictCopyPath(p, new Date(Date.UTC(2026, 10, 23, 14, 0, 0) + this.sched.now), this.name, (c) => fs.exists(c));
-    fs.rename(aside, copy);
-    this.state.markDirty([copy]);
-    return false;
-  }
-
-  private *fetch(link: Link, change: Change, localBefore: Entry | null): Proc {
+  private *fetch(link: Link, change: Change, localState: LocalState | null): Proc {
+    const localBefore = localState?.entry ?? null;
     const p = change.path;
     const entry = change.entry!;
     if (entry.type === 'dir') {
@@ -642,16 +710,32 @@ export class ClientShell {
     if (hashOf(data) !== entry.hash) throw new FsError('HASH_MISMATCH', `${p}: the server's file is no longer this version`);
     yield* pause();
     const tmp = writeTemp(this.fs, data, 'down');
-    yield* pause();
-    // Check before writing: the local path must still be what we decided on.
-    const now = this.readForPull(p, this.state.getBase(p));
-    if (!isSameEntry(now, localBefore)) {
-      this.fs.unlink(tmp);
+    const localChanged = (): Error => {
       this.state.markDirty([p]);
       this.schedulePush();
-      throw Object.assign(new Error('changed locally while it was being pulled'), { code: 'LOCAL_CHANGE' });
+      return Object.assign(new Error('changed locally while it was being pulled'), { code: 'LOCAL_CHANGE' });
+    };
+    if (localBefore === null || localBefore.type === 'file') {
+      // Never destroys local bytes the decision did not see (src/fs/place.ts).
+      const placed = yield* placePulledFile(this.fs, tmp, p, entry, { entry: localBefore, stat: localState?.stat ?? null }, {
+        conflictName: this.conflictName,
+        beforeReplace: () => this.hooks.window(this.name, p, 'pull-replace'),
+      });
+      if (!placed.placed) {
+        if (placed.reason === 'changed' && placed.copy !== null) this.state.markDirty([placed.copy]);
+        throw localChanged();
+      }
+      this.state.setBase(p, { seq: change.seq, entry, stat: placed.stat });
+      this.hooks.log(this.name, `pulled ${p}`);
+      return;
     }
-    this.hooks.window(this.name, p, 'pull-replace');
+    // Check before writing: a directory or link there must still be what we decided on.
+    yield* pause();
+    const now = this.readForPull(p, this.state.getBase(p));
+    if (!isSameEntry(now?.entry ?? null, localBefore)) {
+      this.fs.unlink(tmp);
+      throw localChanged();
+    }
     yield* pause();
     const stat = placeFile(this.fs, tmp, p, entry);
     this.state.setBase(p, { seq: change.seq, entry, stat });

@@ -4,6 +4,7 @@
  * back to: stores reach it on flush(), or on their own a while after a change (lowdb's delayed
  * background save), each store separately.
  */
+import { InodeNames } from '../../src/core/inodes.js';
 import type { BaseRecord, Change } from '../../src/core/types.js';
 import { isSameOrInside } from '../../src/core/paths.js';
 import type { Scheduler } from './scheduler.js';
@@ -38,7 +39,7 @@ const SAVE_DELAY = 1000;
 
 export class SimClientState {
   private readonly base: Map<string, BaseRecord>;
-  private readonly byIno = new Map<number, string>();
+  private readonly byIno = new InodeNames();
   private readonly dirty = new Map<string, number>();
   private generation = 0;
   private meta: Meta;
@@ -108,8 +109,8 @@ export class SimClientState {
   // -- base index
   private index(p: string, r: BaseRecord, sign: 1 | -1): void {
     if (r.stat === null || r.entry.type === 'symlink') return;
-    if (sign > 0) this.byIno.set(r.stat.ino, p);
-    else if (this.byIno.get(r.stat.ino) === p) this.byIno.delete(r.stat.ino);
+    if (sign > 0) this.byIno.add(r.stat.ino, p);
+    else this.byIno.remove(r.stat.ino, p);
   }
   getBase(p: string): BaseRecord | null {
     return this.base.get(p) ?? null;
@@ -131,7 +132,10 @@ export class SimClientState {
     this.later('base');
   }
   pathOfInode(ino: number): string | null {
-    return this.byIno.get(ino) ?? null;
+    return this.byIno.last(ino);
+  }
+  pathsOfInode(ino: number): string[] {
+    return this.byIno.all(ino);
   }
   baseUnder(dir: string): string[] {
     return [...this.base.keys()].filter((p) => p !== dir && isSameOrInside(p, dir));

@@ -191,3 +191,34 @@ export class SimLock {
     return this.held;
   }
 }
+
+/** src/node/lock.ts DelayedBatch: items gathered, then handed over together `delayMs` after the first. */
+export class SimDelayedBatch<T> {
+  private readonly items = new Set<T>();
+  private isArmed = false;
+
+  constructor(
+    private readonly sched: Scheduler,
+    private readonly owner: string,
+    private readonly delayMs: number,
+    private readonly run: (items: T[]) => void,
+  ) {}
+
+  add(items: Iterable<T>): void {
+    for (const item of items) this.items.add(item);
+    if (this.isArmed || this.items.size === 0) return;
+    this.isArmed = true;
+    this.sched.after(this.delayMs, this.owner, () => {
+      this.isArmed = false;
+      const due = [...this.items];
+      this.items.clear();
+      this.run(due);
+    });
+  }
+
+  /** Drop what is waiting (a killed process loses its timers). */
+  cancel(): void {
+    this.isArmed = false;
+    this.items.clear();
+  }
+}

@@ -8,7 +8,7 @@ import type { Change, Entry, PushOp, PushResult, StatFingerprint, Version } from
 import { isSameEntry } from '../../src/core/reconcile.js';
 import { decideCommit, renamedEntry } from '../../src/core/commit.js';
 import { conflictCopyPath } from '../../src/core/conflict.js';
-import { isSameOrInside, parentOf } from '../../src/core/paths.js';
+import { isSameOrInside, outermostPaths, parentOf } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
 import {
   TMP,
@@ -27,7 +27,7 @@ import {
   writeTemp,
 } from './apply.js';
 import type { Link } from './network.js';
-import { type Proc, type Scheduler, SimLock, pause } from './scheduler.js';
+import { type Proc, type Scheduler, SimDelayedBatch, SimLock, pause } from './scheduler.js';
 
 /** Bugs the engine's own tests inject, to prove that a broken rule makes the simulation fail. */
 export type SimInjection = 'put-ignores-base';
@@ -70,6 +70,12 @@ function toWire(record: ServerRecord | null): Version | null {
   return v;
 }
 
+const SECOND_LOOK_MS = 1500;
+
+function byDepth(a: string, b: string): number {
+  return a.split('/').length - b.split('/').length || (a < b ? -1 : 1);
+}
+
 export class ServerShell {
   readonly name = 'server';
   up = true;
@@ -82,6 +88,18 @@ export class ServerShell {
   private hintTimer = false;
   private saveTimer = false;
   private trashSeq = 0;
+  /** Directories recorded as new in this batch of local changes: walked now and once more a moment later. */
+  private readonly appearedTrees = new Set<string>();
+  /** The second look at directories that appeared, a moment after the first. */
+  private readonly secondLook: SimDelayedBatch<string>;
+  private secondLookOf(due: string[]): void {
+    const look = function* (this: ServerShell): Proc {
+      const paths: string[] = [];
+      for (const tree of due) paths.push(tree, ...this.pathsUnder(tree));
+      yield* this.recordLocalChanges(paths);
+    };
+    this.sched.spawn(this.name, 'secondLook', this.locked(look.call(this)));
+  }
 
   constructor(
     readonly fs: MemFs,
@@ -89,7 +107,9 @@ export class ServerShell {
     private readonly clockDate: () => Date,
     /** A deliberately broken rule, to show that the invariants catch it (never set in real runs). */
     private readonly inject: SimInjection | null = null,
-  ) {}
+  ) {
+    this.secondLook = new SimDelayedBatch<string>(this.sched, this.name, SECOND_LOOK_MS, (due) => this.secondLookOf(due));
+  }
 
   // -- lifecycle --------------------------------------------------------------------------------
 
@@ -102,6 +122,8 @@ export class ServerShell {
     this.pendingHints.clear();
     this.hintTimer = false;
     this.saveTimer = false;
+    this.appearedTrees.clear();
+    this.secondLook.cancel();
     cleanTempDir(this.fs);
     this.sched.spawn(this.name, 'fullScan', this.fullScan());
   }
@@ -174,17 +196,36 @@ export class ServerShell {
 
   *fullScan(): Proc {
     const all = new Set([...this.fs.walk(), ...[...this.log.records].filter(([, r]) => r.entry !== null).map(([p]) => p)]);
-    yield* this.locked(this.recordLocalChanges([...all]));
+    yield* this.locked(this.recordLocalChanges([...all], true));
   }
 
-  private *recordLocalChanges(paths: string[]): Proc {
-    const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+  /** As ServedFolder.recordLocalChanges: a directory that appeared is read again with everything under it, now and SECOND_LOOK_MS later. */
+  private *recordLocalChanges(paths: string[], walked = false): Proc {
+    const sorted = [...new Set(paths)].sort(byDepth);
     let changed = 0;
     for (const p of sorted) {
       yield* pause();
       changed += this.absorbLocal(p);
     }
+    const trees = outermostPaths([...this.appearedTrees]);
+    this.appearedTrees.clear();
+    if (walked) trees.length = 0;
+    for (const tree of trees) {
+      yield* pause();
+      for (const p of this.pathsUnder(tree)) {
+        yield* pause();
+        changed += this.absorbLocal(p);
+      }
+    }
+    if (trees.length > 0) this.secondLook.add(trees);
     if (changed > 0) yield* this.commitDurably();
+  }
+
+  /** Every path strictly under `tree`, on disk or recorded, shallowest first. */
+  private pathsUnder(tree: string): string[] {
+    const found = new Set(this.liveUnder(tree));
+    if (this.fs.lstat(tree)?.kind === 'dir' && !isReachedThroughLink(this.fs, tree)) for (const p of this.fs.walk(tree)) if (p !== tree) found.add(p);
+    return [...found].sort(byDepth);
   }
 
   private absorbLocal(p: string): number {
@@ -210,6 +251,7 @@ export class ServerShell {
       return 0;
     }
     this.assign(p, local.entry, this.name, { stat: local.stat });
+    if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
     return 1;
   }
 
@@ -246,8 +288,8 @@ export class ServerShell {
     }
   }
 
-  private placeEntry(p: string, entry: Entry, tmp: string | null): StatFingerprint | null {
-    if (entry.type === 'file') return tmp === null ? restampFile(this.fs, p, entry) : placeFile(this.fs, tmp, p, entry, this.trashFile);
+  private placeEntry(p: string, entry: Entry, tmp: string | null, keep = this.trashFile): StatFingerprint | null {
+    if (entry.type === 'file') return tmp === null ? restampFile(this.fs, p, entry) : placeFile(this.fs, tmp, p, entry, keep);
     if (entry.type === 'dir') placeDir(this.fs, p, entry.mode, this.trashFile);
     else placeSymlink(this.fs, p, entry.target, this.trashFile);
     return null;
@@ -258,7 +300,9 @@ export class ServerShell {
     yield* pause();
     const current = this.get(op.path);
     let decision = decideCommit(op, { current, hasUpload: tmp !== null });
-    if (this.inject === 'put-ignores-base' && decision.action === 'conflict') decision = { action: 'apply' };
+    // The injected bug overwrites the server's version: no conflict copy, nothing kept.
+    const isInjected = this.inject === 'put-ignores-base' && decision.action === 'conflict';
+    if (isInjected) decision = { action: 'apply' };
     if (decision.action === 'stale') return { status: 'stale', current: toWire(current) };
     if (decision.action === 'same' && current !== null) {
       if (tmp !== null) this.fs.unlink(tmp);
@@ -271,7 +315,7 @@ export class ServerShell {
       const copySeq = this.assign(copy, op.entry, node, { stat });
       return { status: 'conflict', copy, copySeq, current: toWire(current)! };
     }
-    const stat = this.placeEntry(op.path, op.entry, tmp);
+    const stat = this.placeEntry(op.path, op.entry, tmp, isInjected ? () => undefined : this.trashFile);
     this.recordParents(op.path, node);
     return { status: 'ok', seq: this.assign(op.path, op.entry, node, { stat }) };
   }

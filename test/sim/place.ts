@@ -1,0 +1,152 @@
+/**
+ * src/fs/place.ts (placePulledFile) and src/fs/unplace.ts (removePulledPath) over the in-memory
+ * file system, step by step: a `pause()` wherever the daemon awaits, so a racing write can land
+ * between any two of its disk calls. Pulls never destroy local bytes the decision did not see:
+ * move aside, compare, put a changed local file back with link() (or keep a conflict copy), place
+ * with link(tmp, path), which fails with EEXIST if a new file took the path meanwhile.
+ */
+import type { Entry, FileEntry } from '../../src/core/types.js';
+import type { PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
+import type { UnplaceExpectation, UnplaceResult } from '../../src/fs/unplace.js';
+import { isSameEntry } from '../../src/core/reconcile.js';
+import { fingerprintOf, type MemFs } from './fs.js';
+import { TMP, checkParents, hashOf, newTempName, removePath } from './apply.js';
+import { type Proc, pause } from './scheduler.js';
+
+type Expectation = PlaceExpectation;
+
+export interface PlaceHooks {
+  conflictName: (p: string) => string;
+  /** Between the decision's check and the replace (the race window of issue 10). */
+  beforeReplace?: () => void;
+}
+
+function code(err: unknown): string | undefined {
+  return (err as { code?: string }).code;
+}
+
+/** entryOf / movedEntry: the entry of the file at `p`, hashing it unless its fingerprint says it is `expected`. */
+function entryOf(fs: MemFs, p: string, expected: Expectation): Entry | null {
+  const st = fs.lstat(p);
+  if (st === null) return null;
+  if (st.kind === 'dir') return { type: 'dir', mode: st.mode };
+  if (st.kind === 'symlink') return { type: 'symlink', target: '' };
+  const known = expected.entry?.type === 'file' ? expected.entry : null;
+  if (known !== null && expected.stat !== null && expected.stat.ino === st.ino && expected.stat.size === st.size && expected.stat.mtimeMs === st.mtime) {
+    return { type: 'file', size: st.size, mtime: st.mtime, mode: st.mode, hash: known.hash };
+  }
+  return { type: 'file', size: st.size, mtime: st.mtime, mode: st.mode, hash: hashOf(fs.readFile(p)) };
+}
+
+function tryUnlink(fs: MemFs, p: string): void {
+  if (fs.lstat(p) !== null) fs.unlink(p);
+}
+
+function asidePath(fs: MemFs): string {
+  fs.mkdirp(TMP, 0o700);
+  return `${TMP}/${newTempName(fs, 'aside')}`;
+}
+
+/** placePulledFile: the temp file `tmp` becomes `p`, unless `p` no longer holds what `expected` describes. */
+export function* placePulledFile(fs: MemFs, tmp: string, p: string, entry: FileEntry, expected: Expectation, hooks: PlaceHooks): Proc<PlaceResult> {
+  try {
+    fs.chmod(tmp, entry.mode); // stampFile
+    fs.utimes(tmp, entry.mtime);
+    yield* pause();
+    const tmpIno = fs.lstat(tmp)!.ino;
+    checkParents(fs, p, true); // checkPath(createParents)
+    yield* pause();
+    hooks.beforeReplace?.();
+    yield* pause();
+    let aside: string | null = null;
+    const now = fs.lstat(p);
+    if (now !== null) {
+      if (expected.entry === null) return { placed: false, reason: 'appeared' };
+      if (now.kind !== 'file') return { placed: false, reason: 'changed', copy: null };
+      aside = asidePath(fs);
+      yield* pause(); // checkSource(aside)
+      try {
+        fs.rename(p, aside);
+      } catch (err) {
+        if (code(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null };
+        throw err;
+      }
+      yield* pause(); // recheckPath, afterAside, hashing
+      const moved = entryOf(fs, aside, expected);
+      if (!isSameEntry(moved, expected.entry)) {
+        try {
+          fs.link(aside, p);
+          tryUnlink(fs, aside);
+          return { placed: false, reason: 'changed', copy: null };
+        } catch (err) {
+          const copy = hooks.conflictName(p);
+          if (code(err) !== 'EEXIST') {
+            fs.rename(aside, copy);
+            throw err;
+          }
+          yield* pause(); // checkPath(copy)
+          fs.link(aside, copy);
+          tryUnlink(fs, aside);
+          return { placed: false, reason: 'changed', copy };
+        }
+      }
+    } else if (expected.entry !== null) {
+      return { placed: false, reason: 'changed', copy: null };
+    }
+    try {
+      fs.link(tmp, p);
+    } catch (err) {
+      if (code(err) !== 'EEXIST') throw err;
+      if (aside !== null) tryUnlink(fs, aside);
+      return { placed: false, reason: 'appeared' };
+    }
+    yield* pause(); // recheckPath
+    if (aside !== null) tryUnlink(fs, aside);
+    tryUnlink(fs, tmp);
+    const st = fs.lstat(p);
+    const isAsPlaced = st !== null && st.kind === 'file' && st.ino === tmpIno && st.size === entry.size && st.mtime === entry.mtime && st.mode === entry.mode;
+    return { placed: true, stat: isAsPlaced ? fingerprintOf(st) : null };
+  } finally {
+    tryUnlink(fs, tmp);
+  }
+}
+
+
+/** removePulledPath: remove `p` for a pulled delete, unless it is no longer what `expected` describes. */
+export function* removePulledPath(fs: MemFs, p: string, expected: UnplaceExpectation, hooks: PlaceHooks): Proc<UnplaceResult> {
+  hooks.beforeReplace?.();
+  yield* pause(); // checkPath
+  checkParents(fs, p, false);
+  const st = fs.lstat(p);
+  if (st === null) return { removed: true };
+  if (st.kind !== 'file') {
+    yield* pause();
+    return removePath(fs, p) ? { removed: true } : { removed: false, copy: null };
+  }
+  const aside = asidePath(fs);
+  yield* pause(); // tempFilePath, checkSource
+  try {
+    fs.rename(p, aside);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return { removed: true };
+    throw err;
+  }
+  yield* pause(); // hashing what moved
+  const moved = entryOf(fs, aside, expected);
+  if (isSameEntry(moved, expected.entry)) {
+    fs.unlink(aside);
+    return { removed: true };
+  }
+  try {
+    fs.link(aside, p);
+    fs.unlink(aside);
+    return { removed: false, copy: null };
+  } catch (err) {
+    const copy = hooks.conflictName(p);
+    yield* pause(); // checkPath(copy)
+    fs.rename(aside, copy);
+    if (code(err) !== 'EEXIST') throw err;
+    return { removed: false, copy };
+  }
+}
+
