@@ -18,7 +18,7 @@ import { askDaemon, formatStatus, formatTasks } from './cli/control.js';
 import type { StatusReport, TaskInfo } from './node.js';
 import { escapeControls, escapeControlsKeepLines, escapeJsonControls } from './core/text.js';
 import { VERSION } from './version.js';
-import { CliUsageError, runRecovery, type RecoveryArgs } from './cli/recovery.js';
+import { UsageError, runRecovery, type RecoveryArgs } from './cli/recovery.js';
 import { watchStatus } from './cli/watch.js';
 
 const USAGE = `usage: systemsync <command> [options]
@@ -53,8 +53,6 @@ options:
 
 const COMMANDS = ['monitor', 'status', 'tasks', 'retry', 'stop', 'init', 'check', 'versions', 'restore', 'conflicts', 'resolve', 'version'] as const;
 type Command = (typeof COMMANDS)[number];
-
-class UsageError extends Error {}
 
 interface Args {
   command: Command;
@@ -236,7 +234,7 @@ async function main(argv: string[]): Promise<number> {
     }
     return await control(args);
   } catch (err) {
-    if (err instanceof UsageError || err instanceof CliUsageError) {
+    if (err instanceof UsageError) {
       process.stderr.write(`systemsync: ${escapeControls(err.message)}\n\n${USAGE}`);
       return 2;
     }

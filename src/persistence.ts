@@ -15,16 +15,10 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import { Low, type Adapter } from 'lowdb';
+import { SystemsyncError } from './core/errors.js';
 
 /** Base of the errors thrown by this module; callers branch on `code`. */
-export class PersistenceError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
+export class PersistenceError extends SystemsyncError {}
 
 /** A state file exists but cannot be read as what it should hold (bad JSON, wrong shape). */
 export class StateCorruptError extends PersistenceError {

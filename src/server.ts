@@ -18,7 +18,7 @@ import { parentOf, isSameOrInside, outermostPaths } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
 import { ChangeLog, type ServerRecord } from './server/changelog.js';
 import { FolderBase, readInFolder } from './folder/base.js';
-import { SyncError } from './core/errors.js';
+import { SyncError, SystemsyncError } from './core/errors.js';
 import { DelayedBatch, forEachLimited } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { showPath } from './node/log.js';
@@ -67,9 +67,10 @@ function toWire(record: ServerRecord | null): Version | null {
   return version;
 }
 
-class OpError extends Error {
-  constructor(readonly code: string, message: string, readonly permanent: boolean) {
-    super(message);
+/** One push op refused or failed; answered in that op's result, `permanent` or worth a retry. */
+class OpError extends SystemsyncError {
+  constructor(code: string, message: string, readonly permanent: boolean) {
+    super(code, message);
   }
 }
 

@@ -404,15 +404,17 @@ describe('ShardedMap', () => {
   });
 
   it('survives kill -9 of a writing process: every flushed key is there and every file loads', async () => {
-    // Compile the module for a plain node child; it lives under node_modules/.cache so 'lowdb' resolves.
+    // Compile the module and the one it imports (core/errors) for a plain node child; they live
+    // under node_modules/.cache so 'lowdb' resolves, in a directory of this process's own.
     const here = path.dirname(fileURLToPath(import.meta.url));
-    const source = await fsp.readFile(path.join(here, '../src/persistence.ts'), 'utf8');
-    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
-    const cacheDir = path.join(here, '../node_modules/.cache/systemsync-test');
-    await fsp.mkdir(cacheDir, { recursive: true });
-    const modulePath = path.join(cacheDir, `persistence-${process.pid}.mjs`);
-    await fsp.writeFile(modulePath, js);
-    const childPath = path.join(cacheDir, `child-${process.pid}.mjs`);
+    const compile = async (file: string): Promise<string> =>
+      ts.transpileModule(await fsp.readFile(path.join(here, '../src', file), 'utf8'), { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
+    const cacheDir = path.join(here, `../node_modules/.cache/systemsync-test/kill-${process.pid}`);
+    await fsp.mkdir(path.join(cacheDir, 'core'), { recursive: true });
+    const modulePath = path.join(cacheDir, 'persistence.mjs');
+    await fsp.writeFile(modulePath, (await compile('persistence.ts')).replace("'./core/errors.js'", "'./core/errors.mjs'"));
+    await fsp.writeFile(path.join(cacheDir, 'core/errors.mjs'), await compile('core/errors.ts'));
+    const childPath = path.join(cacheDir, 'child.mjs');
     await fsp.writeFile(
       childPath,
       `import { ShardedMap } from ${JSON.stringify(modulePath)};
@@ -436,8 +438,7 @@ for (let i = 0; ; i++) {
     } finally {
       child.kill('SIGKILL');
       await exited;
-      await fsp.rm(modulePath, { force: true });
-      await fsp.rm(childPath, { force: true });
+      await fsp.rm(cacheDir, { recursive: true, force: true });
     }
     const lines = out.trim().split('\n').filter((l) => /^flushed \d+$/.test(l));
     const lastFlushed = Number((lines.at(-1) as string).split(' ')[1]);

@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ini from 'ini';
 import ssh2 from 'ssh2';
+import { SystemsyncError } from '../core/errors.js';
 import type { KeepPolicy, VersionPolicy } from '../core/versionpolicy.js';
 
 export type Role = 'client' | 'server';
@@ -146,8 +147,7 @@ export const UNIX_SOCKET_PATH_MAX = 107;
 export const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
 
 /** A bad config, a missing config file or an unreadable one. Callers branch on `code`. */
-export class ConfigError extends Error {
-  readonly code = 'CONFIG_INVALID';
+export class ConfigError extends SystemsyncError {
   /** The file as given (or null when no file was found at all). */
   readonly file: string | null;
   /** Section name without brackets, or null for a problem with the whole file. */
@@ -166,8 +166,7 @@ export class ConfigError extends Error {
     const prefix = [where.file, section === null ? null : `[${section}]`, key]
       .filter((part): part is string => part !== null)
       .join(' ');
-    super(prefix === '' ? detail : `${prefix}: ${detail}`, options);
-    this.name = 'ConfigError';
+    super('CONFIG_INVALID', prefix === '' ? detail : `${prefix}: ${detail}`, options);
     this.file = where.file;
     this.section = section;
     this.key = key;

@@ -5,10 +5,14 @@ import net from 'node:net';
 import type { Config } from './config.js';
 import { createRpcPeer, type MethodName, type ParamsOf, type ResultOf } from '../rpc.js';
 import { controlSocketPath, type StatusReport, type TaskInfo } from '../node.js';
+import { SystemsyncError } from '../core/errors.js';
 import { escapeControls } from '../core/text.js';
 
-export class DaemonNotRunningError extends Error {
-  readonly code = 'NOT_RUNNING';
+/** Nothing answers on the control socket. code 'NOT_RUNNING'. */
+export class DaemonNotRunningError extends SystemsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('NOT_RUNNING', message, options);
+  }
 }
 
 /** Send one request to the daemon of this config and return its result. */

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.js';
+import { SystemsyncError } from '../core/errors.js';
 import { checkRelativePath, PathError } from '../core/paths.js';
 import { askDaemonWith, formatBytes } from './control.js';
 import { escapeControls, escapeJsonControls } from '../core/text.js';
@@ -15,8 +16,12 @@ import type { ConflictWire, VersionInfoWire } from '../rpc.js';
 const show = escapeControls;
 const json = (value: unknown): string => `${escapeJsonControls(JSON.stringify(value, null, 2))}\n`;
 
-/** A usage problem: exit 2 with the usage. */
-export class CliUsageError extends Error {}
+/** A usage problem on the command line: exit 2 with the usage. code 'USAGE'. */
+export class UsageError extends SystemsyncError {
+  constructor(message: string) {
+    super('USAGE', message);
+  }
+}
 
 export interface RecoveryArgs {
   command: 'versions' | 'restore' | 'conflicts' | 'resolve';
@@ -36,7 +41,7 @@ const LONG_MS = 10 * 60 * 1000;
 export function locate(config: Config, given: string, folderName: string | undefined, cwd: string): { folder: string; path: string } {
   if (folderName !== undefined) {
     const folder = config.folders.find((f) => f.name === folderName);
-    if (folder === undefined) throw new CliUsageError(`--folder: no folder ${JSON.stringify(folderName)} in ${config.file} (folders: ${config.folders.map((f) => f.name).join(', ')})`);
+    if (folder === undefined) throw new UsageError(`--folder: no folder ${JSON.stringify(folderName)} in ${config.file} (folders: ${config.folders.map((f) => f.name).join(', ')})`);
     if (!path.isAbsolute(given)) return { folder: folder.name, path: relOrThrow(given, given) };
   }
   const abs = path.resolve(cwd, given);
@@ -48,7 +53,7 @@ export function locate(config: Config, given: string, folderName: string | undef
     }
   }
   const where = folderName !== undefined ? `folder ${folderName}` : `any synced folder of ${config.file} (${config.folders.map((f) => `${f.name} = ${f.path}`).join(', ')})`;
-  throw new CliUsageError(`${given} is not inside ${where}`);
+  throw new UsageError(`${given} is not inside ${where}`);
 }
 
 /** A folder's root as configured and, when it differs, as resolved (the cwd is always resolved). */
@@ -65,7 +70,7 @@ function relOrThrow(rel: string, given: string): string {
   try {
     return checkRelativePath(rel);
   } catch (err) {
-    if (err instanceof PathError) throw new CliUsageError(`${given}: not a path inside a folder (${err.reason})`);
+    if (err instanceof PathError) throw new UsageError(`${given}: not a path inside a folder (${err.reason})`);
     throw err;
   }
 }
@@ -100,7 +105,7 @@ export function formatConflicts(conflicts: ConflictWire[]): string {
 /** Runs one of the four commands; returns the exit code. Errors of the daemon throw (exit 1). */
 export async function runRecovery(config: Config, args: RecoveryArgs, out: (text: string) => void, cwd = process.cwd()): Promise<number> {
   const one = (what: string): string => {
-    if (args.positional.length !== 1) throw new CliUsageError(`${args.command} takes one ${what}, got ${args.positional.length === 0 ? 'none' : args.positional.join(' ')}`);
+    if (args.positional.length !== 1) throw new UsageError(`${args.command} takes one ${what}, got ${args.positional.length === 0 ? 'none' : args.positional.join(' ')}`);
     return args.positional[0]!;
   };
   switch (args.command) {
@@ -117,7 +122,7 @@ export async function runRecovery(config: Config, args: RecoveryArgs, out: (text
       let as: string | null = null;
       if (args.as !== undefined) {
         const target = locate(config, args.as, args.folder, cwd);
-        if (target.folder !== where.folder) throw new CliUsageError(`--as ${args.as}: expected a path in folder ${where.folder}, got one in folder ${target.folder}`);
+        if (target.folder !== where.folder) throw new UsageError(`--as ${args.as}: expected a path in folder ${where.folder}, got one in folder ${target.folder}`);
         as = target.path;
       }
       const result = await askDaemonWith(config, 'restore', { ...where, version: args.version ?? null, as }, LONG_MS);
@@ -127,7 +132,7 @@ export async function runRecovery(config: Config, args: RecoveryArgs, out: (text
       return 0;
     }
     case 'conflicts': {
-      if (args.positional.length > 0) throw new CliUsageError(`conflicts takes no PATH, got ${args.positional.join(' ')}`);
+      if (args.positional.length > 0) throw new UsageError(`conflicts takes no PATH, got ${args.positional.join(' ')}`);
       const all: ConflictWire[] = [];
       let failed = 0;
       let truncated = false;
@@ -148,8 +153,8 @@ export async function runRecovery(config: Config, args: RecoveryArgs, out: (text
     }
     case 'resolve': {
       if (args.all) {
-        if (args.positional.length > 0) throw new CliUsageError('resolve --all takes no COPY');
-        if (args.keep !== 'newest' && args.keep !== 'original') throw new CliUsageError(`resolve --all: expected --keep newest or --keep original, got ${args.keep === undefined ? 'no --keep' : `--keep ${args.keep}`}`);
+        if (args.positional.length > 0) throw new UsageError('resolve --all takes no COPY');
+        if (args.keep !== 'newest' && args.keep !== 'original') throw new UsageError(`resolve --all: expected --keep newest or --keep original, got ${args.keep === undefined ? 'no --keep' : `--keep ${args.keep}`}`);
         let total = 0;
         const lines: string[] = [];
         for (const folder of config.folders) {
@@ -162,7 +167,7 @@ export async function runRecovery(config: Config, args: RecoveryArgs, out: (text
         return 0;
       }
       const given = one('COPY');
-      if (args.keep !== 'copy' && args.keep !== 'original') throw new CliUsageError(`resolve: expected --keep copy or --keep original, got ${args.keep === undefined ? 'no --keep' : `--keep ${args.keep}`}`);
+      if (args.keep !== 'copy' && args.keep !== 'original') throw new UsageError(`resolve: expected --keep copy or --keep original, got ${args.keep === undefined ? 'no --keep' : `--keep ${args.keep}`}`);
       const where = locate(config, given, args.folder, cwd);
       const result = await askDaemonWith(config, 'resolve', { folder: where.folder, copy: where.path, keep: args.keep }, LONG_MS);
       const r = result.resolved[0];

@@ -23,6 +23,7 @@ import { CONFIG_DEFAULTS, parseConfig, readConfigEnvironment, type Config, type 
 import { hostKeyKnownHostsLine, loadOrCreateHostKey } from '../endpoint/hostkey.js';
 import { askDaemon } from './control.js';
 import type { StatusReport } from '../node.js';
+import { SystemsyncError } from '../core/errors.js';
 import { escapeControls } from '../core/text.js';
 import { createRpcPeer, type HelloResult } from '../rpc.js';
 import { openRpcStream } from '../client/rpcstream.js';
@@ -78,7 +79,11 @@ function nodeNameOf(text: string, configPath: string): string {
 }
 
 /** Thrown inside init for a refusal the user can fix; becomes exit 1 with its message. */
-class InitError extends Error {}
+class InitError extends SystemsyncError {
+  constructor(message: string) {
+    super('INIT_REFUSED', message);
+  }
+}
 
 /**
  * `systemsync init --role client|server [--config FILE]`: writes a commented config for the role

@@ -1,9 +1,16 @@
 /**
- * The base of systemsync's typed errors. Callers branch on the stable string `code`, never on
- * the message text. The underlying error, if any, travels as `cause`.
+ * The root of every error systemsync throws on purpose, in the style of got's `RequestError`:
+ * callers branch on the stable upper-case `code`, never on the message text; the underlying
+ * error, if any, travels as `cause`. Each layer has its own subclass: `SyncError` (the sync
+ * itself), `TransferError` (ssh/transfer.ts), `PersistenceError` (persistence.ts), `ConfigError`
+ * (cli/config.ts), and a few single-purpose ones.
+ *
+ * Only a `SyncError` is answered to a peer with its message (rpc.ts `errorToRpc`); every other
+ * error, of this root or not, reaches the peer as a bare internal error, since its message may
+ * name local paths.
  */
-export class SyncError extends Error {
-  /** Stable, upper-case identifier of the failure ('BAD_PATH', 'UNSAFE_PATH', ...). */
+export class SystemsyncError extends Error {
+  /** Stable, upper-case identifier of the failure ('BAD_PATH', 'CONNECT_FAILED', ...). */
   readonly code: string;
 
   constructor(code: string, message: string, options?: { cause?: unknown }) {
@@ -12,6 +19,12 @@ export class SyncError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * A failure of the sync itself (a bad path, an unknown folder, a refused op, a paused folder):
+ * what a peer asked for and could not get. Its code and message are answered to the peer.
+ */
+export class SyncError extends SystemsyncError {}
 
 /** Why a relative path was refused; see `checkRelativePath`. */
 export type PathErrorReason =

@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
+import { SystemsyncError } from '../core/errors.js';
 import { fingerprintSha256, formatKnownHostsLine } from '../ssh/knownhosts.js';
 
 export interface HostKey {
@@ -20,8 +21,10 @@ export interface HostKey {
 }
 
 /** A host key file that exists but cannot be used. code 'HOST_KEY_INVALID'. */
-export class HostKeyFileError extends Error {
-  readonly code = 'HOST_KEY_INVALID';
+export class HostKeyFileError extends SystemsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('HOST_KEY_INVALID', message, options);
+  }
 }
 
 /**

@@ -15,6 +15,7 @@
 import fs, { constants as FS, type Stats } from 'node:fs';
 import path from 'node:path';
 import ssh2, { type Attributes, type SFTPWrapper } from 'ssh2';
+import { SystemsyncError } from '../core/errors.js';
 import { MARKER_DIR } from '../fs/apply.js';
 import { checkPath, recheckPath, safeChmod, safeUnlink, safeUtimes, type CheckedPath } from '../fs/safefs.js';
 
@@ -48,7 +49,12 @@ export type Located =
   | { ok: false; reason: string }
   | { ok: true; folder: ConfinedFolder; rel: string; area: 'root' | 'content' | 'tmpdir' | 'tmp' };
 
-class Refused extends Error {}
+/** A request the policy refuses; answered as PERMISSION_DENIED. */
+class Refused extends SystemsyncError {
+  constructor(message: string) {
+    super('SFTP_REFUSED', message);
+  }
+}
 
 /**
  * Maps an absolute path from the client onto an allowed folder. Pure (no fs): the caller still

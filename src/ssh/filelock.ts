@@ -4,9 +4,13 @@
  * (two daemons, or `check` and `monitor`) that both meet a new host pin at most one key.
  */
 import fsp from 'node:fs/promises';
+import { SystemsyncError } from '../core/errors.js';
 
-export class FileLockError extends Error {
-  readonly code = 'LOCK_TIMEOUT';
+/** The lock stayed taken past the timeout. code 'LOCK_TIMEOUT'. */
+export class FileLockError extends SystemsyncError {
+  constructor(message: string) {
+    super('LOCK_TIMEOUT', message);
+  }
 }
 
 export interface FileLockOptions {

@@ -11,6 +11,7 @@ import fs, { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { SystemsyncError } from '../core/errors.js';
 import { withFileLock } from './filelock.js';
 import type { Duplex } from 'node:stream';
 import ssh2, { type Client as SshClient, type ClientChannel, type SFTPWrapper, type Stats } from 'ssh2';
@@ -31,14 +32,7 @@ import {
 // Errors
 
 /** Base of every error this module throws. `code` is stable; the message is for people. */
-export class TransferError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
+export class TransferError extends SystemsyncError {}
 
 /** TCP connect failed, timed out, or the SSH handshake broke off. */
 export class ConnectError extends TransferError {
