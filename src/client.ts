@@ -12,11 +12,11 @@ import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } f
 import { decidePull, hasSameContent, isSameEntry } from './core/reconcile.js';
 import { planPush } from './core/plan.js';
 import { decidePushOutcome, pathOfOp } from './core/outcome.js';
-import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync } from './core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, otherLinkNames, pathsToPushAfterResync } from './core/merge.js';
 import { isSameOrInside, outermostPaths } from './core/paths.js';
 import { ClientFolderState } from './client/clientstate.js';
 import { FolderBase, readInFolder } from './folder/base.js';
-import { SyncError } from './core/errors.js';
+import { SyncError, isPermanentFailure } from './core/errors.js';
 import { DelayedBatch, forEachLimited, sleep } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { createProgress, showPath } from './node/log.js';
@@ -83,10 +83,8 @@ interface Link {
 }
 
 /** Words for a failure, and whether retrying can help. */
-function classify(err: unknown): { message: string; permanent: boolean } {
-  const code = (err as { code?: unknown }).code;
-  const permanentCodes = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
-  return { message: describeFsError(err), permanent: typeof code === 'string' && permanentCodes.includes(code) };
+function classify(err: unknown, op: 'push' | 'pull'): { message: string; permanent: boolean } {
+  return { message: describeFsError(err), permanent: isPermanentFailure((err as { code?: unknown }).code, op) };
 }
 
 function opsBytes(ops: PushOp[]): number {
@@ -653,7 +651,7 @@ class SyncedFolder extends FolderBase {
   }
 
   private recordPushFailure(p: string, err: unknown): void {
-    const { message, permanent } = classify(err);
+    const { message, permanent } = classify(err, 'push');
     this.recordPushTask(p, message, permanent, 'failed');
   }
 
@@ -901,7 +899,7 @@ class SyncedFolder extends FolderBase {
       await this.applyChangeOrThrow(link, change, force, prefetched);
       this.state.clearFailure(change.path, 'pull');
     } catch (err) {
-      const { message, permanent } = classify(err);
+      const { message, permanent } = classify(err, 'pull');
       const task = this.state.recordFailure({ path: change.path, op: 'pull', lastError: message, permanent, change }, Date.now());
       this.logger.warn(`pull ${showPath(change.path)} failed (attempt ${task.attempts}${permanent ? ', permanent' : ''}): ${message}`);
       this.scheduleRetry();
@@ -970,15 +968,18 @@ class SyncedFolder extends FolderBase {
         // What moved with a directory keeps what we agreed on, under its new path: the feed's
         // versions of the moved children then find them clean (or fetch a newer content),
         // instead of taking them for local edits.
-        const children = this.state.baseUnder(decision.from);
-        const movedHere: string[] = [p];
-        for (const child of children) {
-          const childBase = this.state.getBase(child)!;
-          this.state.deleteBase(child);
-          this.state.setBase(p + child.slice(decision.from.length), childBase);
-          movedHere.push(p + child.slice(decision.from.length));
-        }
+        // A child committed under the old name after the rename was not carried by it (core/merge.ts).
+        const children = this.state.baseUnder(decision.from).map((c) => [c, this.state.getBase(c)!] as const);
+        const after = basesForPulledRename(decision.from, p, change.seq, children);
+        moveBases(this.state, after.moves);
         this.state.deleteBase(decision.from);
+        // What moved here that the base never knew (a local file not pushed yet) is only found by a walk.
+        const movedHere = [...after.recheck];
+        try {
+          if (change.entry!.type === 'dir') for await (const item of walkTree(this.root, { ignore: this.ignore, under: p })) movedHere.push(item.path);
+        } catch (err) {
+          this.logger.debug(`walk of ${showPath(p)}: ${(err as Error).message}`); // moved on again: its own events follow
+        }
         // Bases from the look before the move; what moved is looked at again (an edit made just
         // before the move has no hint at its new path; the rename moved its ctime anyway).
         // A rename may carry new metadata (a chmod right after it): give it to what moved. The

@@ -511,7 +511,8 @@ class ServedFolder extends FolderBase implements RecoveryHost {
   private async commitPut(op: Extract<PushOp, { op: 'put' }>, node: string, tmpAbs: string | null): Promise<PushResult> {
     await this.absorbLocal(op.path);
     const current = this.log.get(op.path);
-    const decision = decideCommit(op, { current, hasUpload: tmpAbs !== null });
+    const liveChildren = current?.entry?.type === 'dir' ? this.log.liveUnder(op.path).length : 0;
+    const decision = decideCommit(op, { current, hasUpload: tmpAbs !== null, liveChildren });
     if (decision.action === 'stale') {
       // Only metadata was pushed, for content the server no longer holds: the server's wins.
       return { status: 'stale', current: toWire(current) };

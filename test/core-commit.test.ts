@@ -2,7 +2,7 @@
 // (src/core/merge.ts).
 import { describe, expect, it } from 'vitest';
 import { decideCommit, renamedEntry, type CommitContext, type CommitDecision } from '../src/core/commit.js';
-import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep } from '../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
 import type { BaseRecord, Change, Entry, FileEntry, PushOp, Version } from '../src/core/types.js';
 
 const HASH_A = 'a'.repeat(64);
@@ -18,6 +18,21 @@ const commitCases: Array<{ description: string; op: PushOp; ctx: CommitContext; 
   { description: 'put of identical content: same', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_A), upload: 'u' }, ctx: { current: v(3, file(HASH_A)), hasUpload: true }, expected: { action: 'same' } },
   { description: 'metadata-only put for content the server no longer holds: stale', op: { op: 'put', path: 'p', base: 3, entry: file(HASH_A, 0o700), upload: null }, ctx: { current: v(4, file(HASH_B)) }, expected: { action: 'stale' } },
   { description: 'metadata-only put on current content: apply', op: { op: 'put', path: 'p', base: 3, entry: file(HASH_A, 0o700), upload: null }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'apply' } },
+  {
+    description: 'put of a link over a directory that still holds live paths: stale (nothing under it is removed)',
+    op: { op: 'put', path: 'd', base: 3, entry: { type: 'symlink', target: 'x' }, upload: null },
+    ctx: { current: v(3, dir()), liveChildren: 1 },
+    expected: { action: 'stale' },
+  },
+  {
+    description: 'put of a file over a directory that still holds live paths: stale',
+    op: { op: 'put', path: 'd', base: 3, entry: file(HASH_A), upload: 'u' },
+    ctx: { current: v(3, dir()), liveChildren: 2, hasUpload: true },
+    expected: { action: 'stale' },
+  },
+  { description: 'put of a file over an empty directory seen: apply', op: { op: 'put', path: 'd', base: 3, entry: file(HASH_A), upload: 'u' }, ctx: { current: v(3, dir()), liveChildren: 0, hasUpload: true }, expected: { action: 'apply' } },
+  { description: 'put of a directory mode over a directory with children: apply', op: { op: 'put', path: 'd', base: 3, entry: dir(0o700), upload: null }, ctx: { current: v(3, dir()), liveChildren: 2 }, expected: { action: 'apply' } },
+  { description: 'put of a link over a directory the client did not see: conflict', op: { op: 'put', path: 'd', base: 2, entry: { type: 'symlink', target: 'x' }, upload: null }, ctx: { current: v(3, dir()), liveChildren: 1 }, expected: { action: 'conflict' } },
   { description: 'delete of the version seen', op: { op: 'delete', path: 'p', base: 3 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'apply' } },
   { description: 'delete of an edited path: stale (the edit wins)', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'stale' } },
   { description: 'delete of a tombstone: same', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: v(3, null) }, expected: { action: 'same' } },
@@ -92,5 +107,39 @@ describe('otherLinkNames', () => {
     { description: 'hard-link edit: the other names', path: 'two', links: 3, names: ['one', 'two', 'three'], expected: ['one', 'three'] },
   ])('$description', ({ path, links, names, expected }) => {
     expect(otherLinkNames(path, links, names)).toEqual(expected);
+  });
+});
+
+describe('basesForPulledRename', () => {
+  const rec = (seq: number, entry: Entry = file(HASH_A)): BaseRecord => ({ seq, entry, stat: null });
+  it.each<{ description: string; renameSeq: number; children: Array<[string, BaseRecord]>; expected: PulledRenameBases }>([
+    { description: 'no children: the target is looked at', renameSeq: 5, children: [], expected: { moves: [], recheck: ['B'] } },
+    {
+      description: 'children the rename carried move their bases',
+      renameSeq: 5,
+      children: [['b/x', rec(2)], ['b/d', rec(3, dir())], ['b/d/y', rec(4)]],
+      expected: { moves: [['b/x', 'B/x'], ['b/d', 'B/d'], ['b/d/y', 'B/d/y']], recheck: ['B', 'B/x', 'B/d', 'B/d/y'] },
+    },
+    {
+      // Seed 24: a child committed under the old name after the rename stays based there.
+      description: 'a child newer than the rename keeps its base at the old path; both paths are looked at',
+      renameSeq: 3,
+      children: [['b/x', rec(2)], ['b/c', rec(6, { type: 'symlink', target: 'x.txt' })]],
+      expected: { moves: [['b/x', 'B/x']], recheck: ['B', 'b/c', 'B/c', 'B/x'].sort() as string[] },
+    },
+  ])('$description', ({ renameSeq, children, expected }) => {
+    const got = basesForPulledRename('b', 'B', renameSeq, children);
+    expect(got.moves).toEqual(expected.moves);
+    expect([...got.recheck].sort()).toEqual([...expected.recheck].sort());
+  });
+});
+
+describe('moveBases', () => {
+  it('moves each listed base to its new path and skips paths without one', () => {
+    const bases = new Map<string, BaseRecord>([['b/x', { seq: 2, entry: file(HASH_A), stat: null }]]);
+    const index = { getBase: (p: string) => bases.get(p) ?? null, setBase: (p: string, r: BaseRecord) => void bases.set(p, r), deleteBase: (p: string) => void bases.delete(p) };
+    moveBases(index, [['b/x', 'B/x'], ['b/none', 'B/none']]);
+    expect([...bases.keys()]).toEqual(['B/x']);
+    expect(bases.get('B/x')?.seq).toBe(2);
   });
 });

@@ -27,7 +27,7 @@ export interface CommitContext {
   current: Version | null;
   /** A rename's target. */
   currentTo?: Version | null;
-  /** Live paths strictly inside the op's path (a rename's source). */
+  /** Live paths strictly inside the op's path (a directory a put or delete would remove, a rename's source). */
   liveChildren?: number;
   /** Live paths strictly inside a rename's target. */
   liveChildrenOfTarget?: number;
@@ -37,7 +37,10 @@ export interface CommitContext {
 
 /**
  * Decide one op.
- * - put: decidePut; a metadata-only file put for content the server no longer holds is stale.
+ * - put: decidePut; a metadata-only file put for content the server no longer holds is stale;
+ *   a file or link that would replace a directory still holding live paths the client did not
+ *   delete first is stale (as for a delete: the client re-syncs the path, and its version goes
+ *   back as a put on the directory it now sees, which the conflict rule keeps as a copy).
  * - delete: decideDelete; a directory that still holds live paths the client did not delete
  *   first is stale (the client re-syncs it instead of losing them).
  * - rename: decideRename; into itself is refused; over a directory that holds live paths is
@@ -52,6 +55,7 @@ export function decideCommit(op: PushOp, ctx: CommitContext): CommitDecision {
     if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) return { action: 'stale' };
     if (decision === 'same' && current !== null) return { action: 'same' };
     if (decision === 'conflict' && current !== null) return { action: 'conflict' };
+    if (current?.entry?.type === 'dir' && op.entry.type !== 'dir' && (ctx.liveChildren ?? 0) > 0) return { action: 'stale' };
     return { action: 'apply' };
   }
   if (op.op === 'delete') {

@@ -61,3 +61,19 @@ export function showValue(value: unknown, max = 80): string {
   const json = JSON.stringify(value.length > max ? value.slice(0, max) : value);
   return value.length > max ? `${json.slice(0, -1)}..."` : json;
 }
+
+/** Failure codes no retry can fix (a name the file system or the wire refuses, a permission). */
+const PERMANENT_CODES: readonly string[] = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
+
+/**
+ * Whether a client's failed push or pull of one path is permanent (reported, never retried) or
+ * retried with backoff. A pull that fails with UNSAFE_PATH met a local parent that is not a
+ * directory (a file or link the user put there, not yet synced): that is a local change in
+ * flight, not a fact about the path, so it is retried; once the parent's own sync settles (the
+ * server's directory comes back, or ours is kept as a conflict copy) the pull goes through.
+ */
+export function isPermanentFailure(code: unknown, op: 'push' | 'pull'): boolean {
+  if (typeof code !== 'string') return false;
+  if (op === 'pull' && code === 'UNSAFE_PATH') return false;
+  return PERMANENT_CODES.includes(code);
+}

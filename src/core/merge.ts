@@ -45,3 +45,48 @@ export function otherLinkNames(path: string, links: number, namesOfInode: readon
   if (links < 2) return [];
   return namesOfInode.filter((p) => p !== path);
 }
+
+/** Base edits after a client applied a pulled rename by moving its local `from` to `to`. */
+export interface PulledRenameBases {
+  /** Base records to move, old path to new path (the children the server's rename carried). */
+  moves: Array<[from: string, to: string]>;
+  /** Paths to look at again from disk. */
+  recheck: string[];
+}
+
+/**
+ * A pulled directory rename moves the whole local directory, but the server's rename (at
+ * `renameSeq`) carried only the children it held under `from` then. A child whose base is newer
+ * than the rename was committed under the old name after it (its version is still there on the
+ * server): its base stays at the old path, so the look that follows pushes the move as a delete
+ * there and a new file at its new path, instead of taking the new path as synced (a child the
+ * server never has under `to` would stay here only). `children` are the base records under
+ * `from`; everything moved, carried or not, is looked at again.
+ */
+export function basesForPulledRename(from: string, to: string, renameSeq: number, children: ReadonlyArray<readonly [string, BaseRecord]>): PulledRenameBases {
+  const out: PulledRenameBases = { moves: [], recheck: [to] };
+  for (const [child, base] of children) {
+    const target = to + child.slice(from.length);
+    if (base.seq <= renameSeq) out.moves.push([child, target]);
+    else out.recheck.push(child);
+    out.recheck.push(target);
+  }
+  return out;
+}
+
+/** The base index as edited by `moveBases`. */
+export interface BaseEdits {
+  getBase(path: string): BaseRecord | null;
+  setBase(path: string, record: BaseRecord): void;
+  deleteBase(path: string): void;
+}
+
+/** Carry out `moves` (old path to new path) on a base index. */
+export function moveBases(index: BaseEdits, moves: ReadonlyArray<readonly [string, string]>): void {
+  for (const [from, to] of moves) {
+    const record = index.getBase(from);
+    if (record === null) continue;
+    index.deleteBase(from);
+    index.setBase(to, record);
+  }
+}

@@ -6,11 +6,12 @@
  * files through a temp file. Plus start-up (temp cleanup, finishing an interrupted pull, scan
  * against the base), reconnects with backoff, failure backoff and retries.
  */
+import { isPermanentFailure } from '../../src/core/errors.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from '../../src/core/types.js';
 import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
-import { decideInterruptedPull, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
 import { outermostPaths } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
@@ -40,11 +41,8 @@ const PUSH_BATCH = 2000;
 /** A subtree that moved or appeared during a push is looked at again this long after (SECOND_LOOK_MS). */
 const SECOND_LOOK_MS = 1500;
 const PULL_PAGE = 2000;
-const PERMANENT = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
-
-function classify(err: unknown): { message: string; permanent: boolean } {
-  const code = (err as { code?: unknown }).code;
-  return { message: (err as Error).message, permanent: typeof code === 'string' && PERMANENT.includes(code) };
+function classify(err: unknown, op: 'push' | 'pull'): { message: string; permanent: boolean } {
+  return { message: (err as Error).message, permanent: isPermanentFailure((err as { code?: unknown }).code, op) };
 }
 
 /** Hooks the world gives a shell: a place where a racing local write may land, and a log line. */
@@ -402,7 +400,7 @@ export class ClientShell {
   }
 
   private recordPushFailure(p: string, err: unknown): void {
-    const { message, permanent } = classify(err);
+    const { message, permanent } = classify(err, 'push');
     this.recordPushTask(p, message, permanent);
   }
 
@@ -577,7 +575,7 @@ export class ClientShell {
       yield* this.applyChangeOrThrow(link, change, force);
       this.state.clearFailure(change.path, 'pull');
     } catch (err) {
-      const { message, permanent } = classify(err);
+      const { message, permanent } = classify(err, 'pull');
       this.state.recordFailure({ path: change.path, op: 'pull', lastError: message, permanent, change }, this.sched.now);
       this.hooks.log(this.name, `pull ${change.path} failed: ${message}`);
       this.scheduleRetry();
@@ -640,15 +638,13 @@ export class ClientShell {
         this.hooks.window(this.name, decision.from, 'pull-rename');
         yield* pause();
         movePath(this.fs, decision.from, p);
-        const children = this.state.baseUnder(decision.from);
-        const movedHere: string[] = [p];
-        for (const child of children) {
-          const childBase = this.state.getBase(child)!;
-          this.state.deleteBase(child);
-          this.state.setBase(p + child.slice(decision.from.length), childBase);
-          movedHere.push(p + child.slice(decision.from.length));
-        }
+        const children = this.state.baseUnder(decision.from).map((c) => [c, this.state.getBase(c)!] as const);
+        const after = basesForPulledRename(decision.from, p, change.seq, children);
+        moveBases(this.state, after.moves);
         this.state.deleteBase(decision.from);
+        yield* pause(); // walkTree
+        const movedHere = [...after.recheck];
+        if (this.fs.lstat(p)?.kind === 'dir') movedHere.push(...this.fs.walk(p).filter((q) => q !== p));
         // A rename may carry new metadata (a chmod right after it): give it to what moved.
         const wanted = change.entry!;
         const moved = fromLocal?.entry ?? null;

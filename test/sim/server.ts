@@ -299,7 +299,8 @@ export class ServerShell {
     this.absorbLocal(op.path);
     yield* pause();
     const current = this.get(op.path);
-    let decision = decideCommit(op, { current, hasUpload: tmp !== null });
+    const liveChildren = current?.entry?.type === 'dir' ? this.liveUnder(op.path).length : 0;
+    let decision = decideCommit(op, { current, hasUpload: tmp !== null, liveChildren });
     // The injected bug overwrites the server's version: no conflict copy, nothing kept.
     const isInjected = this.inject === 'put-ignores-base' && decision.action === 'conflict';
     if (isInjected) decision = { action: 'apply' };
