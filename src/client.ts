@@ -63,7 +63,12 @@ function rescanIntervalMs(text: string | undefined): number {
   return Number.isSafeInteger(ms) && ms >= 0 ? ms : fallback;
 }
 const PULL_PAGE = 2000;
-/** A subtree that moved or appeared during a push is looked at again this long after. */
+/**
+ * A subtree that moved or appeared during a push, and every path a push recorded as synced, is
+ * looked at again this long after: well after the watcher has delivered the batch that was open
+ * when it was read (@parcel/watcher closes a batch 50 ms after the last event, or 500 ms after
+ * the previous batch, and drops a path created and removed within one batch without a word).
+ */
 const SECOND_LOOK_MS = 1500;
 /** Small files per bundle, and bytes: a bundle is one SFTP transfer and one commit (push). */
 const PUSH_BUNDLE_FILES = 256;
@@ -438,7 +443,7 @@ class SyncedFolder extends FolderBase {
     return outermost;
   }
 
-  /** The second look at trees that moved or appeared, a moment after the first. */
+  /** The second look at trees that moved or appeared, and at what pushes recorded, a moment after the first. */
   private readonly secondLook = new DelayedBatch<string>(SECOND_LOOK_MS, (due) => {
     void this.lock
       .run(async () => {
@@ -713,6 +718,9 @@ class SyncedFolder extends FolderBase {
     }
     for (const q of out.deleteBases) this.state.deleteBase(q);
     for (const [q, record] of out.setBases) this.state.setBase(q, record);
+    // It may have been found by a walk before the watcher reported its creation: were it removed
+    // within that same batch of events, no event would ever come. Read it once more, later.
+    this.secondLook.add(out.setBases.map(([q]) => q));
     for (const q of out.noRename) this.noRename.add(q);
     this.state.markDirty(out.recheck);
     for (const tree of out.rescanTrees) this.movedTrees.add(tree);

@@ -42,7 +42,11 @@ import type { ConflictsParams, ResolveParams, RestoreParams, VersionsParams } fr
 
 /** Kept versions are pruned by the [versions] policy this often. */
 const PRUNE_EVERY_MS = 60_000;
-/** When the second look at a directory that appeared in the folder comes (as on a client). */
+/**
+ * When the second look at a local change comes: well after the watcher has delivered the batch
+ * that was open when the change was read (@parcel/watcher closes a batch 50 ms after the last
+ * event, or 500 ms after the previous batch).
+ */
 const SECOND_LOOK_MS = 1500;
 const VERIFY_CONCURRENCY = 8;
 const APPLY_CONCURRENCY = 16;
@@ -81,14 +85,21 @@ class ServedFolder extends FolderBase implements RecoveryHost {
   private lastPrune = 0;
   lastSync: Date | null = null;
   private pendingHints = new Set<string>();
-  /** Directories recorded as new in this batch of local changes: their subtrees are walked now and once more a moment later. */
+  /** Directories recorded as new in this batch of local changes: their subtrees are walked now (and again by the second look). */
   private readonly appearedTrees = new Set<string>();
-  /** The second look at directories that appeared, a moment after the first. */
+  /**
+   * The second look at every path recorded as changed (a directory with everything under it), a
+   * moment after the first. A walk can find a path whose creation is still in the watcher's open
+   * batch, and @parcel/watcher drops a path created and removed within one batch without a word:
+   * were it deleted or renamed away meanwhile, no event would ever tell us. Events about a new
+   * directory's contents may also have come before it was watched, or never.
+   */
   private readonly secondLook = new DelayedBatch<string>(SECOND_LOOK_MS, (due) => {
     void this.lock
       .run(async () => {
-        const paths: string[] = [];
-        for (const tree of due) paths.push(tree, ...(await this.pathsUnder(tree)));
+        const paths = [...due];
+        const dirs = due.filter((p) => this.log.get(p)?.entry?.type === 'dir');
+        for (const tree of outermostPaths(dirs)) paths.push(...(await this.pathsUnder(tree)));
         await this.recordLocalChanges(paths);
       })
       .catch((err: unknown) => this.logger.warn(`second look: ${(err as Error).message}`));
@@ -213,13 +224,12 @@ class ServedFolder extends FolderBase implements RecoveryHost {
     const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
     let changed = 0;
     for (const p of sorted) changed += await this.absorbLocal(p);
-    // A directory that appeared (made, or moved in) is read again from disk with everything
+    // A directory that appeared (made, or moved in) is read again from disk now with everything
     // recorded under it: events about its contents may have come before it was watched, or never.
-    // (A full scan has just walked everything: it needs no second look.)
+    // (A full scan has just walked everything. Everything recorded also gets the second look.)
     const trees = this.takeAppearedTrees();
     if (options.walked === true) trees.length = 0;
     for (const tree of trees) for (const p of await this.pathsUnder(tree)) changed += await this.absorbLocal(p);
-    if (trees.length > 0) this.secondLook.add(trees);
     if (changed > 0) await this.commitDurably();
   }
 
@@ -285,6 +295,7 @@ class ServedFolder extends FolderBase implements RecoveryHost {
     this.log.assign(p, local.entry, this.server.nodeName, { stat: local.stat });
     this.logger.info(`local change ${showPath(p)}`);
     if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
+    this.secondLook.add([p]);
     return 1;
   }
 

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startCluster, type Cluster, type Daemon } from './helpers/daemons.js';
+import { startCluster, waitForIndexesToMatch, type Cluster, type Daemon } from './helpers/daemons.js';
 import { cleanupTempDirs, snapshotTree } from './helpers/tree.js';
 import { waitFor, waitForTreesEqual } from './helpers/wait.js';
 
@@ -162,6 +162,42 @@ describe('every change converges (issue 10 regressions)', () => {
       await expectKept(rel, [lastAlpha, lastHub]);
     }
   });
+
+  /**
+   * Keeps `root`'s watcher busy (so that it batches events for up to 500 ms) while files appear,
+   * a few every few ms, in directories just made, over the time the node walks those directories
+   * again; each is removed 150 ms after it was made. A file the walk found before the watcher
+   * reported its creation, removed within that same batch of events, is never reported at all.
+   */
+  const createAndRemoveAroundTheSecondLook = async (root: string, area: string): Promise<void> => {
+    const noise = setInterval(() => write(root, `${area}/noise.txt`, crypto.randomBytes(16).toString('hex')), 10);
+    try {
+      for (let d = 0; d < 5; d++) fs.mkdirSync(at(root, `${area}/d${d}`), { recursive: true });
+      await sleep(800);
+      const removals: Array<Promise<void>> = [];
+      for (let i = 0, until = Date.now() + 2000; Date.now() < until; i++) {
+        const rel = `${area}/d${i % 5}/f${i}.txt`;
+        write(root, rel, `short-lived ${i}`);
+        removals.push(sleep(150).then(() => fs.unlinkSync(at(root, rel))));
+        await sleep(3);
+      }
+      await Promise.all(removals);
+    } finally {
+      clearInterval(noise);
+    }
+  };
+
+  for (const [where, area, rootOf] of [
+    ['the hub', 'walked-hub', () => hub],
+    ['a client', 'walked-alpha', () => alpha],
+  ] as const) {
+    it(`found by a walk, removed before the watcher told: short-lived files in new directories on ${where} are removed everywhere`, async () => {
+      await createAndRemoveAroundTheSecondLook(rootOf(), area);
+      const tree = await converge();
+      expect([...tree.keys()].filter((p) => p.startsWith(`${area}/`) && /\/f\d+\.txt$/.test(p))).toEqual([]);
+      await waitForIndexesToMatch(cluster.all, tree);
+    });
+  }
 
   it('local write racing a pull of the same path (no byte lost): the last write of each side survives', async () => {
     for (let round = 0; round < 3; round++) {

@@ -35,12 +35,16 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Collects items and hands all of them to `run` once, `delayMs` after the first one came; items
- * added meanwhile join that batch. The timer never keeps the process alive.
+ * Hands each item to `run` no sooner than `delayMs` after it was last added (and no later than
+ * about 1.4 × `delayMs`): items that come close together are handed over together, and `run`
+ * is called at most every `delayMs / 3`. Adding an item that is waiting restarts its delay.
+ * The timer never keeps the process alive.
  */
 export class DelayedBatch<T> {
-  private readonly items = new Set<T>();
+  /** Each waiting item and when it is due; insertion order is due order. */
+  private readonly due = new Map<T, number>();
   private timer: NodeJS.Timeout | null = null;
+  private notBefore = 0;
 
   constructor(
     private readonly delayMs: number,
@@ -48,21 +52,40 @@ export class DelayedBatch<T> {
   ) {}
 
   add(items: Iterable<T>): void {
-    for (const item of items) this.items.add(item);
-    if (this.timer !== null || this.items.size === 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      const due = [...this.items];
-      this.items.clear();
-      this.run(due);
-    }, this.delayMs);
+    const at = Date.now() + this.delayMs;
+    for (const item of items) {
+      this.due.delete(item);
+      this.due.set(item, at);
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer !== null) return;
+    const first = this.due.values().next();
+    if (first.done === true) return;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.max(first.value, this.notBefore) - Date.now()));
     this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = null;
+    const now = Date.now();
+    const ready: T[] = [];
+    for (const [item, at] of this.due) {
+      if (at > now) break;
+      ready.push(item);
+    }
+    for (const item of ready) this.due.delete(item);
+    this.notBefore = now + this.delayMs / 3;
+    this.arm();
+    if (ready.length > 0) this.run(ready);
   }
 
   /** Drop what is waiting (at stop). */
   cancel(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    this.items.clear();
+    this.due.clear();
   }
 }

@@ -303,3 +303,23 @@ export async function waitIdle(daemons: Daemon[], timeoutMs = 60_000): Promise<v
     { timeoutMs, what: 'all nodes to be idle' },
   );
 }
+
+/**
+ * Wait until every node's index records as many files as `tree` (their common disk tree) holds:
+ * a path recorded but gone from disk (whose removal was never seen) shows here even when no
+ * other node has it either. Rejects with each node's count on timeout.
+ */
+export async function waitForIndexesToMatch(daemons: Daemon[], tree: Map<string, { type: string }>, timeoutMs = 30_000): Promise<void> {
+  const onDisk = [...tree.values()].filter((item) => item.type === 'file').length;
+  let counts: string[] = [];
+  await waitFor(
+    async () => {
+      counts = [];
+      for (const d of daemons) counts.push(`${d.name} ${(await d.status()).folders[0]!.files}`);
+      return counts.every((c) => c.endsWith(` ${onDisk}`));
+    },
+    { timeoutMs, what: `every index to record the ${onDisk} file(s) on disk` },
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; indexes: ${counts.join(', ')}`);
+  });
+}
