@@ -12,9 +12,9 @@ import fsSync, { constants as FS } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { DirEntry, Entry, FileEntry, StatFingerprint } from '../core/types.js';
-import { SyncError } from '../core/errors.js';
 import { permissionBits } from '../core/modes.js';
 import { fingerprint } from './scan.js';
+import { fsTimeOf, lstatOrNull } from './stat.js';
 import { removeTreeChecked, requireReservedDir, tempFilePath } from './reserved.js';
 import {
   checkPath,
@@ -42,30 +42,9 @@ export function newTempName(suffix = 'part'): string {
 /** Called with the absolute path of a file about to be replaced or removed (the server trashes it). */
 export type BeforeReplace = (absPath: string, rel: string) => Promise<void>;
 
-async function lstatOrNull(abs: string): Promise<import('node:fs').Stats | null> {
-  try {
-    return fsSync.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-}
-
-/**
- * The time argument that stores exactly `mtimeMs` (same rule as scan.ts `setMtime`: a numeric
- * string, nudged by 0.1 ms so that libuv's nanosecond truncation cannot land below the
- * millisecond, and a string because Node replaces a negative *number* by "now").
- */
-function mtimeArg(mtimeMs: number): string {
-  if (!Number.isSafeInteger(mtimeMs)) {
-    throw new SyncError('BAD_MTIME', `setMtime: expected integer milliseconds, got ${String(mtimeMs)}`);
-  }
-  return String((mtimeMs + 0.1) / 1000);
-}
-
 /** Set mode and mtime on a temp file through a descriptor opened without following links. */
 export async function stampFile(tmpAbs: string, entry: FileEntry): Promise<void> {
-  const time = mtimeArg(entry.mtime);
+  const time = fsTimeOf(entry.mtime);
   const fd = fsSync.openSync(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {
     fsSync.fchmodSync(fd, permissionBits(entry.mode));
@@ -131,7 +110,7 @@ export async function placeFile(
  * the caller checked against its records). Returns the new local fingerprint.
  */
 export async function restampFile(root: string, rel: string, entry: FileEntry): Promise<StatFingerprint> {
-  const time = mtimeArg(entry.mtime);
+  const time = fsTimeOf(entry.mtime);
   const c = await checkPath(root, rel);
   const fd = fsSync.openSync(c.abs, FS.O_RDONLY | FS.O_NOFOLLOW);
   try {

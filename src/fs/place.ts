@@ -17,7 +17,8 @@ import path from 'node:path';
 import type { Entry, FileEntry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
 import { permissionBits } from '../core/modes.js';
-import { fingerprint, hashFile, hashSmallFile, mtimeOf, SMALL_FILE } from './scan.js';
+import { fingerprint, hashFile, hashSmallFile, SMALL_FILE } from './scan.js';
+import { mtimeOf } from './stat.js';
 import { newTempName, stampFile, tmpDirOf } from './apply.js';
 import { checkPath, checkSource, recheckPath } from './safefs.js';
 

@@ -25,6 +25,7 @@ import fs, { constants as FS, type Stats } from 'node:fs';
 import path from 'node:path';
 import { SyncError } from '../core/errors.js';
 import { checkRelativePath, parentOf, segments } from '../core/paths.js';
+import { fsTimeOf, lstatOrNull } from './stat.js';
 
 /** A path that is, or would be, reached through a symlink, or that left the folder. code 'UNSAFE_PATH'. */
 export class UnsafePathError extends SyncError {
@@ -65,15 +66,6 @@ export interface SafeOptions {
 
 function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-function lstatOrNull(abs: string): Stats | null {
-  try {
-    return fs.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return null;
-    throw err;
-  }
 }
 
 function checkRoot(root: string): void {
@@ -525,17 +517,5 @@ export async function safeChmod(root: string, rel: string, mode: number, options
  * through a descriptor. Returns false, doing nothing, for a symlink or a special file.
  */
 export async function safeUtimes(root: string, rel: string, atimeMs: number, mtimeMs: number, options: SafeOptions = {}): Promise<boolean> {
-  return withNoFollowHandle(root, rel, options, (fd) => fs.futimesSync(fd, toFsTime(atimeMs), toFsTime(mtimeMs)));
-}
-
-/**
- * Integer milliseconds → the time value for fs.utimes/futimes such that the stored time floors
- * back to exactly `ms`. Non-negative: seconds nudged by half a microsecond, so float rounding
- * cannot land just below the millisecond (1600000000.123 would be stored as ...122.9999).
- * Negative: a Date, because Node replaces a negative number by "now".
- */
-export function toFsTime(ms: number): number | Date {
-  if (ms < 0) return new Date(ms);
-  const seconds = Math.floor(ms / 1000);
-  return seconds + (ms - seconds * 1000 + 0.0005) / 1000;
+  return withNoFollowHandle(root, rel, options, (fd) => fs.futimesSync(fd, fsTimeOf(atimeMs), fsTimeOf(mtimeMs)));
 }

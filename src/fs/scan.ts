@@ -9,6 +9,7 @@ import { isReservedPath } from '../core/ignore.js';
 import { permissionBits } from '../core/modes.js';
 import { SyncError } from '../core/errors.js';
 import type { Entry, StatFingerprint } from '../core/types.js';
+import { fsTimeOf, lstatOrNull, mtimeOf } from './stat.js';
 
 /** A path as found on disk: its entry plus the stat fingerprint (null for dirs and symlinks). */
 export interface LocalState {
@@ -168,24 +169,9 @@ export function isSameFingerprint(a: StatFingerprint | null | undefined, b: Stat
   );
 }
 
-/** Modification time as it travels: integer milliseconds, rounded down. */
-export function mtimeOf(st: fs.Stats): number {
-  return Math.floor(st.mtimeMs);
-}
-
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
-/** Synchronous: one metadata syscall costs microseconds, an async one a thread-pool round trip. */
-function lstatOrNull(abs: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
-  } catch (err) {
-    if (isMissing(err)) return null;
-    throw err;
-  }
 }
 
 /**
@@ -260,21 +246,15 @@ function fileEntry(st: fs.Stats, hash: string): Entry {
 
 /**
  * Sets the modification time (and access time) of the file at `absPath` to `mtimeMs`
- * (integer ms) so that `Math.floor(stat.mtimeMs)` (and `Math.round`) read back exactly
- * `mtimeMs`: it writes `mtimeMs + 0.1 ms`, because a plain `utimes(p, ms / 1000)` is truncated
- * to the nanosecond by libuv and often reads back as `ms - 0.001`. Follows the path like utimes
+ * (integer ms) so that `mtimeOf` reads back exactly `mtimeMs` (see `fsTimeOf`). Follows the path like utimes
  * (use it on regular files). Returns the lstat after setting, for the caller's fingerprint.
  * Values the file system cannot store (ext4: before 1901 or after 2446) are clamped by the
  * kernel; compare `mtimeOf(result)` if that matters.
  * @throws SyncError 'BAD_MTIME' when `mtimeMs` is not a safe integer; fs errors as they are.
  */
 export async function setMtime(absPath: string, mtimeMs: number): Promise<fs.Stats> {
-  if (!Number.isSafeInteger(mtimeMs)) {
-    throw new SyncError('BAD_MTIME', `setMtime: expected integer milliseconds, got ${String(mtimeMs)}`);
-  }
-  // A numeric string: Node replaces a negative *number* by the current time, but not a string.
-  const seconds = String((mtimeMs + 0.1) / 1000);
-  await fsp.utimes(absPath, seconds, seconds);
+  const time = fsTimeOf(mtimeMs);
+  await fsp.utimes(absPath, time, time);
   return fsp.lstat(absPath);
 }
 

@@ -12,13 +12,14 @@
  *   of its own (which crawls and watches its whole subtree) and is walked again once that is
  *   live. Such extra subscriptions are dropped when their directory goes away.
  */
-import fs, { promises as fsp, type Stats } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import watcher from '@parcel/watcher';
 import { isReservedPath, type IgnoreMatcher } from '../core/ignore.js';
 import { SyncError } from '../core/errors.js';
 import { isSameOrInside, RESERVED_DIR } from '../core/paths.js';
 import { walkTree } from './scan.js';
+import { lstatOrNull } from './stat.js';
 
 export interface FolderWatcher {
   /** Stops watching; no `onHints` call happens after the returned promise resolves. */
@@ -64,12 +65,11 @@ function toRelative(root: string, abs: string): string | null {
   return path.sep === '/' ? rel : rel.split(path.sep).join('/');
 }
 
-/** Synchronous (a few microseconds; an async lstat costs a thread-pool round trip). */
-function lstatOrNull(abs: string): Stats | null {
+/** `lstatOrNull`, where unreadable counts as gone too: the consumer of a hint finds out when it looks. */
+function lstatForHint(abs: string): Stats | null {
   try {
-    return fs.lstatSync(abs, { throwIfNoEntry: false }) ?? null;
+    return lstatOrNull(abs);
   } catch {
-    // Missing, or unreadable: either way the consumer finds out when it looks.
     return null;
   }
 }
@@ -149,7 +149,7 @@ export async function watchFolder(
   const dropExtrasGoneUnder = async (rel: string): Promise<void> => {
     for (const [dir, x] of [...extra]) {
       if (!isSameOrInside(dir, rel)) continue;
-      const st = await lstatOrNull(path.join(root, dir));
+      const st = await lstatForHint(path.join(root, dir));
       if (st !== null && st.isDirectory() && st.ino === x.ino) continue;
       extra.delete(dir);
       await x.sub.unsubscribe().catch(() => undefined);
@@ -169,7 +169,7 @@ export async function watchFolder(
       else extra.set(rel, { sub, ino: st.ino });
     } catch (err) {
       // Gone again meanwhile: its delete is hinted anyway. Anything else is worth telling.
-      if ((await lstatOrNull(path.join(root, rel))) !== null) report(err);
+      if ((await lstatForHint(path.join(root, rel))) !== null) report(err);
     }
   };
 
@@ -190,7 +190,7 @@ export async function watchFolder(
     for (const [i, rel] of batch.entries()) {
       if (closed) return;
       if (i > 0 && i % 512 === 0) await new Promise((resolve) => setImmediate(resolve));
-      const st = lstatOrNull(path.join(root, rel));
+      const st = lstatForHint(path.join(root, rel));
       if (st === null) {
         if (!ignore.isIgnored(rel, false)) hints.add(rel);
         await dropExtrasGoneUnder(rel);
@@ -260,13 +260,13 @@ export async function writeSnapshot(root: string, snapshotFile: string): Promise
  * Null when there is no snapshot file (the caller then does a full scan).
  */
 export async function changesSince(root: string, snapshotFile: string, ignore: IgnoreMatcher): Promise<string[] | null> {
-  if ((await lstatOrNull(snapshotFile)) === null) return null;
+  if ((await lstatForHint(snapshotFile)) === null) return null;
   const events = await watcher.getEventsSince(root, snapshotFile, { ignore: [path.join(root, RESERVED_DIR)] });
   const out = new Set<string>();
   for (const event of events) {
     const rel = toRelative(root, event.path);
     if (rel === null || isReservedPath(rel) || out.has(rel)) continue;
-    const st = event.type === 'delete' ? null : await lstatOrNull(event.path);
+    const st = event.type === 'delete' ? null : await lstatForHint(event.path);
     if (!ignore.isIgnored(rel, st?.isDirectory() ?? false)) out.add(rel);
   }
   return [...out].sort();

@@ -25,7 +25,7 @@ import type { Entry, FileEntry } from '../core/types.js';
 import { versionsToPrune, type VersionPolicy } from '../core/versionpolicy.js';
 import { MARKER_DIR, newTempName, type BeforeReplace } from '../fs/apply.js';
 import { checkPath, recheckPath } from '../fs/safefs.js';
-import { mtimeOf } from '../fs/scan.js';
+import { mtimeOf } from '../fs/stat.js';
 import { writeFileAtomic } from '../persistence.js';
 import type { VersionInfoWire } from '../rpc.js';
 
