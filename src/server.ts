@@ -14,6 +14,7 @@ import type { Entry, PushOp, PushResult, StatFingerprint, Version } from './core
 import { conflictCopyPath, formatStamp } from './core/conflict.js';
 import { hasSameContent, isSameEntry } from './core/reconcile.js';
 import { decideCommit, renamedEntry } from './core/commit.js';
+import { otherLinkNames } from './core/merge.js';
 import { parentOf, isSameOrInside, outermostPaths } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
 import { ChangeLog, type ServerRecord } from './server/changelog.js';
@@ -496,6 +497,18 @@ class ServedFolder extends FolderBase implements RecoveryHost {
     return (await checkPath(this.root, `${MARKER_DIR}/tmp/${name}`, { allowReserved: true })).abs;
   }
 
+  /**
+   * A restamp (chmod, mtime) changes the inode under every name: the other recorded names of a
+   * hard-linked file are read again, and recorded as local changes (no event names them).
+   */
+  private async absorbOtherLinks(p: string, stat: StatFingerprint | null): Promise<void> {
+    if (stat === null) return;
+    const links = (await fs.lstat(path.join(this.root, p)).catch(() => null))?.nlink ?? 1;
+    if (links < 2) return;
+    const names = this.log.livePaths().filter((q) => this.log.get(q)?.stat?.ino === stat.ino);
+    for (const other of otherLinkNames(p, links, names)) await this.absorbLocal(other);
+  }
+
   /** Record versions for parent directories that exist on disk but not (live) in the log. */
   async recordParents(p: string, origin: string): Promise<void> {
     const missing: string[] = [];
@@ -512,7 +525,10 @@ class ServedFolder extends FolderBase implements RecoveryHost {
   private async placeEntry(p: string, entry: Entry, tmpAbs: string | null, node: string): Promise<StatFingerprint | null> {
     const keep = this.kept.keeper(node, 'replaced');
     if (entry.type === 'file') {
-      return tmpAbs === null ? restampFile(this.root, p, entry) : placeFile(this.root, tmpAbs, p, entry, keep);
+      if (tmpAbs !== null) return placeFile(this.root, tmpAbs, p, entry, keep);
+      const stat = await restampFile(this.root, p, entry);
+      await this.absorbOtherLinks(p, stat);
+      return stat;
     }
     if (entry.type === 'dir') await placeDir(this.root, p, entry, keep);
     else await placeSymlink(this.root, p, entry.target, keep);
@@ -523,7 +539,7 @@ class ServedFolder extends FolderBase implements RecoveryHost {
     await this.absorbLocal(op.path);
     const current = this.log.get(op.path);
     const liveChildren = current?.entry?.type === 'dir' ? this.log.liveUnder(op.path).length : 0;
-    const decision = decideCommit(op, { current, hasUpload: tmpAbs !== null, liveChildren });
+    const decision = decideCommit(op, { current, hasUpload: tmpAbs !== null, liveChildren, node });
     if (decision.action === 'stale') {
       // Only metadata was pushed, for content the server no longer holds: the server's wins.
       return { status: 'stale', current: toWire(current) };
@@ -550,7 +566,7 @@ class ServedFolder extends FolderBase implements RecoveryHost {
     await this.absorbLocal(op.path);
     const current = this.log.get(op.path);
     const liveChildren = current?.entry?.type === 'dir' ? this.log.liveUnder(op.path).length : 0;
-    const decision = decideCommit(op, { current, liveChildren });
+    const decision = decideCommit(op, { current, liveChildren, node });
     if (decision.action === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
     if (decision.action !== 'apply') return { status: 'stale', current: toWire(current) };
     const removed = await removePath(this.root, op.path, this.kept.keeper(node, 'deleted'));
@@ -582,6 +598,7 @@ class ServedFolder extends FolderBase implements RecoveryHost {
     if (decision.restamp?.type === 'file') {
       stat = await restampFile(this.root, op.to, decision.restamp).catch(() => null);
       restamped = stat !== null;
+      await this.absorbOtherLinks(op.to, stat);
     }
     if (decision.restamp?.type === 'dir') restamped = await safeChmod(this.root, op.to, decision.restamp.mode).then(() => true, () => false);
     if (currentFrom.entry.type === 'file' && stat === null) stat = await readLocal(this.root, op.to, {}).then((l) => (l !== null && l !== 'unsupported' ? l.stat : null));

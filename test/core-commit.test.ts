@@ -2,7 +2,7 @@
 // (src/core/merge.ts).
 import { describe, expect, it } from 'vitest';
 import { decideCommit, renamedEntry, type CommitContext, type CommitDecision } from '../src/core/commit.js';
-import { basesForPulledRename, decideInterruptedPull, moveBases, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
 import type { BaseRecord, Change, Entry, FileEntry, PushOp, Version } from '../src/core/types.js';
 
 const HASH_A = 'a'.repeat(64);
@@ -33,6 +33,11 @@ const commitCases: Array<{ description: string; op: PushOp; ctx: CommitContext; 
   { description: 'put of a file over an empty directory seen: apply', op: { op: 'put', path: 'd', base: 3, entry: file(HASH_A), upload: 'u' }, ctx: { current: v(3, dir()), liveChildren: 0, hasUpload: true }, expected: { action: 'apply' } },
   { description: 'put of a directory mode over a directory with children: apply', op: { op: 'put', path: 'd', base: 3, entry: dir(0o700), upload: null }, ctx: { current: v(3, dir()), liveChildren: 2 }, expected: { action: 'apply' } },
   { description: 'put of a link over a directory the client did not see: conflict', op: { op: 'put', path: 'd', base: 2, entry: { type: 'symlink', target: 'x' }, upload: null }, ctx: { current: v(3, dir()), liveChildren: 1 }, expected: { action: 'conflict' } },
+  // Seed 15: a client killed before the answer to its push came pushes its next edit on the old base.
+  { description: 'put over a version the same node made (its answer lost): apply', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_B), upload: 'u' }, ctx: { current: { seq: 3, entry: file(HASH_A), origin: 'c0' }, hasUpload: true, node: 'c0' }, expected: { action: 'apply' } },
+  { description: 'put over another node\'s version: still a conflict', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_B), upload: 'u' }, ctx: { current: { seq: 3, entry: file(HASH_A), origin: 'c1' }, hasUpload: true, node: 'c0' }, expected: { action: 'conflict' } },
+  { description: 'delete over a version the same node made: apply', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: { seq: 3, entry: file(HASH_A), origin: 'c0' }, node: 'c0' }, expected: { action: 'apply' } },
+  { description: 'delete over its own directory that holds live paths: still stale', op: { op: 'delete', path: 'd', base: 2 }, ctx: { current: { seq: 3, entry: dir(), origin: 'c0' }, liveChildren: 1, node: 'c0' }, expected: { action: 'stale' } },
   { description: 'delete of the version seen', op: { op: 'delete', path: 'p', base: 3 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'apply' } },
   { description: 'delete of an edited path: stale (the edit wins)', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'stale' } },
   { description: 'delete of a tombstone: same', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: v(3, null) }, expected: { action: 'same' } },
@@ -141,5 +146,18 @@ describe('moveBases', () => {
     moveBases(index, [['b/x', 'B/x'], ['b/none', 'B/none']]);
     expect([...bases.keys()]).toEqual(['B/x']);
     expect(bases.get('B/x')?.seq).toBe(2);
+  });
+});
+
+describe('pullsStillFailing', () => {
+  const change = (path: string, seq: number): Change => ({ path, seq, entry: file(HASH_A), origin: 'c2' });
+  it.each<{ description: string; failed: Array<{ op: 'push' | 'pull'; path: string; change?: Change }>; expected: number[] }>([
+    { description: 'the failure is still recorded with this change: retried', failed: [{ op: 'pull', path: 'a', change: change('a', 6) }], expected: [6] },
+    // Seed 128: a later page brought a tombstone and cleared the failure; the queued retry must not fetch seq 6.
+    { description: 'the failure was cleared by a newer version: not retried', failed: [], expected: [] },
+    { description: 'a newer change failed since: the old one is not retried', failed: [{ op: 'pull', path: 'a', change: change('a', 9) }], expected: [] },
+    { description: 'a push failure of the path does not count', failed: [{ op: 'push', path: 'a' }], expected: [] },
+  ])('$description', ({ failed, expected }) => {
+    expect(pullsStillFailing([change('a', 6)], failed).map((c) => c.seq)).toEqual(expected);
   });
 });

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { BaseRecord, Change, Entry, StatFingerprint } from '../core/types.js';
 import { decidePull, hasSameContent, isSameEntry } from '../core/reconcile.js';
-import { basesForPulledRename, moveBases, pathsToPushAfterResync } from '../core/merge.js';
+import { basesForPulledRename, moveBases, otherLinkNames, pathsToPushAfterResync, pullsStillFailing } from '../core/merge.js';
 import { conflictCopyPath } from '../core/conflict.js';
 import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
@@ -211,7 +211,7 @@ export class Puller {
   async retryPulls(changes: Change[]): Promise<void> {
     const conn = this.ctx.connection();
     if (conn === null) return;
-    for (const change of changes) await this.applyChange(conn, change, false);
+    for (const change of pullsStillFailing(changes, this.ctx.state.failed)) await this.applyChange(conn, change, false);
     await this.ctx.state.flush();
   }
 
@@ -310,7 +310,7 @@ export class Puller {
         const moved = fromLocal?.entry ?? null;
         let stat = fromLocal?.stat ?? null;
         if (moved !== null && !isSameEntry(moved, wanted)) {
-          if (wanted.type === 'file') await restampFile(this.ctx.root, p, wanted);
+          if (wanted.type === 'file') this.markOtherLinks(p, await restampFile(this.ctx.root, p, wanted), fromLocal?.links ?? 1);
           if (wanted.type === 'dir') await safeChmod(this.ctx.root, p, wanted.mode);
           stat = null;
         }
@@ -335,6 +335,14 @@ export class Puller {
     }
   }
 
+  /** A restamp (chmod, mtime) changed every name of a hard-linked file: the other indexed names are looked at again. */
+  private markOtherLinks(p: string, stat: StatFingerprint, links: number): void {
+    const others = otherLinkNames(p, links, this.ctx.state.pathsOfInode(stat.ino));
+    if (others.length === 0) return;
+    this.ctx.state.markDirty(others);
+    this.ctx.schedulePush();
+  }
+
   /** Create or replace the local path from the server's version. */
   private async fetchVersion(conn: FolderConnection, change: Change, localState: LocalState | null, prefetched: BundlePrefetcher | null): Promise<void> {
     const localBefore = localState?.entry ?? null;
@@ -355,6 +363,7 @@ export class Puller {
     if (localBefore?.type === 'file' && hasSameContent(localBefore, entry)) {
       const stat = await restampFile(this.ctx.root, p, entry);
       this.ctx.state.setBase(p, { seq: change.seq, entry, stat });
+      this.markOtherLinks(p, stat, localState?.links ?? 1);
       return;
     }
     const remote = conn.remote;

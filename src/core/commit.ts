@@ -33,6 +33,16 @@ export interface CommitContext {
   liveChildrenOfTarget?: number;
   /** A file put carries content (an upload); without it only metadata is pushed. */
   hasUpload?: boolean;
+  /**
+   * The pushing node. A current version it made itself (an earlier push of its own whose answer
+   * it never got: a kill or a cut in flight) is not another writer's edit: its newer put or
+   * delete replaces it, as its writes replaced each other on its own disk.
+   */
+  node?: string;
+}
+
+function isOwnVersion(current: Version | null, node: string | undefined): boolean {
+  return current !== null && node !== undefined && current.origin === node;
 }
 
 /**
@@ -41,6 +51,8 @@ export interface CommitContext {
  *   a file or link that would replace a directory still holding live paths the client did not
  *   delete first is stale (as for a delete: the client re-syncs the path, and its version goes
  *   back as a put on the directory it now sees, which the conflict rule keeps as a copy).
+ * - put and delete over a version the pushing node made itself (`node`): never a conflict nor
+ *   stale, the node's later edit wins over its own earlier one.
  * - delete: decideDelete; a directory that still holds live paths the client did not delete
  *   first is stale (the client re-syncs it instead of losing them).
  * - rename: decideRename; into itself is refused; over a directory that holds live paths is
@@ -54,13 +66,13 @@ export function decideCommit(op: PushOp, ctx: CommitContext): CommitDecision {
     const isMetadataOnly = op.entry.type === 'file' && ctx.hasUpload !== true;
     if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) return { action: 'stale' };
     if (decision === 'same' && current !== null) return { action: 'same' };
-    if (decision === 'conflict' && current !== null) return { action: 'conflict' };
+    if (decision === 'conflict' && current !== null && !isOwnVersion(current, ctx.node)) return { action: 'conflict' };
     if (current?.entry?.type === 'dir' && op.entry.type !== 'dir' && (ctx.liveChildren ?? 0) > 0) return { action: 'stale' };
     return { action: 'apply' };
   }
   if (op.op === 'delete') {
     const decision = decideDelete(current, op.base);
-    if (decision !== 'apply') return { action: decision };
+    if (decision === 'same' || (decision === 'stale' && !isOwnVersion(current, ctx.node))) return { action: decision };
     if (current?.entry?.type === 'dir' && (ctx.liveChildren ?? 0) > 0) return { action: 'stale' };
     return { action: 'apply' };
   }

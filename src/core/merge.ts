@@ -90,3 +90,14 @@ export function moveBases(index: BaseEdits, moves: ReadonlyArray<readonly [strin
     index.setBase(to, record);
   }
 }
+
+/**
+ * A failed pull is retried with the change it failed on. By the time the retry runs (it waits
+ * for the folder lock), a later page may have brought a newer version of the path, which cleared
+ * that failure: the old change must not be applied again (its download fails for ever once the
+ * server no longer has that version, or it brings back what the newer version replaced). Of
+ * `changes`, only those whose failed pull is still recorded with the same seq are retried.
+ */
+export function pullsStillFailing(changes: readonly Change[], failed: ReadonlyArray<{ op: 'push' | 'pull'; path: string; change?: Change }>): Change[] {
+  return changes.filter((c) => failed.some((t) => t.op === 'pull' && t.path === c.path && t.change?.seq === c.seq));
+}

@@ -11,7 +11,7 @@ import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } f
 import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
-import { basesForPulledRename, decideInterruptedPull, moveBases, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
 import { outermostPaths } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
@@ -566,7 +566,7 @@ export class ClientShell {
   private *retryPulls(changes: Change[]): Proc {
     const link = this.link;
     if (link === null) return;
-    for (const change of changes) yield* this.applyChange(link, change, false);
+    for (const change of pullsStillFailing(changes, this.state.failed)) yield* this.applyChange(link, change, false);
     this.state.flush();
   }
 
@@ -651,7 +651,7 @@ export class ClientShell {
         let stat = fromLocal?.stat ?? null;
         if (moved !== null && !isSameEntry(moved, wanted)) {
           yield* pause();
-          if (wanted.type === 'file') restampFile(this.fs, p, wanted);
+          if (wanted.type === 'file') this.markOtherLinks(p, restampFile(this.fs, p, wanted), fromLocal?.links ?? 1);
           if (wanted.type === 'dir') {
             checkParents(this.fs, p, false);
             if (this.fs.lstat(p)?.kind === 'dir') this.fs.chmod(p, wanted.mode);
@@ -678,6 +678,14 @@ export class ClientShell {
     }
   }
 
+  /** As SyncedFolder.markOtherLinks: a restamp changed every name of a hard-linked file. */
+  private markOtherLinks(p: string, stat: StatFingerprint, links: number): void {
+    const others = otherLinkNames(p, links, this.state.pathsOfInode(stat.ino));
+    if (others.length === 0) return;
+    this.state.markDirty(others);
+    this.schedulePush();
+  }
+
   private *fetch(link: Link, change: Change, localState: LocalState | null): Proc {
     const localBefore = localState?.entry ?? null;
     const p = change.path;
@@ -700,6 +708,7 @@ export class ClientShell {
       yield* pause();
       const stat = restampFile(this.fs, p, entry);
       this.state.setBase(p, { seq: change.seq, entry, stat });
+      this.markOtherLinks(p, stat, localState?.links ?? 1);
       return;
     }
     const { data } = (yield* link.request('download', { path: p })) as { data: string };

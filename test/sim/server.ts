@@ -7,6 +7,7 @@
 import type { Change, Entry, PushOp, PushResult, StatFingerprint, Version } from '../../src/core/types.js';
 import { isSameEntry } from '../../src/core/reconcile.js';
 import { decideCommit, renamedEntry } from '../../src/core/commit.js';
+import { otherLinkNames } from '../../src/core/merge.js';
 import { conflictCopyPath } from '../../src/core/conflict.js';
 import { isSameOrInside, outermostPaths, parentOf } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
@@ -275,6 +276,14 @@ export class ServerShell {
     this.fs.link(p, dest);
   };
 
+  /** As ServedFolder.absorbOtherLinks: a restamp changed every name of a hard-linked file. */
+  private absorbOtherLinks(p: string, stat: StatFingerprint): void {
+    const links = this.fs.lstat(p)?.nlink ?? 1;
+    if (links < 2) return;
+    const names = [...this.log.records].filter(([, r]) => r.entry !== null && r.stat?.ino === stat.ino).map(([q]) => q);
+    for (const other of otherLinkNames(p, links, names)) this.absorbLocal(other);
+  }
+
   private recordParents(p: string, origin: string): void {
     const missing: string[] = [];
     for (let dir = parentOf(p); dir !== null; dir = parentOf(dir)) {
@@ -289,7 +298,12 @@ export class ServerShell {
   }
 
   private placeEntry(p: string, entry: Entry, tmp: string | null, keep = this.trashFile): StatFingerprint | null {
-    if (entry.type === 'file') return tmp === null ? restampFile(this.fs, p, entry) : placeFile(this.fs, tmp, p, entry, keep);
+    if (entry.type === 'file' && tmp !== null) return placeFile(this.fs, tmp, p, entry, keep);
+    if (entry.type === 'file') {
+      const stat = restampFile(this.fs, p, entry);
+      this.absorbOtherLinks(p, stat);
+      return stat;
+    }
     if (entry.type === 'dir') placeDir(this.fs, p, entry.mode, this.trashFile);
     else placeSymlink(this.fs, p, entry.target, this.trashFile);
     return null;
@@ -300,7 +314,7 @@ export class ServerShell {
     yield* pause();
     const current = this.get(op.path);
     const liveChildren = current?.entry?.type === 'dir' ? this.liveUnder(op.path).length : 0;
-    let decision = decideCommit(op, { current, hasUpload: tmp !== null, liveChildren });
+    let decision = decideCommit(op, { current, hasUpload: tmp !== null, liveChildren, node });
     // The injected bug overwrites the server's version: no conflict copy, nothing kept.
     const isInjected = this.inject === 'put-ignores-base' && decision.action === 'conflict';
     if (isInjected) decision = { action: 'apply' };
@@ -326,7 +340,7 @@ export class ServerShell {
     yield* pause();
     const current = this.get(op.path);
     const liveChildren = current?.entry?.type === 'dir' ? this.liveUnder(op.path).length : 0;
-    const decision = decideCommit(op, { current, liveChildren });
+    const decision = decideCommit(op, { current, liveChildren, node });
     if (decision.action === 'same') return { status: 'same', seq: current?.seq ?? 0, entry: current?.entry ?? null };
     if (decision.action !== 'apply') return { status: 'stale', current: toWire(current) };
     if (!removePath(this.fs, op.path, this.trashFile)) return { status: 'stale', current: toWire(current) };
@@ -358,6 +372,7 @@ export class ServerShell {
       try {
         stat = restampFile(this.fs, op.to, decision.restamp);
         restamped = true;
+        this.absorbOtherLinks(op.to, stat);
       } catch {
         // changed on disk meanwhile: recorded as moved
       }
