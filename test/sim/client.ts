@@ -462,6 +462,8 @@ export class ClientShell {
     }
     for (const q of out.deleteBases) this.state.deleteBase(q);
     for (const [q, record] of out.setBases) this.state.setBase(q, record);
+    // Found by a walk before the watcher reported it, it may vanish without an event: read it once more, later.
+    this.secondLook.add(out.setBases.map(([q]) => q));
     for (const q of out.noRename) this.noRename.add(q);
     this.state.markDirty(out.recheck);
     for (const tree of out.rescanTrees) this.movedTrees.add(tree);

@@ -192,10 +192,14 @@ export class SimLock {
   }
 }
 
-/** src/node/lock.ts DelayedBatch: items gathered, then handed over together `delayMs` after the first. */
+/**
+ * src/node/lock.ts DelayedBatch: each item is handed to `run` no sooner than `delayMs` after it
+ * was last added; items due together go together, and `run` is called at most every `delayMs / 3`.
+ */
 export class SimDelayedBatch<T> {
-  private readonly items = new Set<T>();
+  private readonly due = new Map<T, number>();
   private isArmed = false;
+  private notBefore = 0;
 
   constructor(
     private readonly sched: Scheduler,
@@ -205,20 +209,40 @@ export class SimDelayedBatch<T> {
   ) {}
 
   add(items: Iterable<T>): void {
-    for (const item of items) this.items.add(item);
-    if (this.isArmed || this.items.size === 0) return;
+    const at = this.sched.now + this.delayMs;
+    for (const item of items) {
+      this.due.delete(item);
+      this.due.set(item, at);
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.isArmed) return;
+    const first = this.due.values().next();
+    if (first.done === true) return;
     this.isArmed = true;
-    this.sched.after(this.delayMs, this.owner, () => {
-      this.isArmed = false;
-      const due = [...this.items];
-      this.items.clear();
-      this.run(due);
-    });
+    this.sched.at(Math.max(first.value, this.notBefore), this.owner, () => this.fire());
+  }
+
+  private fire(): void {
+    this.isArmed = false;
+    const now = this.sched.now;
+    const ready: T[] = [];
+    for (const [item, at] of this.due) {
+      if (at > now) break;
+      ready.push(item);
+    }
+    for (const item of ready) this.due.delete(item);
+    this.notBefore = now + this.delayMs / 3;
+    this.arm();
+    if (ready.length > 0) this.run(ready);
   }
 
   /** Drop what is waiting (a killed process loses its timers). */
   cancel(): void {
     this.isArmed = false;
-    this.items.clear();
+    this.notBefore = 0;
+    this.due.clear();
   }
 }

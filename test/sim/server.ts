@@ -95,8 +95,9 @@ export class ServerShell {
   private readonly secondLook: SimDelayedBatch<string>;
   private secondLookOf(due: string[]): void {
     const look = function* (this: ServerShell): Proc {
-      const paths: string[] = [];
-      for (const tree of due) paths.push(tree, ...this.pathsUnder(tree));
+      const paths = [...due];
+      const dirs = due.filter((p) => this.get(p)?.entry?.type === 'dir');
+      for (const tree of outermostPaths(dirs)) paths.push(...this.pathsUnder(tree));
       yield* this.recordLocalChanges(paths);
     };
     this.sched.spawn(this.name, 'secondLook', this.locked(look.call(this)));
@@ -218,7 +219,6 @@ export class ServerShell {
         changed += this.absorbLocal(p);
       }
     }
-    if (trees.length > 0) this.secondLook.add(trees);
     if (changed > 0) yield* this.commitDurably();
   }
 
@@ -253,6 +253,7 @@ export class ServerShell {
     }
     this.assign(p, local.entry, this.name, { stat: local.stat });
     if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
+    this.secondLook.add([p]);
     return 1;
   }
 
