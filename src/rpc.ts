@@ -18,6 +18,7 @@ import {
   JSONRPCServerAndClient,
   createJSONRPCErrorResponse,
   createJSONRPCSuccessResponse,
+  type JSONRPCErrorResponse,
   type JSONRPCID,
   type JSONRPCRequest,
   type JSONRPCResponse,
@@ -26,7 +27,9 @@ import { SyncError } from './core/errors.js';
 import { errorToRpc, RemoteError, RPC_ERROR_CODES, rpcToError, RpcClosedError, RpcTimeoutError, type RpcLog } from './wire/errors.js';
 import type { MethodName, ParamsOf, ResultOf } from './wire/methods.js';
 import { isMethodName, validateParams, validateResult } from './wire/schemas.js';
-import { fieldOf, isPlainObject, kindOf, SchemaError } from './wire/validate.js';
+import { classifyMessage } from './wire/envelope.js';
+import { LineSplitter } from './wire/lines.js';
+import type { SchemaError } from './wire/validate.js';
 
 // The vocabulary of the wire lives in wire/; callers keep importing it from here.
 export * from './wire/errors.js';
@@ -91,12 +94,6 @@ export interface RpcPeer {
 }
 
 export const DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024;
-const MAX_ID_LENGTH = 256;
-const ENVELOPE_KEYS = new Set(['jsonrpc', 'method', 'params', 'id', 'result', 'error']);
-
-function isValidId(id: unknown): id is JSONRPCID {
-  return id === null || (typeof id === 'number' && Number.isFinite(id)) || (typeof id === 'string' && id.length <= MAX_ID_LENGTH);
-}
 
 /**
  * Runs JSON-RPC over `stream` (newline-delimited JSON), serving `handlers` with `context` and
@@ -104,147 +101,217 @@ function isValidId(id: unknown): id is JSONRPCID {
  * JSON-RPC errors, an over-long line drops the connection.
  */
 export function createRpcPeer<Ctx>(stream: Duplex, opts: RpcPeerOptions<Ctx>): RpcPeer {
-  const maxLineBytes = opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
-  const maxInFlight = opts.maxInFlight ?? 32;
-  const defaultTimeout = opts.requestTimeoutMs ?? 120_000;
-  const prefix = opts.name === undefined ? 'rpc' : `rpc ${opts.name}`;
-  const log: RpcLog = (level, msg) => opts.log?.(level, `${prefix}: ${msg}`);
+  return new StreamPeer(stream, opts);
+}
 
-  let isClosed = false;
-  let resolveClosed!: () => void;
-  const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
-  const waiters = new Set<(err: Error) => void>();
+/** Answers a request that timed out locally (told apart from a remote error by `local`). */
+const localTimeout = (id: JSONRPCID): JSONRPCErrorResponse =>
+  createJSONRPCErrorResponse(id, RPC_ERROR_CODES.RPC_TIMEOUT as number, 'timeout', { code: 'RPC_TIMEOUT', local: true });
 
-  const writeLine = (message: unknown): void => {
-    if (stream.destroyed || !stream.writable) return;
+class StreamPeer<Ctx> implements RpcPeer {
+  readonly closed: Promise<void>;
+  private closedFlag = false;
+  private resolveClosed!: () => void;
+  /** Rejects the outstanding requests when the connection closes. */
+  private readonly waiters = new Set<(err: Error) => void>();
+  private readonly sac: JSONRPCServerAndClient<Ctx, void>;
+  private readonly log: RpcLog;
+  private readonly lines: LineSplitter;
+  /** Lines received and not handled yet: more than maxInFlight requests at once wait here. */
+  private readonly queue: Buffer[] = [];
+  private inFlight = 0;
+  private paused = false;
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly opts: RpcPeerOptions<Ctx>,
+  ) {
+    const prefix = opts.name === undefined ? 'rpc' : `rpc ${opts.name}`;
+    this.log = (level, msg) => opts.log?.(level, `${prefix}: ${msg}`);
+    this.lines = new LineSplitter(opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES);
+    this.closed = new Promise<void>((resolve) => (this.resolveClosed = resolve));
+    const warn = (msg: string): void => this.log('warn', msg);
+    this.sac = new JSONRPCServerAndClient<Ctx, void>(
+      new JSONRPCServer<Ctx>({ errorListener: warn }),
+      new JSONRPCClient<void>((payload) => {
+        if (this.closedFlag) throw new RpcClosedError('closed');
+        this.writeLine(payload);
+      }),
+      { errorListener: warn },
+    );
+    for (const name of Object.keys(opts.handlers) as MethodName[]) {
+      const handler = opts.handlers[name] as Handler<unknown, unknown, Ctx> | undefined;
+      if (handler !== undefined) this.sac.addMethodAdvanced(name, (request, ctx) => this.serve(name, handler, request, ctx));
+    }
+    stream.on('data', (chunk: Buffer | string) => this.onData(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk));
+    stream.on('drain', () => this.pump());
+    stream.on('error', (err: Error) => {
+      this.log('warn', `stream error: ${err.message}`);
+      this.markClosed(err.message);
+    });
+    stream.on('end', () => this.onEnd());
+    stream.on('close', () => this.markClosed('stream closed'));
+  }
+
+  get isClosed(): boolean {
+    return this.closedFlag;
+  }
+
+  // --- outgoing ------------------------------------------------------------------------------
+
+  request<M extends MethodName>(method: M, params: ParamsOf<M>, timeoutMs = this.opts.requestTimeoutMs ?? 120_000): Promise<ResultOf<M>> {
+    if (this.closedFlag) return Promise.reject(new RpcClosedError(`cannot send ${method}`));
+    let checked: ParamsOf<M>;
+    try {
+      checked = validateParams(method, params);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<ResultOf<M>>((resolve, reject) => {
+      let settled = false;
+      const settle = (outcome: () => ResultOf<M>): void => {
+        this.waiters.delete(waiter);
+        if (settled) return;
+        settled = true;
+        try {
+          resolve(outcome());
+        } catch (err) {
+          reject(err);
+        }
+      };
+      const waiter = (err: Error): void => settle(() => {
+        throw err;
+      });
+      this.waiters.add(waiter);
+      const requester = timeoutMs > 0 ? this.sac.client.timeout(timeoutMs, localTimeout) : this.sac.client;
+      requester.request(method, checked).then(
+        (result: unknown) => settle(() => this.checkedResult(method, result)),
+        (err: unknown) => settle(() => {
+          throw this.requestFailure(method, timeoutMs, err);
+        }),
+      );
+    });
+  }
+
+  notify<M extends MethodName>(method: M, params: ParamsOf<M>): void {
+    if (this.closedFlag) {
+      this.log('debug', `${method}: not sent, connection closed`);
+      return;
+    }
+    try {
+      this.sac.client.notify(method, validateParams(method, params));
+    } catch (err) {
+      this.log('error', `${method}: notification not sent: ${(err as Error).message}`);
+    }
+  }
+
+  sendPrepared(line: string): void {
+    if (this.closedFlag || this.stream.destroyed || !this.stream.writable) return;
+    this.stream.write(`${line}\n`);
+  }
+
+  close(): void {
+    if (this.closedFlag && this.stream.destroyed) return;
+    this.markClosed('closed locally');
+    this.stream.end();
+    setTimeout(() => this.stream.destroy(), 2000).unref();
+  }
+
+  /** The answer to our request, checked: a bad one is the peer's fault (BAD_RESPONSE). */
+  private checkedResult<M extends MethodName>(method: M, result: unknown): ResultOf<M> {
+    try {
+      return validateResult(method, result);
+    } catch (err) {
+      const e = err as SchemaError;
+      this.log('warn', `${method}: invalid result: ${e.message}`);
+      throw new RemoteError('BAD_RESPONSE', `${method}: invalid result: ${e.message}`, 0, { field: e.field });
+    }
+  }
+
+  /** Why our request failed: our own timeout, the connection closing, or the peer's error. */
+  private requestFailure(method: string, timeoutMs: number, err: unknown): Error {
+    const data = (err as { data?: { local?: unknown } }).data;
+    if (err instanceof JSONRPCErrorException && err.code === RPC_ERROR_CODES.RPC_TIMEOUT && data?.local === true) {
+      return new RpcTimeoutError(method, timeoutMs);
+    }
+    if (this.closedFlag) return new RpcClosedError(`while waiting for ${method}`);
+    return rpcToError(err);
+  }
+
+  private writeLine(message: unknown): void {
+    if (this.stream.destroyed || !this.stream.writable) return;
     const prepared = (message as { result?: unknown } | null)?.result;
     if (prepared instanceof PreparedResult) {
-      stream.write(`{"jsonrpc":"2.0","id":${JSON.stringify((message as { id: JSONRPCID }).id)},"result":${prepared.json}}\n`);
+      this.stream.write(`{"jsonrpc":"2.0","id":${JSON.stringify((message as { id: JSONRPCID }).id)},"result":${prepared.json}}\n`);
       return;
     }
     let text: string;
     try {
       text = JSON.stringify(message);
     } catch (err) {
-      log('error', `cannot serialise an outgoing message: ${(err as Error).message}`);
+      this.log('error', `cannot serialise an outgoing message: ${(err as Error).message}`);
       return;
     }
-    stream.write(`${text}\n`);
-  };
-
-  const sac = new JSONRPCServerAndClient<Ctx, void>(
-    new JSONRPCServer<Ctx>({ errorListener: (msg) => log('warn', msg) }),
-    new JSONRPCClient<void>((payload) => {
-      if (isClosed) throw new RpcClosedError('closed');
-      writeLine(payload);
-    }),
-    { errorListener: (msg) => log('warn', msg) },
-  );
-
-  let peer: RpcPeer;
-
-  for (const name of Object.keys(opts.handlers) as MethodName[]) {
-    const handler = opts.handlers[name] as Handler<unknown, unknown, Ctx> | undefined;
-    if (handler === undefined) continue;
-    sac.addMethodAdvanced(name, async (request: JSONRPCRequest, ctx: Ctx): Promise<JSONRPCResponse | null> => {
-      const id = request.id;
-      const answer = (err: JSONRPCErrorException): JSONRPCResponse | null =>
-        id === undefined ? null : createJSONRPCErrorResponse(id, err.code, err.message, err.data);
-      let params: unknown;
-      try {
-        params = validateParams(name, request.params);
-      } catch (err) {
-        log('warn', `${name}: refused: ${(err as Error).message}`);
-        return answer(errorToRpc(err, log));
-      }
-      let result: unknown;
-      try {
-        result = await handler(params, ctx, peer);
-      } catch (err) {
-        if (err instanceof SyncError) log('info', `${name}: ${err.code}: ${err.message}`);
-        return answer(errorToRpc(err, log));
-      }
-      if (id === undefined) return null;
-      if (result instanceof PreparedResult) return createJSONRPCSuccessResponse(id, result as unknown as null);
-      try {
-        result = validateResult(name, result);
-      } catch (err) {
-        log('error', `${name}: handler returned an invalid result: ${(err as Error).message}`);
-        return answer(new JSONRPCErrorException('Internal error', JSONRPCErrorCode.InternalError, { code: 'RPC_INTERNAL' }));
-      }
-      return createJSONRPCSuccessResponse(id, result === undefined ? null : result);
-    });
+    this.stream.write(`${text}\n`);
   }
 
-  // --- incoming messages ---------------------------------------------------------------------
+  // --- incoming ------------------------------------------------------------------------------
 
-  const invalidRequest = (id: JSONRPCID, why: string): void => {
-    log('warn', `invalid request: ${why}`);
-    writeLine(createJSONRPCErrorResponse(id, JSONRPCErrorCode.InvalidRequest, `Invalid Request: ${why}`, { code: 'RPC_INVALID_REQUEST' }));
-  };
-
-  let inFlight = 0;
-  const queue: Buffer[] = [];
-
-  const handleRequest = (msg: Record<string, unknown>): void => {
-    inFlight++;
-    sac.server
-      .receive(msg as unknown as JSONRPCRequest, opts.context)
-      .then(
-        (response) => {
-          if (response !== null) writeLine(response);
-        },
-        (err: unknown) => {
-          log('error', `dispatch failed: ${(err as Error)?.message ?? String(err)}`);
-          if (msg.id !== undefined) writeLine(createJSONRPCErrorResponse(msg.id as JSONRPCID, JSONRPCErrorCode.InternalError, 'Internal error'));
-        },
-      )
-      .then(() => {
-        inFlight--;
-        pump();
-      });
-  };
-
-  const handleMessage = (msg: unknown): void => {
-    if (Array.isArray(msg)) return invalidRequest(null, 'batch requests are not supported');
-    if (!isPlainObject(msg)) return invalidRequest(null, `expected an object, got ${kindOf(msg)}`);
-    const id = msg.id;
-    const replyId = isValidId(id) ? id : null;
-    if (msg.jsonrpc !== '2.0') return invalidRequest(replyId, 'jsonrpc must be "2.0"');
-    for (const key of Object.keys(msg)) {
-      if (!ENVELOPE_KEYS.has(key)) return invalidRequest(replyId, `unknown member ${fieldOf('', key).replace(/^\./, '')}`);
+  /** Runs `handler` for one request: params checked before, the result after. */
+  private async serve(name: MethodName, handler: Handler<unknown, unknown, Ctx>, request: JSONRPCRequest, ctx: Ctx): Promise<JSONRPCResponse | null> {
+    const id = request.id;
+    const answer = (err: JSONRPCErrorException): JSONRPCResponse | null =>
+      id === undefined ? null : createJSONRPCErrorResponse(id, err.code, err.message, err.data);
+    let params: unknown;
+    try {
+      params = validateParams(name, request.params);
+    } catch (err) {
+      this.log('warn', `${name}: refused: ${(err as Error).message}`);
+      return answer(errorToRpc(err, this.log));
     }
-    if ('method' in msg) {
-      if ('result' in msg || 'error' in msg) return invalidRequest(replyId, 'a request has no result or error');
-      if (id !== undefined && !isValidId(id)) return invalidRequest(null, 'id must be a string, a number or null');
-      if (typeof msg.method !== 'string') return invalidRequest(replyId, 'method must be a string');
-      if (!isMethodName(msg.method) || opts.handlers[msg.method] === undefined) {
-        if (id !== undefined) {
-          log('warn', `method not found: ${JSON.stringify(msg.method.slice(0, 64))}`);
-          writeLine(createJSONRPCErrorResponse(id as JSONRPCID, JSONRPCErrorCode.MethodNotFound, 'Method not found', { code: 'RPC_METHOD_NOT_FOUND' }));
-        }
-        return;
-      }
-      return handleRequest(msg);
+    let result: unknown;
+    try {
+      result = await handler(params, ctx, this);
+    } catch (err) {
+      if (err instanceof SyncError) this.log('info', `${name}: ${err.code}: ${err.message}`);
+      return answer(errorToRpc(err, this.log));
     }
-    if ('result' in msg || 'error' in msg) {
-      // A response to one of our requests; nothing is ever answered to a response.
-      const valid =
-        isValidId(id) &&
-        ('result' in msg
-          ? !('error' in msg)
-          : isPlainObject(msg.error) && Number.isSafeInteger(msg.error.code) && typeof msg.error.message === 'string');
-      if (!valid) {
-        log('warn', 'ignored a malformed response');
-        return;
-      }
-      sac.client.receive(('result' in msg && msg.result === undefined ? { ...msg, result: null } : msg) as unknown as JSONRPCResponse);
-      return;
+    if (id === undefined) return null;
+    if (result instanceof PreparedResult) return createJSONRPCSuccessResponse(id, result as unknown as null);
+    try {
+      result = validateResult(name, result);
+    } catch (err) {
+      this.log('error', `${name}: handler returned an invalid result: ${(err as Error).message}`);
+      return answer(new JSONRPCErrorException('Internal error', JSONRPCErrorCode.InternalError, { code: 'RPC_INTERNAL' }));
     }
-    return invalidRequest(replyId, 'neither a request nor a response');
-  };
+    return createJSONRPCSuccessResponse(id, result === undefined ? null : result);
+  }
 
-  const handleLine = (line: Buffer): void => {
+  private onData(chunk: Buffer): void {
+    if (this.closedFlag && this.stream.destroyed) return;
+    const lines = this.lines.push(chunk);
+    if (lines === 'too long') return this.dropForAbuse(`line longer than ${this.lines.maxLineBytes} bytes`);
+    this.queue.push(...lines);
+    this.pump();
+  }
+
+  /** Handles queued lines while fewer than maxInFlight are running; pauses reading meanwhile. */
+  private pump(): void {
+    const maxInFlight = this.opts.maxInFlight ?? 32;
+    while (this.queue.length > 0 && this.inFlight < maxInFlight && !this.stream.destroyed && !this.stream.writableNeedDrain) {
+      this.handleLine(this.queue.shift() as Buffer);
+    }
+    const shouldPause = this.queue.length > 0;
+    if (shouldPause && !this.paused) {
+      this.paused = true;
+      this.stream.pause();
+    } else if (!shouldPause && this.paused) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+
+  private handleLine(line: Buffer): void {
     let end = line.length;
     if (end > 0 && line[end - 1] === 0x0d) end--;
     const text = line.toString('utf8', 0, end);
@@ -253,173 +320,87 @@ export function createRpcPeer<Ctx>(stream: Duplex, opts: RpcPeerOptions<Ctx>): R
     try {
       msg = JSON.parse(text);
     } catch {
-      log('warn', `parse error in a ${end}-byte line`);
-      writeLine(createJSONRPCErrorResponse(null, JSONRPCErrorCode.ParseError, 'Parse error', { code: 'RPC_PARSE_ERROR' }));
+      this.log('warn', `parse error in a ${end}-byte line`);
+      this.writeLine(createJSONRPCErrorResponse(null, JSONRPCErrorCode.ParseError, 'Parse error', { code: 'RPC_PARSE_ERROR' }));
       return;
     }
     try {
-      handleMessage(msg);
+      this.handleMessage(msg);
     } catch (err) {
-      log('error', `failed to handle a message: ${(err as Error)?.message ?? String(err)}`);
+      this.log('error', `failed to handle a message: ${(err as Error)?.message ?? String(err)}`);
     }
-  };
+  }
 
-  let paused = false;
-  const pump = (): void => {
-    while (queue.length > 0 && inFlight < maxInFlight && !stream.destroyed && !stream.writableNeedDrain) {
-      handleLine(queue.shift() as Buffer);
+  private handleMessage(msg: unknown): void {
+    const envelope = classifyMessage(msg);
+    switch (envelope.kind) {
+      case 'invalid':
+        this.log('warn', `invalid request: ${envelope.why}`);
+        this.writeLine(createJSONRPCErrorResponse(envelope.replyId, JSONRPCErrorCode.InvalidRequest, `Invalid Request: ${envelope.why}`, { code: 'RPC_INVALID_REQUEST' }));
+        return;
+      case 'malformed-response':
+        this.log('warn', 'ignored a malformed response');
+        return;
+      case 'response':
+        this.sac.client.receive(envelope.message);
+        return;
+      case 'request': {
+        const { method, id } = envelope;
+        if (isMethodName(method) && this.opts.handlers[method] !== undefined) return this.handleRequest(envelope.message);
+        if (id === undefined) return;
+        this.log('warn', `method not found: ${JSON.stringify(method.slice(0, 64))}`);
+        this.writeLine(createJSONRPCErrorResponse(id, JSONRPCErrorCode.MethodNotFound, 'Method not found', { code: 'RPC_METHOD_NOT_FOUND' }));
+        return;
+      }
     }
-    const shouldPause = queue.length > 0;
-    if (shouldPause && !paused) {
-      paused = true;
-      stream.pause();
-    } else if (!shouldPause && paused) {
-      paused = false;
-      stream.resume();
-    }
-  };
+  }
 
-  let partial: Buffer[] = [];
-  let partialBytes = 0;
-
-  const dropForAbuse = (why: string): void => {
-    log('warn', `dropping the connection: ${why}`);
-    partial = [];
-    queue.length = 0;
-    markClosed(why);
-    stream.destroy();
-  };
-
-  stream.on('data', (chunk: Buffer | string) => {
-    if (isClosed && stream.destroyed) return;
-    const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-    let start = 0;
-    for (;;) {
-      const nl = buf.indexOf(0x0a, start);
-      if (nl < 0) break;
-      const piece = buf.subarray(start, nl);
-      if (partialBytes + piece.length > maxLineBytes) return dropForAbuse(`line longer than ${maxLineBytes} bytes`);
-      queue.push(partialBytes === 0 ? piece : Buffer.concat([...partial, piece]));
-      partial = [];
-      partialBytes = 0;
-      start = nl + 1;
-    }
-    if (start < buf.length) {
-      const rest = buf.subarray(start);
-      partialBytes += rest.length;
-      if (partialBytes > maxLineBytes) return dropForAbuse(`line longer than ${maxLineBytes} bytes`);
-      partial.push(rest);
-    }
-    pump();
-  });
-  stream.on('drain', pump);
+  private handleRequest(request: JSONRPCRequest): void {
+    this.inFlight++;
+    this.sac.server
+      .receive(request, this.opts.context)
+      .then(
+        (response) => {
+          if (response !== null) this.writeLine(response);
+        },
+        (err: unknown) => {
+          this.log('error', `dispatch failed: ${(err as Error)?.message ?? String(err)}`);
+          if (request.id !== undefined) this.writeLine(createJSONRPCErrorResponse(request.id, JSONRPCErrorCode.InternalError, 'Internal error'));
+        },
+      )
+      .then(() => {
+        this.inFlight--;
+        this.pump();
+      });
+  }
 
   // --- closing -------------------------------------------------------------------------------
 
-  function markClosed(reason: string): void {
-    if (isClosed) return;
-    isClosed = true;
-    const err = new RpcClosedError(reason);
-    for (const reject of [...waiters]) reject(err);
-    waiters.clear();
-    sac.rejectAllPendingRequests(err.message);
-    resolveClosed();
+  private dropForAbuse(why: string): void {
+    this.log('warn', `dropping the connection: ${why}`);
+    this.lines.clear();
+    this.queue.length = 0;
+    this.markClosed(why);
+    this.stream.destroy();
   }
 
-  stream.on('error', (err: Error) => {
-    log('warn', `stream error: ${err.message}`);
-    markClosed(err.message);
-  });
-  stream.on('end', () => {
-    markClosed('the other side ended the stream');
+  /** The other side ended: what is queued or running still gets its answers, then our end. */
+  private onEnd(): void {
+    this.markClosed('the other side ended the stream');
     const finish = (): void => {
-      if (inFlight === 0 && queue.length === 0) stream.end();
+      if (this.inFlight === 0 && this.queue.length === 0) this.stream.end();
       else setTimeout(finish, 50).unref();
     };
     finish();
-  });
-  stream.on('close', () => markClosed('stream closed'));
+  }
 
-  // --- outgoing ------------------------------------------------------------------------------
-
-  peer = {
-    get isClosed() {
-      return isClosed;
-    },
-    closed,
-    request<M extends MethodName>(method: M, params: ParamsOf<M>, timeoutMs = defaultTimeout): Promise<ResultOf<M>> {
-      if (isClosed) return Promise.reject(new RpcClosedError(`cannot send ${method}`));
-      let checked: ParamsOf<M>;
-      try {
-        checked = validateParams(method, params);
-      } catch (err) {
-        return Promise.reject(err);
-      }
-      return new Promise<ResultOf<M>>((resolve, reject) => {
-        let settled = false;
-        const waiter = (err: Error): void => {
-          if (!settled) {
-            settled = true;
-            reject(err);
-          }
-        };
-        waiters.add(waiter);
-        const requester =
-          timeoutMs > 0
-            ? sac.client.timeout(timeoutMs, (id) =>
-                createJSONRPCErrorResponse(id, RPC_ERROR_CODES.RPC_TIMEOUT as number, 'timeout', { code: 'RPC_TIMEOUT', local: true }),
-              )
-            : sac.client;
-        requester.request(method, checked).then(
-          (result: unknown) => {
-            waiters.delete(waiter);
-            if (settled) return;
-            settled = true;
-            try {
-              resolve(validateResult(method, result));
-            } catch (err) {
-              const e = err as SchemaError;
-              log('warn', `${method}: invalid result: ${e.message}`);
-              reject(new RemoteError('BAD_RESPONSE', `${method}: invalid result: ${e.message}`, 0, { field: e.field }));
-            }
-          },
-          (err: unknown) => {
-            waiters.delete(waiter);
-            if (settled) return;
-            settled = true;
-            const data = (err as { data?: { local?: unknown } }).data;
-            if (err instanceof JSONRPCErrorException && err.code === RPC_ERROR_CODES.RPC_TIMEOUT && data?.local === true) {
-              reject(new RpcTimeoutError(method, timeoutMs));
-            } else if (isClosed) {
-              reject(new RpcClosedError(`while waiting for ${method}`));
-            } else {
-              reject(rpcToError(err));
-            }
-          },
-        );
-      });
-    },
-    notify<M extends MethodName>(method: M, params: ParamsOf<M>): void {
-      if (isClosed) {
-        log('debug', `${method}: not sent, connection closed`);
-        return;
-      }
-      try {
-        sac.client.notify(method, validateParams(method, params));
-      } catch (err) {
-        log('error', `${method}: notification not sent: ${(err as Error).message}`);
-      }
-    },
-    sendPrepared(line: string): void {
-      if (isClosed || stream.destroyed || !stream.writable) return;
-      stream.write(`${line}\n`);
-    },
-    close(): void {
-      if (isClosed && stream.destroyed) return;
-      markClosed('closed locally');
-      stream.end();
-      setTimeout(() => stream.destroy(), 2000).unref();
-    },
-  };
-  return peer;
+  private markClosed(reason: string): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    const err = new RpcClosedError(reason);
+    for (const reject of [...this.waiters]) reject(err);
+    this.waiters.clear();
+    this.sac.rejectAllPendingRequests(err.message);
+    this.resolveClosed();
+  }
 }
