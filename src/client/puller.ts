@@ -266,6 +266,10 @@ export class Puller {
       case 'keep-local':
         this.ctx.state.markDirty([p]);
         this.ctx.schedulePush();
+        // The local version goes to the server first. The server's version is still to be had:
+        // kept as a failed pull and tried again, for were the local edit gone before it is
+        // pushed, nothing else would ever bring it (the cursor is past it).
+        if (change.entry !== null) throw Object.assign(new Error('kept the local version, pushed first; the server\'s is pulled after'), { code: 'LOCAL_CHANGE' });
         return;
       case 'delete': {
         // Never unlinks bytes the decision did not see (a local write racing the delete).

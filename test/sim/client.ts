@@ -621,6 +621,10 @@ export class ClientShell {
       case 'keep-local':
         this.state.markDirty([p]);
         this.schedulePush();
+        // The local version goes to the server first. The server's version is still to be had:
+        // kept as a failed pull and tried again, for were the local edit gone before it is
+        // pushed, nothing else would ever bring it (the cursor is past it).
+        if (change.entry !== null) throw Object.assign(new Error('kept the local version, pushed first; the server\'s is pulled after'), { code: 'LOCAL_CHANGE' });
         return;
       case 'delete': {
         const result = yield* removePulledPath(this.fs, p, { entry: local!, stat: null }, {
