@@ -19,7 +19,7 @@ import { parentOf, isSameOrInside, outermostPaths } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
 import { ChangeLog, type ServerRecord } from './server/changelog.js';
 import { FolderBase, readInFolder } from './folder/base.js';
-import { SyncError, SystemsyncError } from './core/errors.js';
+import { SyncError, SystemsyncError, isPermanentFailure } from './core/errors.js';
 import { DelayedBatch, forEachLimited } from './node/lock.js';
 import type { Logger } from './node/log.js';
 import { showPath } from './node/log.js';
@@ -761,12 +761,11 @@ function toErrorResult(err: unknown): PushResult {
   if (err instanceof OpError) return { status: 'error', code: err.code, message: boundMessage(err.message), permanent: err.permanent };
   const code = (err as { code?: unknown }).code;
   const message = boundMessage(describeFsError(err));
-  const permanentCodes = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'EROFS', 'UNSAFE_PATH', 'BAD_PATH', 'EISDIR', 'ENOTDIR'];
   return {
     status: 'error',
     code: typeof code === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(code) ? code : 'INTERNAL',
     message,
-    permanent: typeof code === 'string' && permanentCodes.includes(code),
+    permanent: isPermanentFailure(code, 'commit'),
   };
 }
 

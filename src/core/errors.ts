@@ -62,18 +62,40 @@ export function showValue(value: unknown, max = 80): string {
   return value.length > max ? `${json.slice(0, -1)}..."` : json;
 }
 
-/** Failure codes no retry can fix (a name the file system or the wire refuses, a permission). */
-const PERMANENT_CODES: readonly string[] = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'UNSAFE_PATH', 'BAD_PATH', 'PERMISSION_DENIED'];
+/** Where one path failed: a client's push or pull of it, or the hub's commit of a pushed op. */
+export type FailedStep = 'push' | 'pull' | 'commit';
+
+const EVERY_STEP: readonly FailedStep[] = ['push', 'pull', 'commit'];
 
 /**
- * Whether a client's failed push or pull of one path is permanent (reported, never retried) or
- * retried with backoff. A pull that fails with UNSAFE_PATH met a local parent that is not a
- * directory (a file or link the user put there, not yet synced): that is a local change in
- * flight, not a fact about the path, so it is retried; once the parent's own sync settles (the
- * server's directory comes back, or ours is kept as a conflict copy) the pull goes through.
+ * The failure codes no retry can fix (a name the file system or the wire refuses, a
+ * permission), and the steps at which they are permanent. The exceptions:
+ * - UNSAFE_PATH on a pull met a local parent that is not a directory (a file or link the user
+ *   put there, not yet synced): a local change in flight, not a fact about the path, so it is
+ *   retried; once the parent's own sync settles (the server's directory comes back, or ours is
+ *   kept as a conflict copy) the pull goes through.
+ * - EROFS, EISDIR and ENOTDIR are permanent on the hub only: on a client, EISDIR and ENOTDIR
+ *   are likewise a local change in flight, and a client's read-only mount is retried.
+ * - PERMISSION_DENIED is SFTP's name for a permission failure (a client's transfer).
  */
-export function isPermanentFailure(code: unknown, op: 'push' | 'pull'): boolean {
-  if (typeof code !== 'string') return false;
-  if (op === 'pull' && code === 'UNSAFE_PATH') return false;
-  return PERMANENT_CODES.includes(code);
+const PERMANENT_AT: Readonly<Record<string, readonly FailedStep[]>> = {
+  EACCES: EVERY_STEP,
+  EPERM: EVERY_STEP,
+  ENAMETOOLONG: EVERY_STEP,
+  EILSEQ: EVERY_STEP,
+  EINVAL: EVERY_STEP,
+  BAD_PATH: EVERY_STEP,
+  UNSAFE_PATH: ['push', 'commit'],
+  PERMISSION_DENIED: ['push', 'pull'],
+  EROFS: ['commit'],
+  EISDIR: ['commit'],
+  ENOTDIR: ['commit'],
+};
+
+/**
+ * Whether one path's failure with `code` at `step` is permanent (reported, never retried) or
+ * retried with backoff. The hub's answer for a pushed op travels in its result (`permanent`).
+ */
+export function isPermanentFailure(code: unknown, step: FailedStep): boolean {
+  return typeof code === 'string' && Object.hasOwn(PERMANENT_AT, code) && (PERMANENT_AT[code] as readonly FailedStep[]).includes(step);
 }

@@ -10,6 +10,7 @@ import { decideCommit, renamedEntry } from '../../src/core/commit.js';
 import { otherLinkNames } from '../../src/core/merge.js';
 import { conflictCopyPath } from '../../src/core/conflict.js';
 import { isSameOrInside, outermostPaths, parentOf } from '../../src/core/paths.js';
+import { isPermanentFailure } from '../../src/core/errors.js';
 import { FsError, type MemFs } from './fs.js';
 import {
   TMP,
@@ -56,12 +57,10 @@ class OpError extends Error {
   }
 }
 
-const PERMANENT = ['EACCES', 'EPERM', 'ENAMETOOLONG', 'EILSEQ', 'EINVAL', 'EROFS', 'UNSAFE_PATH', 'BAD_PATH', 'EISDIR', 'ENOTDIR'];
-
 function toErrorResult(err: unknown): PushResult {
   if (err instanceof OpError) return { status: 'error', code: err.code, message: err.message, permanent: err.permanent };
   const code = (err as { code?: string }).code ?? 'INTERNAL';
-  return { status: 'error', code, message: (err as Error).message, permanent: PERMANENT.includes(code) };
+  return { status: 'error', code, message: (err as Error).message, permanent: isPermanentFailure(code, 'commit') };
 }
 
 function toWire(record: ServerRecord | null): Version | null {
