@@ -12,7 +12,7 @@ import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { ensurePrivateDir, ensureSocketDir } from './persistence.js';
 import { SyncError } from './core/errors.js';
 import { needsMarker, pauseReason } from './core/safety.js';
-import { MARKER_DIR } from './fs/apply.js';
+import { RESERVED_DIR } from './core/paths.js';
 import { VERSION } from './version.js';
 import type { ConflictsParams, ConflictsResult, ResolveParams, ResolveResult, RestoreParams, RestoreResultWire, VersionsParams, VersionsResult } from './rpc.js';
 import { reservedDirsProblem } from './fs/reserved.js';
@@ -338,8 +338,8 @@ function memoryNow(): StatusReport['memory'] {
  */
 export async function folderPauseReason(root: string, hasHistory: boolean, previous: string | null, logger: Logger): Promise<string | null> {
   const isDir = (p: string): Promise<boolean> => fs.stat(p).then((s) => s.isDirectory(), () => false);
-  const presence = { rootExists: await isDir(root), markerExists: await isDir(path.join(root, MARKER_DIR)), hasHistory };
-  if (needsMarker(presence)) await fs.mkdir(path.join(root, MARKER_DIR), { recursive: true, mode: 0o700 });
+  const presence = { rootExists: await isDir(root), markerExists: await isDir(path.join(root, RESERVED_DIR)), hasHistory };
+  if (needsMarker(presence)) await fs.mkdir(path.join(root, RESERVED_DIR), { recursive: true, mode: 0o700 });
   let reason = pauseReason(presence);
   // `.systemsync`, `tmp` and `trash` must be real directories of ours (a symlink there would be
   // followed by the cleanup): a symlinked tmp or trash is replaced, anything else pauses.
@@ -347,7 +347,7 @@ export async function folderPauseReason(root: string, hasHistory: boolean, previ
     try {
       reason = reservedDirsProblem(root, (message) => logger.warn(`${message} (${root})`));
     } catch (err) {
-      reason = `${MARKER_DIR} cannot be checked: ${describeFsError(err)}`;
+      reason = `${RESERVED_DIR} cannot be checked: ${describeFsError(err)}`;
     }
   }
   if (reason !== previous) {

@@ -15,7 +15,7 @@ import { conflictCopyPath, formatStamp } from './core/conflict.js';
 import { hasSameContent, isSameEntry } from './core/reconcile.js';
 import { decideCommit, renamedEntry } from './core/commit.js';
 import { otherLinkNames } from './core/merge.js';
-import { parentOf, isSameOrInside, outermostPaths } from './core/paths.js';
+import { parentOf, isSameOrInside, outermostPaths, RESERVED_DIR } from './core/paths.js';
 import { permissionBits } from './core/modes.js';
 import { ChangeLog, type ServerRecord } from './server/changelog.js';
 import { FolderBase, readInFolder } from './folder/base.js';
@@ -27,8 +27,8 @@ import { BUNDLE_FILE_MAX, createRpcPeer, MAX_BUNDLE_BYTES, prepareNotification, 
 import { ServerBlocks } from './server/delta.js';
 import { isValidBlockSize } from './core/blocks.js';
 import { FeedCache } from './server/feedcache.js';
-import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
-import { MARKER_DIR, cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
+import { absPathOf, hashOpenFile, hashSmallFile, isRecordedFile, isSameFingerprint, readLocal, readSmallFile, SMALL_FILE, walkTree } from './fs/scan.js';
+import { cleanTempDir, movePath, newTempName, placeDir, placeFile, placeSymlink, removePath, restampFile, tmpDirOf, type BeforeReplace } from './fs/apply.js';
 import { checkPath, isReachedThroughLink, safeChmod, safeLstat, safeUnlink } from './fs/safefs.js';
 import { TempQuota, type HeldTemp } from './server/tempquota.js';
 import { isFolderAllowed } from './core/access.js';
@@ -290,7 +290,8 @@ class ServedFolder extends FolderBase implements RecoveryHost {
       return made + 1;
     }
     if (isSameEntry(local.entry, known)) {
-      if (record !== null && JSON.stringify(record.stat) !== JSON.stringify(local.stat)) this.log.setStat(p, local.stat);
+      // Both null (a symlink has no fingerprint) is the same too.
+      if (record !== null && record.stat !== local.stat && !isSameFingerprint(record.stat, local.stat)) this.log.setStat(p, local.stat);
       return 0;
     }
     this.log.assign(p, local.entry, this.server.nodeName, { stat: local.stat });
@@ -494,7 +495,7 @@ class ServedFolder extends FolderBase implements RecoveryHost {
 
   /** The path of temp file `name` (an upload, a bundle, a part) with `.systemsync/tmp` checked to be a real directory in the folder. */
   private async uploadPath(name: string): Promise<string> {
-    return (await checkPath(this.root, `${MARKER_DIR}/tmp/${name}`, { allowReserved: true })).abs;
+    return (await checkPath(this.root, `${RESERVED_DIR}/tmp/${name}`, { allowReserved: true })).abs;
   }
 
   /**
@@ -882,7 +883,7 @@ export class SyncServer extends NodeBase {
     const needed = (): boolean => this.tempQuota.used(sessionId) + temp.bytes > this.tempQuota.perSession || this.tempQuota.used() + temp.bytes > this.tempQuota.total;
     if (needed()) {
       for (const [id, held] of this.tempQuota.list()) {
-        const st = await safeLstat(held.root, `${MARKER_DIR}/tmp/${held.name}`, { allowReserved: true }).catch(() => null);
+        const st = await safeLstat(held.root, `${RESERVED_DIR}/tmp/${held.name}`, { allowReserved: true }).catch(() => null);
         if (st === null) this.tempQuota.release(id, held);
       }
     }
@@ -898,7 +899,7 @@ export class SyncServer extends NodeBase {
   private async removeSessionTemps(sessionId: number): Promise<void> {
     for (const held of this.tempQuota.endSession(sessionId)) {
       try {
-        await safeUnlink(held.root, `${MARKER_DIR}/tmp/${held.name}`, { allowReserved: true });
+        await safeUnlink(held.root, `${RESERVED_DIR}/tmp/${held.name}`, { allowReserved: true });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger.warn(`cannot remove bundle ${held.name}: ${describeFsError(err)}`);
       }

@@ -18,7 +18,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ssh2 from 'ssh2';
-import { MARKER_DIR, tmpDirOf } from '../fs/apply.js';
+import { RESERVED_DIR } from '../core/paths.js';
+import { tmpDirOf } from '../fs/apply.js';
 import { CONFIG_DEFAULTS, parseConfig, readConfigEnvironment, type Config, type Role } from './config.js';
 import { hostKeyKnownHostsLine, loadOrCreateHostKey } from '../endpoint/hostkey.js';
 import { askDaemon } from './control.js';
@@ -540,7 +541,7 @@ async function localFolderProblem(root: string): Promise<string | null> {
       : `cannot stat ${root}: ${info.message}`;
   }
   if (!info.isDirectory()) return `${root} is not a directory`;
-  for (const dir of [tmpDirOf(root), path.join(root, MARKER_DIR)]) {
+  for (const dir of [tmpDirOf(root), path.join(root, RESERVED_DIR)]) {
     if ((await fsp.stat(dir).catch(() => null))?.isDirectory() !== true) continue;
     return probeWrite(dir);
   }

@@ -16,7 +16,7 @@ import fs, { constants as FS, type Stats } from 'node:fs';
 import path from 'node:path';
 import ssh2, { type Attributes, type SFTPWrapper } from 'ssh2';
 import { SystemsyncError } from '../core/errors.js';
-import { MARKER_DIR } from '../fs/apply.js';
+import { RESERVED_DIR } from '../core/paths.js';
 import { checkPath, recheckPath, safeChmod, safeUnlink, safeUtimes, type CheckedPath } from '../fs/safefs.js';
 
 const { OPEN_MODE, STATUS_CODE } = ssh2.utils.sftp;
@@ -25,7 +25,7 @@ const { OPEN_MODE, STATUS_CODE } = ssh2.utils.sftp;
 const MAX_READ = 256 * 1024;
 /** Open handles per SFTP session. */
 const MAX_HANDLES = 256;
-const TMP_PREFIX = `${MARKER_DIR}/tmp/`;
+const TMP_PREFIX = `${RESERVED_DIR}/tmp/`;
 
 export interface ConfinedFolder {
   name: string;
@@ -72,10 +72,10 @@ export function locate(p: string, policy: Pick<SftpPolicy, 'folders' | 'isAllowe
   if (!policy.isAllowed(folder.name)) return { ok: false, reason: `folder ${folder.name} is not in this client's [access]` };
   const rel = trimmed === folder.root ? '' : trimmed.slice(folder.root.length + 1);
   if (rel === '') return { ok: true, folder, rel, area: 'root' };
-  if (rel === `${MARKER_DIR}/tmp`) return { ok: true, folder, rel, area: 'tmpdir' };
+  if (rel === `${RESERVED_DIR}/tmp`) return { ok: true, folder, rel, area: 'tmpdir' };
   if (rel.startsWith(TMP_PREFIX) && !rel.slice(TMP_PREFIX.length).includes('/')) return { ok: true, folder, rel, area: 'tmp' };
-  if (rel === MARKER_DIR || rel.startsWith(`${MARKER_DIR}/`)) {
-    return { ok: false, reason: `the folder's ${MARKER_DIR}/ belongs to the server (only ${MARKER_DIR}/tmp/ is open)` };
+  if (rel === RESERVED_DIR || rel.startsWith(`${RESERVED_DIR}/`)) {
+    return { ok: false, reason: `the folder's ${RESERVED_DIR}/ belongs to the server (only ${RESERVED_DIR}/tmp/ is open)` };
   }
   return { ok: true, folder, rel, area: 'content' };
 }
@@ -119,7 +119,7 @@ async function checkDescriptor(fd: number, c: CheckedPath, area: 'content' | 'tm
     await recheckPath(c, 'while opening');
     return;
   }
-  const within = area === 'tmp' ? path.posix.join(c.realRoot, MARKER_DIR, 'tmp') : c.realRoot;
+  const within = area === 'tmp' ? path.posix.join(c.realRoot, RESERVED_DIR, 'tmp') : c.realRoot;
   if (!isInsideReal(real, within) || real === within) throw new Refused(`it resolves to ${real}, outside the folder`);
 }
 
@@ -176,8 +176,8 @@ export function serveConfinedSftp(sftp: SFTPWrapper, policy: SftpPolicy): void {
     if (!areas.includes(where.area)) {
       const why =
         where.area === 'content' || where.area === 'root'
-          ? `clients write only through ${MARKER_DIR}/tmp/ (the server commits the changes)`
-          : `not offered on ${where.area === 'tmpdir' ? `${MARKER_DIR}/tmp itself` : 'this path'}`;
+          ? `clients write only through ${RESERVED_DIR}/tmp/ (the server commits the changes)`
+          : `not offered on ${where.area === 'tmpdir' ? `${RESERVED_DIR}/tmp itself` : 'this path'}`;
       refuse(reqid, op, p, why);
       return null;
     }

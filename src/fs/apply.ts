@@ -13,6 +13,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import type { DirEntry, Entry, FileEntry, StatFingerprint } from '../core/types.js';
 import { permissionBits } from '../core/modes.js';
+import { RESERVED_DIR } from '../core/paths.js';
 import { fingerprint } from './scan.js';
 import { fsTimeOf, lstatOrNull } from './stat.js';
 import { removeTreeChecked, requireReservedDir, tempFilePath } from './reserved.js';
@@ -28,10 +29,8 @@ import {
   type CheckedPath,
 } from './safefs.js';
 
-export const MARKER_DIR = '.systemsync';
-
 export function tmpDirOf(root: string): string {
-  return path.join(root, MARKER_DIR, 'tmp');
+  return path.join(root, RESERVED_DIR, 'tmp');
 }
 
 /** A fresh temp file name inside `.systemsync/tmp` (no slash: also valid as an `upload` name). */
@@ -201,7 +200,7 @@ export async function cleanTempDir(root: string, olderThan: Date | null = null):
   const dir = await requireReservedDir(root, 'tmp');
   let removed = 0;
   for (const name of await fs.readdir(dir)) {
-    const rel = `${MARKER_DIR}/tmp/${name}`;
+    const rel = `${RESERVED_DIR}/tmp/${name}`;
     if (olderThan !== null) {
       const st = await safeLstat(root, rel, { allowReserved: true }).catch(() => null);
       if (st === null || st.mtimeMs >= olderThan.getTime()) continue;

@@ -19,11 +19,11 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { formatStamp } from '../core/conflict.js';
-import { isSameOrInside } from '../core/paths.js';
+import { isSameOrInside, RESERVED_DIR } from '../core/paths.js';
 import { SyncError } from '../core/errors.js';
 import type { Entry, FileEntry } from '../core/types.js';
 import { versionsToPrune, type VersionPolicy } from '../core/versionpolicy.js';
-import { MARKER_DIR, newTempName, type BeforeReplace } from '../fs/apply.js';
+import { newTempName, type BeforeReplace } from '../fs/apply.js';
 import { checkPath, recheckPath } from '../fs/safefs.js';
 import { mtimeOf } from '../fs/stat.js';
 import { writeFileAtomic } from '../persistence.js';
@@ -181,7 +181,7 @@ export class VersionStore {
   private async adoptUnknown(): Promise<number> {
     const known = new Set<string>();
     for (const r of this.records.values()) if (r.stored !== null) known.add(r.stored);
-    const trash = await checkPath(this.root, `${MARKER_DIR}/${TRASH_DIR}/x`, { allowReserved: true });
+    const trash = await checkPath(this.root, `${RESERVED_DIR}/${TRASH_DIR}/x`, { allowReserved: true });
     const trashAbs = path.dirname(trash.abs);
     const top = fs.lstatSync(trashAbs, { throwIfNoEntry: false });
     if (top === undefined || !top.isDirectory()) return 0;
@@ -239,7 +239,7 @@ export class VersionStore {
     let st: fs.Stats;
     for (let n = 1; ; n++) {
       // Parents created 0o700, none reached through a link (a client may plant one over SFTP).
-      const dest = await checkPath(this.root, `${MARKER_DIR}/${TRASH_DIR}/${stored}`, { allowReserved: true, createParents: 0o700 });
+      const dest = await checkPath(this.root, `${RESERVED_DIR}/${TRASH_DIR}/${stored}`, { allowReserved: true, createParents: 0o700 });
       try {
         // link(2) does not follow a symlink at the source; the caller checked it is a file.
         fs.linkSync(absPath, dest.abs);
@@ -316,8 +316,8 @@ export class VersionStore {
    */
   async copyOut(r: KeptRecord): Promise<{ tmpAbs: string; entry: FileEntry }> {
     if (r.type !== 'file' || r.stored === null) throw new SyncError('NOT_A_FILE', `version ${r.id} is a directory`);
-    const src = await checkPath(this.root, `${MARKER_DIR}/${TRASH_DIR}/${r.stored}`, { allowReserved: true });
-    const tmp = await checkPath(this.root, `${MARKER_DIR}/tmp/${newTempName('restore')}`, { allowReserved: true, createParents: 0o700 });
+    const src = await checkPath(this.root, `${RESERVED_DIR}/${TRASH_DIR}/${r.stored}`, { allowReserved: true });
+    const tmp = await checkPath(this.root, `${RESERVED_DIR}/tmp/${newTempName('restore')}`, { allowReserved: true, createParents: 0o700 });
     let input: fsp.FileHandle;
     try {
       input = await fsp.open(src.abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -371,7 +371,7 @@ export class VersionStore {
       const r = this.records.get(id)!;
       if (r.stored !== null) {
         try {
-          const c = await checkPath(this.root, `${MARKER_DIR}/${TRASH_DIR}/${r.stored}`, { allowReserved: true });
+          const c = await checkPath(this.root, `${RESERVED_DIR}/${TRASH_DIR}/${r.stored}`, { allowReserved: true });
           const st = fs.lstatSync(c.abs, { throwIfNoEntry: false });
           if (st !== undefined && !st.isDirectory()) fs.unlinkSync(c.abs);
         } catch {
@@ -390,7 +390,7 @@ export class VersionStore {
   private async removeEmptyDirs(): Promise<void> {
     let trashAbs: string;
     try {
-      trashAbs = path.dirname((await checkPath(this.root, `${MARKER_DIR}/${TRASH_DIR}/x`, { allowReserved: true })).abs);
+      trashAbs = path.dirname((await checkPath(this.root, `${RESERVED_DIR}/${TRASH_DIR}/x`, { allowReserved: true })).abs);
     } catch {
       return;
     }
