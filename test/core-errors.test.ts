@@ -8,8 +8,8 @@ describe('isPermanentFailure', () => {
     { code: 'EACCES', op: 'push', expected: true },
     { code: 'EACCES', op: 'pull', expected: true },
     { code: 'BAD_PATH', op: 'pull', expected: true },
-    { code: 'UNSAFE_PATH', op: 'push', expected: true },
-    // A local parent that is a file or link now: a local change in flight, retried.
+    // A parent that is a file or link now, here or on the hub: a state in flight, retried.
+    { code: 'UNSAFE_PATH', op: 'push', expected: false },
     { code: 'UNSAFE_PATH', op: 'pull', expected: false },
     { code: 'ENOENT', op: 'push', expected: false },
     { code: 'ENOTEMPTY', op: 'pull', expected: false },
@@ -19,10 +19,10 @@ describe('isPermanentFailure', () => {
     // The hub's commit: the same codes, and a read-only folder or a type in the way of the op.
     { code: 'EACCES', op: 'commit', expected: true },
     { code: 'ENAMETOOLONG', op: 'commit', expected: true },
-    { code: 'UNSAFE_PATH', op: 'commit', expected: true },
+    { code: 'UNSAFE_PATH', op: 'commit', expected: false },
     { code: 'EROFS', op: 'commit', expected: true },
     { code: 'EISDIR', op: 'commit', expected: true },
-    { code: 'ENOTDIR', op: 'commit', expected: true },
+    { code: 'ENOTDIR', op: 'commit', expected: false },
     { code: 'ENOENT', op: 'commit', expected: false },
     { code: 'UPLOAD_MISSING', op: 'commit', expected: false },
     // On a client those are a local change in flight (or a mount that may come back): retried.

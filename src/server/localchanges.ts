@@ -179,11 +179,17 @@ export class LocalChanges {
       if (record !== null && record.stat !== local.stat && !isSameFingerprint(record.stat, local.stat)) this.ctx.log.setStat(p, local.stat);
       return 0;
     }
+    // A directory replaced by a file or link took its subtree with it: the children's deletes
+    // come first in the feed, so a client never places the new entry over a full directory.
+    let made = 0;
+    if (known?.type === 'dir' && local.entry.type !== 'dir') {
+      for (const child of this.ctx.log.liveUnder(p)) (this.ctx.log.assign(child, null, this.ctx.nodeName), made++);
+    }
     this.ctx.log.assign(p, local.entry, this.ctx.nodeName, { stat: local.stat });
     this.ctx.logger.info(`local change ${showPath(p)}`);
     if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
     this.secondLook.add([p]);
-    return 1;
+    return made + 1;
   }
 
   /** A path the wire cannot carry: a failed task while it is on disk (and not ignored), nothing once it is gone. */

@@ -250,10 +250,14 @@ export class ServerShell {
       if (record !== null && JSON.stringify(record.stat) !== JSON.stringify(local.stat)) this.log.records.set(p, { ...record, stat: local.stat });
       return 0;
     }
+    let made = 0;
+    if (known?.type === 'dir' && local.entry.type !== 'dir') {
+      for (const child of this.liveUnder(p)) (this.assign(child, null, this.name), made++);
+    }
     this.assign(p, local.entry, this.name, { stat: local.stat });
     if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
     this.secondLook.add([p]);
-    return 1;
+    return made + 1;
   }
 
   private *commitDurably(): Proc {
