@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import type { BaseRecord, Change, Entry, StatFingerprint } from '../core/types.js';
+import type { BaseRecord, Change, Entry, FileEntry, StatFingerprint } from '../core/types.js';
 import { decidePull, hasSameContent, isSameEntry } from '../core/reconcile.js';
 import { basesForPulledRename, moveBases, otherLinkNames, pathsToPushAfterResync, pullsStillFailing } from '../core/merge.js';
 import { conflictCopyPath } from '../core/conflict.js';
@@ -271,59 +271,12 @@ export class Puller {
         // pushed, nothing else would ever bring it (the cursor is past it).
         if (change.entry !== null) throw Object.assign(new Error('kept the local version, pushed first; the server\'s is pulled after'), { code: 'LOCAL_CHANGE' });
         return;
-      case 'delete': {
-        // Never unlinks bytes the decision did not see (a local write racing the delete).
-        const result = await removePulledPath(this.ctx.root, p, { entry: local!, stat: null }, {
-          conflictName: (rel) => conflictCopyPath(rel, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c))),
-        });
-        const removed = result.removed;
-        if (!result.removed && result.copy !== null) this.ctx.state.markDirty([result.copy]);
-        if (removed) {
-          this.ctx.state.deleteBase(p);
-          this.ctx.logger.info(`pulled delete ${showPath(p)}`);
-        } else {
-          // Something we never pushed is still inside: keep the directory, push what is there.
-          this.ctx.state.deleteBase(p);
-          this.ctx.state.markDirty([p]);
-          this.ctx.schedulePush();
-        }
+      case 'delete':
+        await this.pullDelete(p, local!);
         return;
-      }
-      case 'rename': {
-        await movePath(this.ctx.root, decision.from, p);
-        // What moved with a directory keeps what we agreed on, under its new path: the feed's
-        // versions of the moved children then find them clean (or fetch a newer content),
-        // instead of taking them for local edits.
-        // A child committed under the old name after the rename was not carried by it (core/merge.ts).
-        const children = this.ctx.state.baseUnder(decision.from).map((c) => [c, this.ctx.state.getBase(c)!] as const);
-        const after = basesForPulledRename(decision.from, p, change.seq, children);
-        moveBases(this.ctx.state, after.moves);
-        this.ctx.state.deleteBase(decision.from);
-        // What moved here that the base never knew (a local file not pushed yet) is only found by a walk.
-        const movedHere = [...after.recheck];
-        try {
-          if (change.entry!.type === 'dir') for await (const item of walkTree(this.ctx.root, { ignore: this.ctx.ignore, under: p })) movedHere.push(item.path);
-        } catch (err) {
-          this.ctx.logger.debug(`walk of ${showPath(p)}: ${(err as Error).message}`); // moved on again: its own events follow
-        }
-        // Bases from the look before the move; what moved is looked at again (an edit made just
-        // before the move has no hint at its new path; the rename moved its ctime anyway).
-        // A rename may carry new metadata (a chmod right after it): give it to what moved. The
-        // base then has no fingerprint, so the look that follows hashes it once.
-        const wanted = change.entry!;
-        const moved = fromLocal?.entry ?? null;
-        let stat = fromLocal?.stat ?? null;
-        if (moved !== null && !isSameEntry(moved, wanted)) {
-          if (wanted.type === 'file') this.markOtherLinks(p, await restampFile(this.ctx.root, p, wanted), fromLocal?.links ?? 1);
-          if (wanted.type === 'dir') await safeChmod(this.ctx.root, p, wanted.mode);
-          stat = null;
-        }
-        record(wanted, stat);
-        this.ctx.state.markDirty(movedHere);
-        this.ctx.schedulePush();
-        this.ctx.logger.info(`pulled rename ${showPath(decision.from)} -> ${showPath(p)}`);
+      case 'rename':
+        await this.pullRename(change, decision.from, fromLocal);
         return;
-      }
       case 'fetch':
         if (!force && change.origin === this.ctx.nodeName && change.seq > conn.sessionHead) {
           // Our own version, made during this connection (by a commit, or a parent the server
@@ -337,6 +290,90 @@ export class Puller {
         await this.fetchVersion(conn, change, localState, prefetched);
         return;
     }
+  }
+
+  /** Download the server's version into `tmpAbs`: as a delta against local copies when it can, else whole. */
+  private async download(conn: FolderConnection, change: Change, entry: FileEntry, localBefore: Entry | null, tmpAbs: string): Promise<void> {
+    const p = change.path;
+    const remote = conn.remote;
+    const transfer = this.ctx.beginTransfer(p, 'pull', entry.size);
+    try {
+      const fromEntry = change.from === undefined ? null : this.ctx.state.getBase(change.from)?.entry;
+      const sources = [localBefore?.type === 'file' ? { rel: p, entry: localBefore } : null, fromEntry?.type === 'file' ? { rel: change.from!, entry: fromEntry } : null]
+        .filter((s) => s !== null)
+        .map((s) => ({ abs: path.join(this.ctx.root, s.rel), hash: s.entry.hash, size: s.entry.size }));
+      const delta = await pullDelta({ ssh: conn.ssh, peer: conn.peer, folder: this.ctx.name, rel: p, remotePath: `${remote.root}/${p}`, entry, localSources: sources, outAbs: tmpAbs, onProgress: (done) => transfer.progress(done) }).catch((err: unknown) => {
+        if (conn.ssh.isClosed) throw err;
+        this.ctx.logger.debug(`pull ${showPath(p)}: no delta (${describeFsError(err)}), fetching it whole`);
+        return null;
+      });
+      if (delta !== null) this.ctx.logger.debug(`pull ${showPath(p)}: delta, ${delta.fetchedBytes} bytes fetched, ${delta.reusedBytes} reused`);
+      else await conn.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, expectedSize: entry.size, onProgress: (done) => transfer.progress(done) });
+    } catch (err) {
+      await fs.rm(tmpAbs, { force: true });
+      throw err;
+    } finally {
+      transfer.end();
+    }
+  }
+
+  /** A pulled delete: the local path goes, unless it holds what the decision did not see. */
+  private async pullDelete(p: string, local: Entry): Promise<void> {
+    // Never unlinks bytes the decision did not see (a local write racing the delete).
+    const result = await removePulledPath(this.ctx.root, p, { entry: local, stat: null }, {
+      conflictName: (rel) => conflictCopyPath(rel, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c))),
+    });
+    const removed = result.removed;
+    if (!result.removed && result.copy !== null) this.ctx.state.markDirty([result.copy]);
+    if (removed) {
+      this.ctx.state.deleteBase(p);
+      this.ctx.logger.info(`pulled delete ${showPath(p)}`);
+    } else {
+      // Something we never pushed is still inside: keep the directory, push what is there.
+      this.ctx.state.deleteBase(p);
+      this.ctx.state.markDirty([p]);
+      this.ctx.schedulePush();
+    }
+  }
+
+  /**
+   * A pulled rename: the local `from` moves to the change's path with the bases of what the
+   * server's rename carried; everything that moved is looked at again.
+   */
+  private async pullRename(change: Change, from: string, fromLocal: LocalState | null): Promise<void> {
+    const p = change.path;
+    await movePath(this.ctx.root, from, p);
+    // What moved with a directory keeps what we agreed on, under its new path: the feed's
+    // versions of the moved children then find them clean (or fetch a newer content),
+    // instead of taking them for local edits.
+    // A child committed under the old name after the rename was not carried by it (core/merge.ts).
+    const children = this.ctx.state.baseUnder(from).map((c) => [c, this.ctx.state.getBase(c)!] as const);
+    const after = basesForPulledRename(from, p, change.seq, children);
+    moveBases(this.ctx.state, after.moves);
+    this.ctx.state.deleteBase(from);
+    // What moved here that the base never knew (a local file not pushed yet) is only found by a walk.
+    const movedHere = [...after.recheck];
+    try {
+      if (change.entry!.type === 'dir') for await (const item of walkTree(this.ctx.root, { ignore: this.ctx.ignore, under: p })) movedHere.push(item.path);
+    } catch (err) {
+      this.ctx.logger.debug(`walk of ${showPath(p)}: ${(err as Error).message}`); // moved on again: its own events follow
+    }
+    // Bases from the look before the move; what moved is looked at again (an edit made just
+    // before the move has no hint at its new path; the rename moved its ctime anyway).
+    // A rename may carry new metadata (a chmod right after it): give it to what moved. The
+    // base then has no fingerprint, so the look that follows hashes it once.
+    const wanted = change.entry!;
+    const moved = fromLocal?.entry ?? null;
+    let stat = fromLocal?.stat ?? null;
+    if (moved !== null && !isSameEntry(moved, wanted)) {
+      if (wanted.type === 'file') this.markOtherLinks(p, await restampFile(this.ctx.root, p, wanted), fromLocal?.links ?? 1);
+      if (wanted.type === 'dir') await safeChmod(this.ctx.root, p, wanted.mode);
+      stat = null;
+    }
+    this.ctx.state.setBase(p, { seq: change.seq, entry: wanted, stat });
+    this.ctx.state.markDirty(movedHere);
+    this.ctx.schedulePush();
+    this.ctx.logger.info(`pulled rename ${showPath(from)} -> ${showPath(p)}`);
   }
 
   /** A restamp (chmod, mtime) changed every name of a hard-linked file: the other indexed names are looked at again. */
@@ -370,32 +407,13 @@ export class Puller {
       this.markOtherLinks(p, stat, localState?.links ?? 1);
       return;
     }
-    const remote = conn.remote;
     const tmpAbs = await tempFilePath(this.ctx.root, newTempName('down'));
     // A small file usually came in a bundle, already checked against its hash.
     const content = (await prefetched?.take(change.seq)) ?? null;
     if (content !== null) {
       fsSync.writeFileSync(tmpAbs, content, { flag: 'wx', mode: 0o600 });
     } else {
-      const transfer = this.ctx.beginTransfer(p, 'pull', entry.size);
-      try {
-        const fromEntry = change.from === undefined ? null : this.ctx.state.getBase(change.from)?.entry;
-        const sources = [localBefore?.type === 'file' ? { rel: p, entry: localBefore } : null, fromEntry?.type === 'file' ? { rel: change.from!, entry: fromEntry } : null]
-          .filter((s) => s !== null)
-          .map((s) => ({ abs: path.join(this.ctx.root, s.rel), hash: s.entry.hash, size: s.entry.size }));
-        const delta = await pullDelta({ ssh: conn.ssh, peer: conn.peer, folder: this.ctx.name, rel: p, remotePath: `${remote.root}/${p}`, entry, localSources: sources, outAbs: tmpAbs, onProgress: (done) => transfer.progress(done) }).catch((err: unknown) => {
-          if (conn.ssh.isClosed) throw err;
-          this.ctx.logger.debug(`pull ${showPath(p)}: no delta (${describeFsError(err)}), fetching it whole`);
-          return null;
-        });
-        if (delta !== null) this.ctx.logger.debug(`pull ${showPath(p)}: delta, ${delta.fetchedBytes} bytes fetched, ${delta.reusedBytes} reused`);
-        else await conn.ssh.downloadFile(`${remote.root}/${p}`, tmpAbs, { expectedHash: entry.hash, expectedSize: entry.size, onProgress: (done) => transfer.progress(done) });
-      } catch (err) {
-        await fs.rm(tmpAbs, { force: true });
-        throw err;
-      } finally {
-        transfer.end();
-      }
+      await this.download(conn, change, entry, localBefore, tmpAbs);
     }
     const localChanged = (): Error => {
       this.ctx.state.markDirty([p]);
