@@ -376,6 +376,25 @@ export class Puller {
     this.ctx.logger.info(`pulled rename ${showPath(from)} -> ${showPath(p)}`);
   }
 
+  /**
+   * Before a pulled file or link takes the place of the local directory `p`: if it still holds
+   * entries (the deletes of everything the server had in it came first), they are local content
+   * the server never had; the directory moves to a conflict-copy name with them, and all of it
+   * is pushed from there. Placing over it failed for ever (ENOTEMPTY) while the push of its
+   * children failed on the server's file or link (the simulation, seeds 272 and 341).
+   */
+  private async keepFullDirectory(p: string): Promise<void> {
+    const entries = await fs.readdir(path.join(this.ctx.root, p)).catch(() => []);
+    if (entries.length === 0) return;
+    const copy = conflictCopyPath(p, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c)));
+    await movePath(this.ctx.root, p, copy);
+    const moved = [copy];
+    for await (const item of walkTree(this.ctx.root, { ignore: this.ctx.ignore, under: copy })) moved.push(item.path);
+    this.ctx.state.markDirty([...moved, ...this.ctx.state.baseUnder(p)]);
+    this.ctx.schedulePush();
+    this.ctx.logger.warn(`${showPath(p)} became a file or link on the server while it held local content here: kept the directory as ${showPath(copy)}`);
+  }
+
   /** A restamp (chmod, mtime) changed every name of a hard-linked file: the other indexed names are looked at again. */
   private markOtherLinks(p: string, stat: StatFingerprint, links: number): void {
     const others = otherLinkNames(p, links, this.ctx.state.pathsOfInode(stat.ino));
@@ -395,6 +414,9 @@ export class Puller {
       this.ctx.state.setBase(p, { seq: change.seq, entry, stat: after !== null && after !== 'unsupported' ? after.stat : null });
       return;
     }
+    // A file or link that replaces a directory still holding what the server never had: that
+    // content is kept, as a conflict copy of the directory, and pushed from there.
+    if (localBefore?.type === 'dir') await this.keepFullDirectory(p);
     if (entry.type === 'symlink') {
       await placeSymlink(this.ctx.root, p, entry.target);
       this.ctx.state.setBase(p, { seq: change.seq, entry, stat: null });

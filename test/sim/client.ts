@@ -684,6 +684,17 @@ export class ClientShell {
     }
   }
 
+  /** As Puller.keepFullDirectory: a directory a pulled file or link replaces keeps what the server never had, as a conflict copy. */
+  private *keepFullDirectory(p: string): Proc {
+    yield* pause();
+    if (this.fs.lstat(p)?.kind !== 'dir' || this.fs.children(p).length === 0) return;
+    const copy = this.conflictName(p);
+    movePath(this.fs, p, copy);
+    yield* pause();
+    this.state.markDirty([copy, ...(this.fs.lstat(copy)?.kind === 'dir' ? this.fs.walk(copy) : []), ...this.state.baseUnder(p)]);
+    this.schedulePush();
+  }
+
   /** As SyncedFolder.markOtherLinks: a restamp changed every name of a hard-linked file. */
   private markOtherLinks(p: string, stat: StatFingerprint, links: number): void {
     const others = otherLinkNames(p, links, this.state.pathsOfInode(stat.ino));
@@ -704,6 +715,7 @@ export class ClientShell {
       this.state.setBase(p, { seq: change.seq, entry, stat: after?.stat ?? null });
       return;
     }
+    if (localBefore?.type === 'dir') yield* this.keepFullDirectory(p);
     if (entry.type === 'symlink') {
       yield* pause();
       placeSymlink(this.fs, p, entry.target);
