@@ -11,6 +11,7 @@ import {
   decideRename,
   hasSameContent,
   isSameEntry,
+  isSameFingerprint,
   orderPushOps,
   type PullDecision,
 } from '../src/core/reconcile.js';
@@ -103,6 +104,17 @@ describe('isSameEntry', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Server side
+
+describe('isSameFingerprint', () => {
+  const fp = { ino: 7, size: 3, mtimeMs: 1_700_000_000_123.4, ctimeMs: 1_700_000_000_200.5 };
+  it('is true only for two fingerprints equal in every field', () => {
+    expect(isSameFingerprint(fp, { ...fp })).toBe(true);
+    for (const key of ['ino', 'size', 'mtimeMs', 'ctimeMs'] as const) expect(isSameFingerprint(fp, { ...fp, [key]: fp[key] + 1 }), key).toBe(false);
+    expect(isSameFingerprint(null, fp)).toBe(false);
+    expect(isSameFingerprint(fp, undefined)).toBe(false);
+    expect(isSameFingerprint(null, null)).toBe(false);
+  });
+});
 
 describe('decidePut', () => {
   // ancestor: the seq the pushing client last agreed on; local: what it pushes; remote: the

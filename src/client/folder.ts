@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { Change } from '../core/types.js';
 import { decideInterruptedPull } from '../core/merge.js';
 import { permissionBits } from '../core/modes.js';
+import { isSameFingerprint } from '../core/reconcile.js';
 import type { Logger } from '../node/log.js';
 import type { FolderStatus, TaskInfo } from '../node.js';
 import { isRecordedFile, walkTree, fingerprint } from '../fs/scan.js';
@@ -218,7 +219,7 @@ export class SyncedFolder extends FolderBase {
         base.stat !== null &&
         (item.type === 'dir'
           ? base.entry.type === 'dir' && base.entry.mode === permissionBits(item.stat.mode)
-          : base.stat.ino === fp.ino && base.stat.size === fp.size && base.stat.mtimeMs === fp.mtimeMs && base.stat.ctimeMs === fp.ctimeMs);
+          : isSameFingerprint(base.stat, fp));
       if (!isClean) dirty.push(item.path);
     }
     for (const p of this.state.basePaths()) if (!seen.has(p)) dirty.push(p);

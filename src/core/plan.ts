@@ -14,7 +14,7 @@
  * - a path whose base only lost its fingerprint (same entry, new stat) gets its base re-stamped.
  */
 import { isSameOrInside } from './paths.js';
-import { decidePush, hasSameContent, isSameEntry, orderPushOps } from './reconcile.js';
+import { decidePush, hasSameContent, isSameEntry, isSameFingerprint, orderPushOps } from './reconcile.js';
 import type { BaseRecord, Entry, PushOp, StatFingerprint } from './types.js';
 
 /** One path as read from the local disk: its entry and its stat fingerprint (null for symlinks). */
@@ -116,7 +116,7 @@ export function planPush(observed: ReadonlyMap<string, Observed | null>, bases: 
     }
     const op = decidePush(p, base, local?.entry ?? null);
     if (op === null) {
-      if (base !== null && local !== null && local.stat !== null && !isSameStat(base.stat, local.stat)) restat.push([p, { ...base, stat: local.stat }]);
+      if (base !== null && local !== null && local.stat !== null && !isSameFingerprint(base.stat, local.stat)) restat.push([p, { ...base, stat: local.stat }]);
       continue;
     }
     if (op.op === 'put' && op.entry.type === 'file' && !(base?.entry.type === 'file' && hasSameContent(base.entry, op.entry))) {
@@ -151,11 +151,6 @@ export function planPush(observed: ReadonlyMap<string, Observed | null>, bases: 
   // (the server's rules then answer stale where it cannot apply, and that is re-synced).
   if (sent.length === 0 && ops.length > 0) return { ops: orderPushOps(ops), restat, recheck: [...new Set(recheck)] };
   return { ops: orderPushOps(sent), restat, recheck: [...new Set(recheck)] };
-}
-
-function isSameStat(a: StatFingerprint | null, b: StatFingerprint | null): boolean {
-  if (a === null || b === null) return a === b;
-  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }
 
 function byDepthThenName(a: string, b: string): number {

@@ -5,7 +5,7 @@
  * `local` is what is on the local disk now, `current` is the server's version now. Sequence
  * numbers are the only order; clocks of different machines are never compared.
  */
-import type { BaseRecord, Change, Entry, PushOp, Version } from './types.js';
+import type { BaseRecord, Change, Entry, PushOp, StatFingerprint, Version } from './types.js';
 
 /** Same content and type (a file's hash, a link's target; any two directories). */
 export function hasSameContent(a: Entry | null, b: Entry | null): boolean {
@@ -23,6 +23,14 @@ export function isSameEntry(a: Entry | null, b: Entry | null): boolean {
   if (a.type === 'file' && b.type === 'file') return a.mode === b.mode && a.mtime === b.mtime;
   if (a.type === 'dir' && b.type === 'dir') return a.mode === b.mode;
   return true;
+}
+
+/** True when two fingerprints are the same (both non-null and equal in every field): the file was not touched since the first was taken. */
+export function isSameFingerprint(a: StatFingerprint | null | undefined, b: StatFingerprint | null | undefined): boolean {
+  return (
+    a !== null && a !== undefined && b !== null && b !== undefined &&
+    a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs
+  );
 }
 
 function isLive(version: Version | null): version is Version & { entry: Entry } {

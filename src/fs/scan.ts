@@ -8,6 +8,7 @@ import type { IgnoreMatcher } from '../core/ignore.js';
 import { isReservedPath } from '../core/ignore.js';
 import { permissionBits } from '../core/modes.js';
 import { SyncError } from '../core/errors.js';
+import { isSameFingerprint } from '../core/reconcile.js';
 import type { Entry, StatFingerprint } from '../core/types.js';
 import { fsTimeOf, lstatOrNull, mtimeOf } from './stat.js';
 
@@ -159,14 +160,6 @@ export function isRecordedFile(root: string, rel: string, recorded: { entry: Ent
   if (recorded?.entry?.type !== 'file' || recorded.stat === null) return false;
   const st = lstatOrNull(absPathOf(root, rel));
   return st !== null && st.isFile() && isSameFingerprint(recorded.stat, fingerprint(st));
-}
-
-/** True when two fingerprints are the same (both non-null and equal in every field). */
-export function isSameFingerprint(a: StatFingerprint | null | undefined, b: StatFingerprint | null | undefined): boolean {
-  return (
-    a !== null && a !== undefined && b !== null && b !== undefined &&
-    a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs
-  );
 }
 
 function isMissing(err: unknown): boolean {

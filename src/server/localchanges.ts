@@ -8,12 +8,12 @@
  */
 import type { IgnoreMatcher } from '../core/ignore.js';
 import { outermostPaths } from '../core/paths.js';
-import { isSameEntry } from '../core/reconcile.js';
+import { isSameEntry, isSameFingerprint } from '../core/reconcile.js';
 import { DelayedBatch, type SerialLock } from '../node/lock.js';
 import type { Logger } from '../node/log.js';
 import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
-import { isRecordedFile, isSameFingerprint, walkTree } from '../fs/scan.js';
+import { isRecordedFile, walkTree } from '../fs/scan.js';
 import { lstatUnderRoot } from '../fs/presence.js';
 import { readInFolder } from '../folder/base.js';
 import { unsendableReason, type UnsendablePaths } from '../wire/unsendable.js';
