@@ -48,17 +48,30 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
   /** Block lists of its files (delta transfer). */
   readonly blocks = new ServerBlocks();
   private lastPrune = 0;
-  lastSync: Date | null = null;
+  private lastSyncAt: Date | null = null;
   /** Paths on disk whose names the wire rejects: listed as failed tasks, never recorded. */
   readonly unsendable = new UnsendablePaths();
-  /** Highest seq known to be on disk: the feed never shows more. */
-  durableHead = 0;
+  private headOnDisk = 0;
   /** One `changed` line for all clients, pages shared by all clients. */
   readonly feed: FeedCache;
-  /** start() got past its presence check once: later pauses end with a resume, not a start. */
-  isStarted = false;
+  private started = false;
   private readonly local: LocalChanges;
   private readonly committer: Committer;
+
+  /** Highest seq known to be on disk: the feed never shows more. */
+  get durableHead(): number {
+    return this.headOnDisk;
+  }
+
+  /** When a version was last made durable here. */
+  get lastSync(): Date | null {
+    return this.lastSyncAt;
+  }
+
+  /** start() got past its presence check once: later pauses end with a resume, not a start. */
+  get isStarted(): boolean {
+    return this.started;
+  }
 
   /** The origin of versions this folder makes itself (local edits, restores, resolves). */
   get origin(): string {
@@ -76,10 +89,10 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
     readonly kept: VersionStore,
   ) {
     super(name, root, logger, patterns);
-    this.durableHead = log.head;
+    this.headOnDisk = log.head;
     // A name the wire rejects (recorded before this check existed) is left out of pages and
     // inline changes, not allowed to fail the validation of the whole page for every client.
-    this.feed = new FeedCache(name, log, this.durableHead, (c) => {
+    this.feed = new FeedCache(name, log, this.headOnDisk, (c) => {
       if (isSendableChange(c)) return true;
       this.logger.error(`not sent: ${showPath(c.path)}: ${unsendableReason(c.path) ?? 'BAD_PATH'}`);
       return false;
@@ -123,7 +136,7 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
   async start(): Promise<void> {
     await this.checkPresence();
     if (this.paused !== null) return;
-    this.isStarted = true;
+    this.started = true;
     const removed = await cleanTempDir(this.root);
     if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
     await this.watchAndScan();
@@ -149,7 +162,7 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
 
   /** Only a folder that started once resumes: one that never did is started by the maintenance. */
   protected override mayResume(): boolean {
-    return this.isStarted;
+    return this.started;
   }
 
   /**
@@ -173,9 +186,9 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
   async commitDurably(): Promise<void> {
     const head = this.log.head;
     await this.log.flush();
-    if (head > this.durableHead) this.durableHead = head;
-    this.lastSync = new Date();
-    this.hub.notifyChanged(this.durableHead);
+    if (head > this.headOnDisk) this.headOnDisk = head;
+    this.lastSyncAt = new Date();
+    this.hub.notifyChanged(this.headOnDisk);
   }
 
   /** Prune the kept versions by `policy`, at most once a minute. */
