@@ -166,8 +166,10 @@ describe('every change converges (issue 10 regressions)', () => {
   /**
    * Keeps `root`'s watcher busy (so that it batches events for up to 500 ms) while files appear,
    * a few every few ms, in directories just made, over the time the node walks those directories
-   * again; each is removed 150 ms after it was made. A file the walk found before the watcher
-   * reported its creation, removed within that same batch of events, is never reported at all.
+   * again; each is removed 150, 300 or 450 ms after it was made (a client pushes what its walk
+   * found and reads it again at once: only a later removal is missed there). A file the walk
+   * found before the watcher reported its creation, removed within that same batch of events, is
+   * never reported at all.
    */
   const createAndRemoveAroundTheSecondLook = async (root: string, area: string): Promise<void> => {
     const noise = setInterval(() => write(root, `${area}/noise.txt`, crypto.randomBytes(16).toString('hex')), 10);
@@ -178,7 +180,7 @@ describe('every change converges (issue 10 regressions)', () => {
       for (let i = 0, until = Date.now() + 2000; Date.now() < until; i++) {
         const rel = `${area}/d${i % 5}/f${i}.txt`;
         write(root, rel, `short-lived ${i}`);
-        removals.push(sleep(150).then(() => fs.unlinkSync(at(root, rel))));
+        removals.push(sleep(150 * (1 + (i % 3))).then(() => fs.unlinkSync(at(root, rel))));
         await sleep(3);
       }
       await Promise.all(removals);
