@@ -195,6 +195,19 @@ describe('walkTree', () => {
     expect(await walkAll(root, { under: 'nope' })).toEqual([]);
   });
 
+  it('lists nothing when `under` is, or lies under, a symlink (names outside the folder are not the folder\'s)', async () => {
+    const outside = await makeTree({ 'secret/s.txt': 's', 'secret/sub/t.txt': 't' });
+    const root = await makeTree({
+      'real/in.txt': 'i',
+      'moved': { symlink: path.join(outside, 'secret') },
+      'file.txt': 'f',
+    });
+    expect(await walkAll(root, { under: 'moved' })).toEqual([]);
+    expect(await walkAll(root, { under: 'moved/sub' })).toEqual([]);
+    expect(await walkAll(root, { under: 'file.txt' })).toEqual([]);
+    expect(await walkAll(root, { under: 'real' })).toEqual(['file:real/in.txt']);
+  });
+
   it('reports a directory it cannot read and goes on', async () => {
     const root = await makeTree({ 'ok/fine.txt': 'y' });
     // Permission bits do not stop root, so use a path longer than PATH_MAX: bash can build it

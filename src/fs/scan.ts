@@ -308,6 +308,9 @@ export async function* walkTree(
   opts: { ignore: IgnoreMatcher; under?: string; onProblem?: (problem: WalkProblem) => void },
 ): AsyncGenerator<WalkItem> {
   const onProblem = opts.onProblem ?? (() => undefined);
+  // A starting directory reached through a symlink (or swapped for one) lies outside the folder:
+  // its names are not the folder's, so nothing is listed.
+  if (opts.under !== undefined && opts.under !== '' && !isPlainDirectoryPath(root, opts.under)) return;
   // Explicit stack of sibling lists instead of nested generators (each level of `yield*`
   // would add a hop per item).
   const first = await readChildren(root, opts.under ?? '', true, opts.ignore, onProblem);
@@ -324,6 +327,17 @@ export async function* walkTree(
       stack.push({ items: await readChildren(root, item.path, false, opts.ignore, onProblem), next: 0 });
     }
   }
+}
+
+/** Whether every component of the folder-relative `rel`, itself included, is a real directory (no symlink). */
+function isPlainDirectoryPath(root: string, rel: string): boolean {
+  let at = '';
+  for (const part of rel.split('/')) {
+    at = at === '' ? part : `${at}/${part}`;
+    const st = lstatOrNull(absPathOf(root, at));
+    if (st === null || !st.isDirectory()) return false;
+  }
+  return true;
 }
 
 /** The children of `dir`, sorted, lstat'ed, without vanished, reserved or ignored ones. */
