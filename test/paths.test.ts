@@ -8,6 +8,7 @@ import {
   isSafeRelativePath,
   isSameOrInside,
   joinRelative,
+  movedPath,
   outermostPaths,
   parentOf,
   segments,
@@ -172,6 +173,13 @@ describe('helpers', () => {
     { p: 'anything', dir: '', expected: true },
   ])('isSameOrInside($p, $dir) = $expected', ({ p, dir, expected }) => {
     expect(isSameOrInside(p, dir)).toBe(expected);
+  });
+});
+
+describe('movedPath', () => {
+  it('puts the directory itself and what lies under it under the new name', () => {
+    expect(movedPath('a/b', 'a/b', 'x')).toBe('x');
+    expect(movedPath('a/b/c/d.txt', 'a/b', 'x/y')).toBe('x/y/c/d.txt');
   });
 });
 

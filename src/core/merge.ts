@@ -2,6 +2,7 @@
  * Merge rules of a client with the server's listing, and the finishing of an interrupted pull.
  * Pure.
  */
+import { movedPath } from './paths.js';
 import { isSameEntry } from './reconcile.js';
 import type { BaseRecord, Change, Entry } from './types.js';
 
@@ -66,7 +67,7 @@ export interface PulledRenameBases {
 export function basesForPulledRename(from: string, to: string, renameSeq: number, children: ReadonlyArray<readonly [string, BaseRecord]>): PulledRenameBases {
   const out: PulledRenameBases = { moves: [], recheck: [to] };
   for (const [child, base] of children) {
-    const target = to + child.slice(from.length);
+    const target = movedPath(child, from, to);
     if (base.seq <= renameSeq) out.moves.push([child, target]);
     else out.recheck.push(child);
     out.recheck.push(target);

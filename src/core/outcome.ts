@@ -10,6 +10,7 @@
  * that fingerprint, so the next look finds it. And whatever the op moved on disk, or could not
  * carry, is looked at again (`recheck`, `rescanTrees`) until the base matches the disk.
  */
+import { movedPath } from './paths.js';
 import { isSameEntry } from './reconcile.js';
 import type { BaseRecord, Change, PushOp, PushResult } from './types.js';
 import type { Observed } from './plan.js';
@@ -99,7 +100,7 @@ function decideOutcome(
       const moved = new Map(result.moved ?? []);
       for (const child of bases.under(op.from)) {
         const childBase = bases.get(child)!;
-        const target = op.to + child.slice(op.from.length);
+        const target = movedPath(child, op.from, op.to);
         out.deleteBases.push(child);
         out.setBases.push([target, { ...childBase, seq: moved.get(target) ?? childBase.seq }]);
         out.recheck.push(target); // verify what moved

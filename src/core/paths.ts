@@ -104,6 +104,11 @@ export function isSameOrInside(p: string, dir: string | null): boolean {
   return p === dir || (p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 0x2f);
 }
 
+/** Where `p`, at or under `from`, lands when `from` is renamed to `to`. */
+export function movedPath(p: string, from: string, to: string): string {
+  return to + p.slice(from.length);
+}
+
 /** The paths of `paths` that lie inside no other of them (a walk of these covers all), in their order. */
 export function outermostPaths(paths: readonly string[]): string[] {
   return paths.filter((p) => !paths.some((other) => other !== p && isSameOrInside(p, other)));

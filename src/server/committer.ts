@@ -11,7 +11,7 @@ import type { Entry, PushOp, PushResult, StatFingerprint, Version } from '../cor
 import { conflictCopyPath } from '../core/conflict.js';
 import { decideCommit, renamedEntry } from '../core/commit.js';
 import { otherLinkNames } from '../core/merge.js';
-import { parentOf } from '../core/paths.js';
+import { movedPath, parentOf } from '../core/paths.js';
 import { permissionBits } from '../core/modes.js';
 import { isPermanentFailure } from '../core/errors.js';
 import { forEachLimited, type SerialLock } from '../node/lock.js';
@@ -174,7 +174,7 @@ export class Committer {
     const moved: Array<[string, number]> = [];
     for (const child of children) {
       const childRecord = this.ctx.log.get(child)!;
-      const target = op.to + child.slice(op.from.length);
+      const target = movedPath(child, op.from, op.to);
       moved.push([target, this.ctx.log.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat })]);
     }
     for (const child of [...children].reverse()) this.ctx.log.assign(child, null, node);
