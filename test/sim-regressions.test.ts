@@ -46,4 +46,143 @@ describe('simulation regressions', () => {
     expect(hit.length).toBeGreaterThan(0);
     for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
   });
+
+  it('a local write racing a pulled replace of the same path is kept, never overwritten (seed 3)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 50, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 1000 + d, node: 'c2', op: { kind: 'race' } },
+        { at: 2000, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 4000, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+      ],
+      [0, 1],
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    const hit = runs.filter((r) => r.result.log.some((l) => l.includes('racing write to shared/f at pull-replace')));
+    expect(hit.length).toBeGreaterThan(0);
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
+
+  // Classes found by the seed runs of test/sim.test.ts: each shrunk trace, replayed under its
+  // own seed (where it failed) and a few others.
+  const replay = (trace: TraceEvent[], seeds: number[]) => seeds.map((seed) => ({ seed, result: runSim({ seed, trace, keepLog: true, quietLimitMs: 70_000 }) }));
+  const expectClean = (runs: ReturnType<typeof replay>): void => {
+    for (const r of runs) expect(r.result.violation, `seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  };
+
+  it('a link put over a directory that gained a child on the server is stale, then kept as a conflict copy (seed 42)', () => {
+    const runs = replay(
+      [
+        { at: 27, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 52, node: 'c1', op: { kind: 'mkdir', path: 'c1-own' } },
+        { at: 1012, node: 'c1', op: { kind: 'mkdir', path: 'shared/x.txt' } },
+        { at: 1788, node: 'c2', op: { kind: 'retype', path: 'shared/x.txt', to: 'symlink' } },
+        { at: 1809, node: 'server', op: { kind: 'write', path: 'shared/x.txt/c', mode: 0o644 } },
+      ],
+      [42, 1, 2, 3],
+    );
+    expect(runs.some((r) => r.result.log.some((l) => l.includes('changed on the server meanwhile')))).toBe(true);
+    expectClean(runs);
+  });
+
+  it('a new entry under a directory renamed while the server was down reaches the server (seed 24)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 75, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 851, node: 'c0', op: { kind: 'mkdir', path: 'shared/b' } },
+          { at: 968, node: 'server', op: { kind: 'kill', down: 2893 } },
+          { at: 1843, node: 'c2', op: { kind: 'rename', from: 'shared/b', to: 'shared/B' } },
+          { at: 4723, node: 'c1', op: { kind: 'symlink', path: 'shared/b/c', target: 'x.txt' } },
+        ],
+        [24, 1, 2, 3],
+      ),
+    );
+  });
+
+  it('a chmod through one hard-link name on the server reaches the other name everywhere (seed 140)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 5, node: 'c0', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 175, node: 'c2', op: { kind: 'write', path: 'shared/n', mode: 0o644 } },
+          { at: 367, node: 'server', op: { kind: 'link', from: 'shared/n', to: 'shared/x.txt' } },
+          { at: 613, node: 'c0', op: { kind: 'chmod', path: 'shared/n', mode: 0o600 } },
+        ],
+        [140, 1, 2, 3],
+      ),
+    );
+  });
+
+  it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 3, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+          { at: 10, node: 'c0', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 34, node: 'server', op: { kind: 'write', path: 'shared/c', mode: 0o644 } },
+          { at: 35, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+          { at: 61, node: 'c0', op: { kind: 'write', path: 'shared/A', mode: 0o644 } },
+          { at: 69, node: 'c0', op: { kind: 'write', path: 'c0-own/b', mode: 0o644 } },
+          { at: 81, node: 'c0', op: { kind: 'chmod', path: 'c0-own/b', mode: 0o644 } },
+          { at: 485, node: 'c2', op: { kind: 'chmod', path: 'shared/c', mode: 0o755 } },
+          { at: 508, node: 'c2', op: { kind: 'write', path: 'c2-own/x.txt', mode: 0o644 } },
+          { at: 516, node: 'c2', op: { kind: 'append', path: 'shared/c' } },
+          { at: 607, node: 'c0', op: { kind: 'append', path: 'c0-own/b' } },
+          { at: 670, node: 'c0', op: { kind: 'kill', down: 2415 } },
+          { at: 2762, node: 'c0', op: { kind: 'write', path: 'c0-own/b', mode: 0o644 } },
+        ],
+        [15, 1, 2, 3],
+      ),
+    );
+  });
+
+  it('a pull kept back for a local edit that then vanished is pulled after all (seed 143)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 18, node: 'c0', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 398, node: 'c1', op: { kind: 'write', path: 'shared/X.txt', mode: 0o644 } },
+          { at: 484, node: 'c1', op: { kind: 'append', path: 'shared/X.txt' } },
+          { at: 916, node: 'c2', op: { kind: 'kill', down: 587 } },
+          { at: 1284, node: 'c1', op: { kind: 'mkdir', path: 'shared/x.txt' } },
+          { at: 1521, node: 'c2', op: { kind: 'rename', from: 'shared/X.txt', to: 'shared/x.txt' } },
+          { at: 1558, node: 'c2', op: { kind: 'rmrf', path: 'shared/x.txt' } },
+        ],
+        [143, 1, 2, 3],
+      ),
+    );
+  });
+
+  it('a directory replaced by a link elsewhere while it gains a child here: the child is kept, nothing stays failed (seeds 272, 341)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 2, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 18, node: 'c1', op: { kind: 'write', path: 'shared/c', mode: 0o644 } },
+          { at: 1161, node: 'c1', op: { kind: 'append', path: 'shared/c' } },
+          { at: 1163, node: 'server', op: { kind: 'chmod', path: 'shared/c', mode: 0o600 } },
+          { at: 3286, node: 'c2', op: { kind: 'retype', path: 'shared/c.sync-conflict-20261123-140001-c1', to: 'dir' } },
+          { at: 4510, node: 'c0', op: { kind: 'kill', down: 1876 } },
+          { at: 4694, node: 'c0', op: { kind: 'mkdir', path: 'shared/c.sync-conflict-20261123-140001-c1/A' } },
+          { at: 4889, node: 'c1', op: { kind: 'retype', path: 'shared/c.sync-conflict-20261123-140001-c1', to: 'symlink' } },
+        ],
+        [341, 1, 2, 3],
+      ),
+    );
+    expectClean(
+      replay(
+        [
+          { at: 40, node: 'server', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 399, node: 'c1', op: { kind: 'write', path: 'shared/x.txt', mode: 0o644 } },
+          { at: 1037, node: 'c2', op: { kind: 'retype', path: 'shared/x.txt', to: 'dir' } },
+          { at: 1098, node: 'c0', op: { kind: 'write', path: 'shared/x.txt/X.txt', mode: 0o644 } },
+          { at: 2409, node: 'server', op: { kind: 'retype', path: 'shared/x.txt', to: 'symlink' } },
+          { at: 2587, node: 'c2', op: { kind: 'mkdir', path: 'shared/x.txt/X.txt' } },
+        ],
+        [272, 1, 2, 3],
+      ),
+    );
+  });
 });
