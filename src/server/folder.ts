@@ -181,7 +181,8 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
 
   /**
    * Flush the log, advance the durable head to what was recorded before the call, and tell the
-   * clients. Runs outside the folder lock: the next commit applies while this one is written.
+   * clients. A push calls it after leaving the folder lock (the next commit applies while this
+   * one is written); recorded local changes and restores call it under the lock.
    */
   async commitDurably(): Promise<void> {
     const head = this.log.head;
