@@ -215,10 +215,13 @@ export class Puller {
     await this.ctx.state.flush();
   }
 
-  /** Apply one change from the feed to the local disk, recording failures as tasks. */
-  async applyChange(conn: FolderConnection, change: Change, force: boolean, prefetched: BundlePrefetcher | null = null): Promise<void> {
+  /**
+   * Apply one change from the feed to the local disk, recording failures as tasks. With
+   * `ignoreBase`, decided as if nothing had been agreed on for the path (the push-outcome's pull).
+   */
+  async applyChange(conn: FolderConnection, change: Change, ignoreBase: boolean, prefetched: BundlePrefetcher | null = null): Promise<void> {
     try {
-      await this.applyChangeOrThrow(conn, change, force, prefetched);
+      await this.applyChangeOrThrow(conn, change, ignoreBase, prefetched);
       this.ctx.state.clearFailure(change.path, 'pull');
     } catch (err) {
       const { message, permanent } = classify(err, 'pull');
@@ -237,9 +240,9 @@ export class Puller {
     return local;
   }
 
-  private async applyChangeOrThrow(conn: FolderConnection, change: Change, force: boolean, prefetched: BundlePrefetcher | null): Promise<void> {
+  private async applyChangeOrThrow(conn: FolderConnection, change: Change, ignoreBase: boolean, prefetched: BundlePrefetcher | null): Promise<void> {
     const p = change.path;
-    const base = force ? null : this.ctx.state.getBase(p);
+    const base = ignoreBase ? null : this.ctx.state.getBase(p);
     const localState = await this.readForPull(p, this.ctx.state.getBase(p));
     const local = localState?.entry ?? null;
     let fromBase: BaseRecord | null = null;
@@ -278,7 +281,7 @@ export class Puller {
         await this.pullRename(change, decision.from, fromLocal);
         return;
       case 'fetch':
-        if (!force && change.origin === this.ctx.nodeName && change.seq > conn.sessionHead) {
+        if (!ignoreBase && change.origin === this.ctx.nodeName && change.seq > conn.sessionHead) {
           // Our own version, made during this connection (by a commit, or a parent the server
           // recorded for it), that our disk no longer holds: the disk is the truth. Take it as
           // the base and look again, so the difference is pushed instead of fetched back.
