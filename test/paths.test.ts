@@ -5,13 +5,16 @@ import {
   PathError,
   baseNameOf,
   checkRelativePath,
+  deepestFirst,
   isSafeRelativePath,
   isSameOrInside,
   joinRelative,
   movedPath,
   outermostPaths,
   parentOf,
+  pathsInsideAny,
   segments,
+  shallowestFirst,
 } from '../src/core/paths.js';
 
 const nfc = 'caf\u00e9';
@@ -190,5 +193,44 @@ describe('outermostPaths', () => {
     { description: 'a look-alike prefix is not inside', paths: ['ab', 'a', 'a/x'], expected: ['ab', 'a'] },
   ])('$description', ({ paths, expected }) => {
     expect(outermostPaths(paths)).toEqual(expected);
+  });
+});
+
+describe('shallowestFirst and deepestFirst', () => {
+  // The order they replace: depth by segment count, then code-unit order.
+  const byDepthThenName = (a: string, b: string): number => a.split('/').length - b.split('/').length || (a < b ? -1 : a > b ? 1 : 0);
+  const relPath = fc.array(fc.constantFrom('a', 'b', 'ab', 'a b', 'Z', '\u00e9', 'x.txt'), { minLength: 1, maxLength: 4 }).map((s) => s.join('/'));
+
+  it('orders a parent before its children, and by name within a depth', () => {
+    expect(shallowestFirst(['a/b/c', 'b', 'a/b', 'ab/x', 'a'])).toEqual(['a', 'b', 'a/b', 'ab/x', 'a/b/c']);
+    expect(deepestFirst(['a/b/c', 'b', 'a/b', 'ab/x', 'a'])).toEqual(['a/b/c', 'ab/x', 'a/b', 'b', 'a']);
+  });
+
+  it('matches the comparator sort on any paths', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(relPath), (paths) => {
+        const expected = [...paths].sort(byDepthThenName);
+        expect(shallowestFirst(paths)).toEqual(expected);
+        expect(deepestFirst(new Set(paths))).toEqual(expected.reverse());
+      }),
+    );
+  });
+});
+
+describe('pathsInsideAny', () => {
+  it('keeps the paths strictly inside one of the directories, in their order', () => {
+    const paths = ['a', 'a/x', 'ab/y', 'b/c/d', 'c/a/z', 'b', 'a/q/r'];
+    expect(pathsInsideAny(paths, ['a', 'b/c'])).toEqual(['a/x', 'b/c/d', 'a/q/r']);
+    expect(pathsInsideAny(paths, [])).toEqual([]);
+  });
+
+  it('agrees with isSameOrInside on any paths', () => {
+    const relPath = fc.array(fc.constantFrom('a', 'b', 'ab', 'c'), { minLength: 1, maxLength: 4 }).map((s) => s.join('/'));
+    fc.assert(
+      fc.property(fc.array(relPath), fc.array(relPath, { maxLength: 3 }), (paths, dirs) => {
+        const expected = paths.filter((p) => dirs.some((d) => p !== d && isSameOrInside(p, d)));
+        expect(pathsInsideAny(paths, dirs)).toEqual(expected);
+      }),
+    );
   });
 });

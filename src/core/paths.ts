@@ -113,3 +113,46 @@ export function movedPath(p: string, from: string, to: string): string {
 export function outermostPaths(paths: readonly string[]): string[] {
   return paths.filter((p) => !paths.some((other) => other !== p && isSameOrInside(p, other)));
 }
+
+/** The number of segments of a relative path ("a/b/c" → 3), without splitting it. */
+function depthOf(p: string): number {
+  let depth = 1;
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) depth++;
+  return depth;
+}
+
+/**
+ * `paths` shallowest first, and in code-unit order within one depth (so a parent comes before
+ * its children). Bucketed by depth, then plain string sorts: a comparator that split both paths
+ * took over a minute on a million paths.
+ */
+export function shallowestFirst(paths: Iterable<string>): string[] {
+  const byDepth: string[][] = [];
+  for (const p of paths) (byDepth[depthOf(p)] ??= []).push(p);
+  const sorted: string[] = [];
+  for (const bucket of byDepth) if (bucket !== undefined) for (const p of bucket.sort()) sorted.push(p);
+  return sorted;
+}
+
+/** `paths` deepest first, and in reverse code-unit order within one depth (children before their parent). */
+export function deepestFirst(paths: Iterable<string>): string[] {
+  return shallowestFirst(paths).reverse();
+}
+
+/**
+ * The paths of `paths` strictly inside one of `dirs` (not the folder root), in their order: one
+ * pass, each path's ancestors looked up in a set, instead of one pass over `paths` per directory.
+ */
+export function pathsInsideAny(paths: Iterable<string>, dirs: Iterable<string>): string[] {
+  const dirSet = new Set(dirs);
+  const found: string[] = [];
+  for (const p of paths) {
+    for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) {
+      if (dirSet.has(p.slice(0, i))) {
+        found.push(p);
+        break;
+      }
+    }
+  }
+  return found;
+}

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import type { Change, Entry, ServerRecord, StatFingerprint } from '../core/types.js';
-import { isSameOrInside } from '../core/paths.js';
+import { deepestFirst, isSameOrInside } from '../core/paths.js';
 import { isConflictCopy } from '../core/conflict.js';
 import { JsonStore, ShardedMap } from '../persistence.js';
 import { isTombstonePacked, originTest, serverRecordCodec } from '../state/recordcodec.js';
@@ -117,7 +117,7 @@ export class ChangeLog {
     for (const [p, packed] of this.records.storedEntries()) {
       if (p !== dir && isSameOrInside(p, dir) && !isTombstonePacked(packed as string)) found.push(p);
     }
-    return found.sort((a, b) => b.split('/').length - a.split('/').length || (a < b ? 1 : -1));
+    return deepestFirst(found);
   }
 
   /** Every live path, for a full scan. */

@@ -7,7 +7,7 @@
  * folder only through a LocalChangesContext.
  */
 import type { IgnoreMatcher } from '../core/ignore.js';
-import { outermostPaths } from '../core/paths.js';
+import { outermostPaths, pathsInsideAny, shallowestFirst } from '../core/paths.js';
 import { isSameEntry, isSameFingerprint } from '../core/reconcile.js';
 import { DelayedBatch, type SerialLock } from '../node/lock.js';
 import type { Logger } from '../node/log.js';
@@ -61,10 +61,8 @@ export class LocalChanges {
   private readonly secondLook = new DelayedBatch<string>(SECOND_LOOK_MS, (due) => {
     void this.ctx.lock
       .run(async () => {
-        const paths = [...due];
         const dirs = due.filter((p) => this.ctx.log.get(p)?.entry?.type === 'dir');
-        for (const tree of outermostPaths(dirs)) paths.push(...(await this.pathsUnder(tree)));
-        await this.recordLocalChanges(paths);
+        await this.recordLocalChanges([...due, ...(await this.pathsUnder(outermostPaths(dirs)))]);
       })
       .catch((err: unknown) => this.ctx.logger.warn(`second look: ${(err as Error).message}`));
   });
@@ -107,7 +105,7 @@ export class LocalChanges {
   async recordLocalChanges(paths: string[], options: { walked?: boolean } = {}): Promise<void> {
     if ((await this.ctx.checkPresence()) !== null) return;
     if (paths.includes('.syncignore')) await this.ctx.reloadIgnore();
-    const sorted = [...new Set(paths)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+    const sorted = shallowestFirst(new Set(paths));
     let changed = 0;
     for (const p of sorted) changed += await this.absorbLocal(p);
     // A directory that appeared (made, or moved in) is read again from disk now with everything
@@ -115,7 +113,7 @@ export class LocalChanges {
     // (A full scan has just walked everything. Everything recorded also gets the second look.)
     const trees = this.takeAppearedTrees();
     if (options.walked === true) trees.length = 0;
-    for (const tree of trees) for (const p of await this.pathsUnder(tree)) changed += await this.absorbLocal(p);
+    for (const p of await this.pathsUnder(trees)) changed += await this.absorbLocal(p);
     if (changed > 0) await this.ctx.commitDurably();
   }
 
@@ -126,15 +124,22 @@ export class LocalChanges {
     return trees;
   }
 
-  /** Every path strictly under `tree`, on disk or recorded, shallowest first. */
-  private async pathsUnder(tree: string): Promise<string[]> {
-    const found = new Set(this.ctx.log.liveUnder(tree));
-    try {
-      for await (const item of walkTree(this.ctx.root, { ignore: this.ctx.ignore, under: tree })) if (item.path !== tree) found.add(item.path);
-    } catch (err) {
-      this.ctx.logger.debug(`walk of ${showPath(tree)}: ${(err as Error).message}`);
+  /**
+   * Every path strictly under one of `trees` (none inside another), on disk or recorded,
+   * shallowest first. One pass over the recorded paths for all trees: a pass per tree made the
+   * second look after a first index of 1,000 directories of 1,000 files a billion steps.
+   */
+  private async pathsUnder(trees: string[]): Promise<string[]> {
+    if (trees.length === 0) return [];
+    const found = new Set(pathsInsideAny(this.ctx.log.livePaths(), trees));
+    for (const tree of trees) {
+      try {
+        for await (const item of walkTree(this.ctx.root, { ignore: this.ctx.ignore, under: tree })) if (item.path !== tree) found.add(item.path);
+      } catch (err) {
+        this.ctx.logger.debug(`walk of ${showPath(tree)}: ${(err as Error).message}`);
+      }
     }
-    return [...found].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+    return shallowestFirst(found);
   }
 
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
