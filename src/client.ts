@@ -35,14 +35,14 @@ function rescanIntervalMs(text: string | undefined): number {
 }
 
 /** The connection to the server: SFTP over SSH, and the RPC stream. */
-interface Link {
+interface ServerConnection {
   ssh: SshSession;
   peer: RpcPeer;
 }
 
 export class SyncClient extends NodeBase {
   private readonly folders = new Map<string, SyncedFolder>();
-  private link: Link | null = null;
+  private connection: ServerConnection | null = null;
   private stopped = false;
   private readonly stopController = new AbortController();
   private loop: Promise<void> | null = null;
@@ -143,10 +143,10 @@ export class SyncClient extends NodeBase {
         }
         for (const [name, folder] of this.folders) {
           const info = hello.folders[name];
-          const link = info === undefined ? null : { ssh, peer, remote: { root: info.root, tmp: info.tmp }, sessionHead: info.head };
-          folder.connect(link, refused.get(name) ?? null);
+          const folderConnection = info === undefined ? null : { ssh, peer, remote: { root: info.root, tmp: info.tmp }, sessionHead: info.head };
+          folder.connect(folderConnection, refused.get(name) ?? null);
         }
-        this.link = { ssh, peer };
+        this.connection = { ssh, peer };
         backoff = 250;
         this.logger.info(`connected to ${hello.server} (${server.host}:${server.port})`);
         for (const folder of this.folders.values()) {
@@ -163,7 +163,7 @@ export class SyncClient extends NodeBase {
         }
         if (!this.stopped) this.logger.warn(`cannot reach the server: ${(err as Error).message}; retrying in ${(backoff / 1000).toFixed(1)} s`);
       } finally {
-        this.link = null;
+        this.connection = null;
         for (const folder of this.folders.values()) folder.disconnect();
         await ssh?.close().catch(() => undefined);
       }
@@ -181,7 +181,7 @@ export class SyncClient extends NodeBase {
     const settled = Promise.all([...this.folders.values()].map((f) => f.lock.run(() => undefined)));
     await Promise.race([settled, sleep(STOP_GRACE_MS)]);
     this.stopController.abort();
-    await this.link?.ssh.close().catch(() => undefined);
+    await this.connection?.ssh.close().catch(() => undefined);
     await settled;
     await this.loop;
     for (const folder of this.folders.values()) await folder.stop();
@@ -192,7 +192,7 @@ export class SyncClient extends NodeBase {
   }
 
   protected override extraStatus(): Partial<StatusReport> {
-    return { connected: this.link !== null };
+    return { connected: this.connection !== null };
   }
 
   override tasks(): TaskInfo[] {
@@ -221,7 +221,7 @@ export class SyncClient extends NodeBase {
 
   private askServer<M extends 'versions' | 'restore' | 'conflicts' | 'resolve'>(method: M, params: ParamsOf<M>): Promise<ResultOf<M>> {
     if (!this.folders.has(params.folder)) return Promise.reject(new SyncError('UNKNOWN_FOLDER', `folder ${JSON.stringify(params.folder)} is not synced by this node`));
-    if (this.link === null) return Promise.reject(new SyncError('NOT_CONNECTED', `not connected to the server ${this.config.server?.host ?? ''}: try again once 'systemsync status' says connected`));
-    return this.link.peer.request(method, params, 600_000);
+    if (this.connection === null) return Promise.reject(new SyncError('NOT_CONNECTED', `not connected to the server ${this.config.server?.host ?? ''}: try again once 'systemsync status' says connected`));
+    return this.connection.peer.request(method, params, 600_000);
   }
 }

@@ -40,7 +40,7 @@ export class SyncedFolder extends FolderBase {
   /** Why the server does not sync this folder with us (not served there, or not in our [access]); null when it does. */
   private refusal: string | null = null;
   /** This folder's share of the connection to the server; null while down or refused. */
-  private link: FolderConnection | null = null;
+  private connection: FolderConnection | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly pusher: Pusher;
   private readonly puller: Puller;
@@ -79,7 +79,7 @@ export class SyncedFolder extends FolderBase {
       get paused() {
         return folder.paused;
       },
-      connection: () => (this.client.isStopping() ? null : this.link),
+      connection: () => (this.client.isStopping() ? null : this.connection),
       checkPresence: () => this.checkPresence(),
       beginTransfer: (p, direction, total) => this.client.beginTransfer(p, direction, total),
       scheduleRetry: () => this.scheduleRetry(),
@@ -87,17 +87,17 @@ export class SyncedFolder extends FolderBase {
   }
 
   /**
-   * A connection to the server began: `link` is this folder's share of it (null when the server
+   * A connection to the server began: `connection` is this folder's share of it (null when the server
    * does not serve it to us), `refusal` says why not.
    */
-  connect(link: FolderConnection | null, refusal: string | null): void {
-    this.link = link;
+  connect(connection: FolderConnection | null, refusal: string | null): void {
+    this.connection = connection;
     this.refusal = refusal;
   }
 
   /** The connection ended. */
   disconnect(): void {
-    this.link = null;
+    this.connection = null;
   }
 
   schedulePush(delayMs = 0): void {
