@@ -2,7 +2,7 @@
  * The root of every error systemsync throws on purpose, in the style of got's `RequestError`:
  * callers branch on the stable upper-case `code`, never on the message text; the underlying
  * error, if any, travels as `cause`. Each layer has its own subclass: `SyncError` (the sync
- * itself), `TransferError` (ssh/transfer.ts), `PersistenceError` (persistence.ts), `ConfigError`
+ * itself), `TransferError` (ssh/errors.ts), `PersistenceError` (persistence.ts), `ConfigError`
  * (cli/config.ts), and a few single-purpose ones.
  *
  * Only a `SyncError` is answered to a peer with its message (rpc.ts `errorToRpc`); every other
