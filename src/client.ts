@@ -67,7 +67,7 @@ export class SyncClient extends NodeBase {
     this.loop = this.connectLoop();
     const presence = setInterval(() => {
       for (const folder of this.folders.values()) {
-        void folder.checkPresence().catch(() => undefined);
+        void folder.refreshPresence().catch(() => undefined);
         folder.retryDue(false);
       }
     }, 2000);

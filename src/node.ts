@@ -11,11 +11,8 @@ import type { Logger } from './node/log.js';
 import { createRpcPeer, type RpcPeer } from './rpc.js';
 import { ensurePrivateDir, ensureSocketDir } from './persistence.js';
 import { SyncError } from './core/errors.js';
-import { needsMarker, pauseReason } from './core/safety.js';
-import { RESERVED_DIR } from './core/paths.js';
 import { VERSION } from './version.js';
 import type { ConflictsParams, ConflictsResult, ResolveParams, ResolveResult, RestoreParams, RestoreResultWire, VersionsParams, VersionsResult } from './rpc.js';
-import { reservedDirsProblem } from './fs/reserved.js';
 
 export interface FolderStatus {
   name: string;
@@ -330,29 +327,4 @@ export async function listenPrivateSocket(socketPath: string, onConnection: (soc
 function memoryNow(): StatusReport['memory'] {
   const { rss, heapTotal, heapUsed, external } = process.memoryUsage();
   return { rss, heapTotal, heapUsed, external };
-}
-
-/**
- * Why the folder at `root` must be paused now, or null (see core/safety). Creates the marker of a
- * folder new to this node, and logs when the answer differs from `previous`.
- */
-export async function folderPauseReason(root: string, hasHistory: boolean, previous: string | null, logger: Logger): Promise<string | null> {
-  const isDir = (p: string): Promise<boolean> => fs.stat(p).then((s) => s.isDirectory(), () => false);
-  const presence = { rootExists: await isDir(root), markerExists: await isDir(path.join(root, RESERVED_DIR)), hasHistory };
-  if (needsMarker(presence)) await fs.mkdir(path.join(root, RESERVED_DIR), { recursive: true, mode: 0o700 });
-  let reason = pauseReason(presence);
-  // `.systemsync`, `tmp` and `trash` must be real directories of ours (a symlink there would be
-  // followed by the cleanup): a symlinked tmp or trash is replaced, anything else pauses.
-  if (reason === null) {
-    try {
-      reason = reservedDirsProblem(root, (message) => logger.warn(`${message} (${root})`));
-    } catch (err) {
-      reason = `${RESERVED_DIR} cannot be checked: ${describeFsError(err)}`;
-    }
-  }
-  if (reason !== previous) {
-    if (reason === null) logger.info('folder is back: resuming');
-    else logger.error(`paused: ${reason} (${root})`);
-  }
-  return reason;
 }

@@ -115,12 +115,12 @@ export class SyncServer extends NodeBase {
     for (const folder of this.folders.values()) {
       try {
         // A root that vanished pauses the folder even when no event or commit looks at it; one
-        // that came back resumes (checkPresence restarts its watcher and rescans it).
+        // that came back resumes (refreshPresence restarts its watcher and rescans it).
         if (!folder.isStarted) {
-          if ((await folder.checkPresence()) === null) await folder.start();
+          if ((await folder.refreshPresence()) === null) await folder.start();
           continue;
         }
-        if ((await folder.checkPresence()) !== null) continue;
+        if ((await folder.refreshPresence()) !== null) continue;
         await folder.pruneVersions(this.config.versions, new Date());
         // Uploads of a client killed before it committed them are never claimed: drop them
         // once nothing has written to them for a long while.

@@ -51,7 +51,7 @@ export interface FolderPartContext {
   /** The connection to sync over, or null (down, the client stopping, the folder not served). */
   connection(): FolderConnection | null;
   /** Why the folder is paused, or null; resumes a folder that came back (FolderBase). */
-  checkPresence(): Promise<string | null>;
+  refreshPresence(): Promise<string | null>;
   beginTransfer(p: string, direction: 'push' | 'pull', total: number): Transfer;
   /** Arm the timer that puts failed tasks back once their backoff is over. */
   scheduleRetry(): void;

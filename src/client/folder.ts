@@ -80,7 +80,7 @@ export class SyncedFolder extends FolderBase {
         return folder.paused;
       },
       connection: () => (this.client.isStopping() ? null : this.connection),
-      checkPresence: () => this.checkPresence(),
+      refreshPresence: () => this.refreshPresence(),
       beginTransfer: (p, direction, total) => this.client.beginTransfer(p, direction, total),
       scheduleRetry: () => this.scheduleRetry(),
     };
@@ -113,7 +113,7 @@ export class SyncedFolder extends FolderBase {
   }
 
   async start(): Promise<void> {
-    if ((await this.checkPresence()) !== null) return;
+    if ((await this.refreshPresence()) !== null) return;
     await this.loadSyncignore();
     const removed = await cleanTempDir(this.root);
     if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);

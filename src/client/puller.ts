@@ -183,7 +183,7 @@ export class Puller {
   }
 
   private async applyPage(conn: FolderConnection, changes: Change[]): Promise<void> {
-    if ((await this.ctx.checkPresence()) !== null) throw new Error(`folder paused: ${this.ctx.paused}`);
+    if ((await this.ctx.refreshPresence()) !== null) throw new Error(`folder paused: ${this.ctx.paused}`);
     const prefetched = this.prefetchSmallFiles(conn, changes);
     const inFlight = new Map<string, Promise<void>>();
     const waitAll = async (): Promise<void> => {

@@ -138,7 +138,7 @@ export class Pusher {
    * Returns false when nothing could be pushed (link down, paused): the caller backs off.
    */
   private async pushBatch(conn: FolderConnection, batch: Array<[string, number]>): Promise<boolean> {
-    if ((await this.ctx.checkPresence()) !== null) return false;
+    if ((await this.ctx.refreshPresence()) !== null) return false;
     const startedAt = Date.now();
     const generations = new Map(batch);
     // A deleted directory takes its whole subtree with it; a new one brings its subtree.

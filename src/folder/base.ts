@@ -14,7 +14,7 @@ import { readLocal, type LocalState } from '../fs/scan.js';
 import { watchFolder, type FolderWatcher } from '../fs/watch.js';
 import { SerialLock } from '../node/lock.js';
 import type { Logger } from '../node/log.js';
-import { folderPauseReason } from '../node.js';
+import { checkFolderAndMakeMarker } from './presence.js';
 
 /** What the watcher calls back with (see fs/watch.ts). */
 export interface WatchHandlers {
@@ -88,8 +88,8 @@ export abstract class FolderBase {
    * marker for a folder new to us; resume (`whenBack`) when a paused folder is back. Returns why
    * it is paused, or null.
    */
-  async checkPresence(): Promise<string | null> {
-    const reason = await folderPauseReason(this.root, this.hasHistory(), this.pauseReason, this.logger);
+  async refreshPresence(): Promise<string | null> {
+    const reason = await checkFolderAndMakeMarker(this.root, this.hasHistory(), this.pauseReason, this.logger);
     const wasPaused = this.pauseReason !== null;
     this.pauseReason = reason;
     if (wasPaused && reason === null && this.mayResume()) void this.resume();

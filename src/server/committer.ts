@@ -39,7 +39,7 @@ export interface CommitContext {
   readonly kept: VersionStore;
   readonly blocks: ServerBlocks;
   readonly paused: string | null;
-  checkPresence(): Promise<string | null>;
+  refreshPresence(): Promise<string | null>;
   /** Record what is on disk at `p` now (under the lock): a pushed op is decided against it. */
   absorbLocal(p: string): Promise<number>;
   /** `.syncignore` was committed: read the rules again. */
@@ -204,7 +204,7 @@ export class Committer {
     const applied = await this.ctx.lock.run(async () => {
       const lockedAt = Date.now();
       const results: PushResult[] = [];
-      if ((await this.ctx.checkPresence()) !== null) {
+      if ((await this.ctx.refreshPresence()) !== null) {
         for (const _ of ops) results.push({ status: 'error', code: 'FOLDER_PAUSED', message: `folder ${this.ctx.name} is paused on the server: ${this.ctx.paused}`, permanent: false });
         return { results, lockedAt, appliedAt: lockedAt };
       }

@@ -123,7 +123,7 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
         return folder.paused;
       },
       isIgnored: (p: string, isDir: boolean) => this.isIgnored(p, isDir),
-      checkPresence: () => this.checkPresence(),
+      refreshPresence: () => this.refreshPresence(),
       reloadIgnore: () => this.loadSyncignore(),
       commitDurably: () => this.commitDurably(),
     };
@@ -134,7 +134,7 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
   }
 
   async start(): Promise<void> {
-    await this.checkPresence();
+    await this.refreshPresence();
     if (this.paused !== null) return;
     this.started = true;
     const removed = await cleanTempDir(this.root);
@@ -201,12 +201,12 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
   }
 
   async requireActive(): Promise<void> {
-    if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
+    if ((await this.refreshPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
   }
 
   /** The `blocks` method: the block list of the file at `path` if it holds content `hash`. */
   async blockList(params: BlocksParams): Promise<BlocksResult> {
-    if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
+    if ((await this.refreshPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
     if (!isValidBlockSize(params.blockSize)) throw new SyncError('INVALID_PARAMS', `params.blockSize: ${params.blockSize} is not a power of two`);
     const list = await this.blocks.listFor(this.root, params.path, this.log.get(params.path)?.entry, params.hash, params.blockSize, params.current === true);
     return { blocks: list === null ? null : list.hashes.toString('base64') };
@@ -218,7 +218,7 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
    * or that is absent, under a symlinked parent, not a regular file or too large, gets null.
    */
   async makeBundle(files: BundleParams['files'], sessionId: number): Promise<BundleResult> {
-    if ((await this.checkPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
+    if ((await this.refreshPresence()) !== null) throw new SyncError('FOLDER_PAUSED', `folder ${this.name} is paused on the server: ${this.paused}`);
     const listed = new Set<string>();
     for (const [i, f] of files.entries()) {
       if (listed.has(f.path)) throw new SyncError('INVALID_PARAMS', `params.files[${i}].path: ${showPath(f.path)} is listed twice`);

@@ -39,7 +39,7 @@ export interface LocalChangesContext {
   /** Paths on disk whose names the wire rejects. */
   readonly unsendable: UnsendablePaths;
   isIgnored(p: string, isDir: boolean): boolean;
-  checkPresence(): Promise<string | null>;
+  refreshPresence(): Promise<string | null>;
   /** `.syncignore` changed: read the rules again. */
   reloadIgnore(): Promise<void>;
   /** Flush the log, move the durable head, tell the clients. */
@@ -103,7 +103,7 @@ export class LocalChanges {
    * recorded before a pushed op is decided against it.
    */
   async recordLocalChanges(paths: string[], options: { walked?: boolean } = {}): Promise<void> {
-    if ((await this.ctx.checkPresence()) !== null) return;
+    if ((await this.ctx.refreshPresence()) !== null) return;
     if (paths.includes('.syncignore')) await this.ctx.reloadIgnore();
     const sorted = shallowestFirst(new Set(paths));
     let changed = 0;
