@@ -496,47 +496,10 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 
   // [server] (client) and [rpc] (server)
   const server = role === 'client' ? parseServerSection(at, get, opts) : null;
-  const socketRaw = get('rpc', 'socket');
-  const rpcSocket =
-    socketRaw === undefined
-      ? path.posix.join(stateDir, CONFIG_DEFAULTS.rpc.socketName)
-      : localPath(at('rpc', 'socket'), socketRaw, opts.home);
-  if (Buffer.byteLength(rpcSocket) > UNIX_SOCKET_PATH_MAX) {
-    const where = socketRaw === undefined ? at('node', 'state_dir') : at('rpc', 'socket');
-    const origin = socketRaw === undefined ? ' (the default <state_dir>/rpc.sock; set [rpc] socket or a shorter state_dir)' : '';
-    throw new ConfigError(
-      where,
-      `expected a socket path of at most ${UNIX_SOCKET_PATH_MAX} bytes (the Unix socket limit), got ${quote(rpcSocket)}${origin}`,
-    );
-  }
+  const rpcSocket = parseRpcSocket(at, get, stateDir, opts.home);
 
   // [folders]
-  const folders: FolderConfig[] = [];
-  for (const [folderName, raw] of values.get('folders') ?? []) {
-    const where = at('folders', folderName);
-    const folderPath = localPath(where, raw, opts.home);
-    for (const other of folders) {
-      if (other.path === folderPath) {
-        throw new ConfigError(where, `expected a path of its own, got ${quote(folderPath)}, the path of folder "${other.name}"`);
-      }
-      if (isInside(folderPath, other.path)) {
-        throw new ConfigError(where, `expected a path outside every other folder, got ${quote(folderPath)}, inside folder "${other.name}" (${other.path}); folders may not nest`);
-      }
-      if (isInside(other.path, folderPath)) {
-        throw new ConfigError(where, `expected a path outside every other folder, got ${quote(folderPath)}, which contains folder "${other.name}" (${other.path}); folders may not nest`);
-      }
-    }
-    if (folderPath === stateDir || isInside(stateDir, folderPath) || isInside(folderPath, stateDir)) {
-      throw new ConfigError(
-        where,
-        `expected a path apart from state_dir (${stateDir}), got ${quote(folderPath)}; the daemon's own files must not be synced`,
-      );
-    }
-    folders.push({ name: folderName, path: folderPath });
-  }
-  if (folders.length === 0) {
-    throw new ConfigError(at('folders'), `expected at least one "name = path" line, got ${has('folders') ? 'none' : 'no [folders] section'}`);
-  }
+  const folders = parseFoldersSection(at, values, stateDir, opts.home);
 
   // [ignore]
   const patternsRaw = get('ignore', 'patterns');
@@ -575,6 +538,65 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 }
 
 const KEEP_POLICIES: readonly KeepPolicy[] = ['trash', 'simple', 'staggered'];
+
+/** [rpc] socket (server): the path of the RPC socket, <state_dir>/rpc.sock by default, within the Unix socket limit. */
+function parseRpcSocket(
+  at: (section: SectionName, key: string) => Where,
+  get: (section: SectionName, key: string) => string | undefined,
+  stateDir: string,
+  home: string | undefined,
+): string {
+  const socketRaw = get('rpc', 'socket');
+  const rpcSocket =
+    socketRaw === undefined
+      ? path.posix.join(stateDir, CONFIG_DEFAULTS.rpc.socketName)
+      : localPath(at('rpc', 'socket'), socketRaw, home);
+  if (Buffer.byteLength(rpcSocket) > UNIX_SOCKET_PATH_MAX) {
+    const where = socketRaw === undefined ? at('node', 'state_dir') : at('rpc', 'socket');
+    const origin = socketRaw === undefined ? ' (the default <state_dir>/rpc.sock; set [rpc] socket or a shorter state_dir)' : '';
+    throw new ConfigError(
+      where,
+      `expected a socket path of at most ${UNIX_SOCKET_PATH_MAX} bytes (the Unix socket limit), got ${quote(rpcSocket)}${origin}`,
+    );
+  }
+  return rpcSocket;
+}
+
+/** [folders]: each "name = path" line, the paths apart from each other and from state_dir; at least one. */
+function parseFoldersSection(
+  at: (section: SectionName, key?: string) => Where,
+  values: Values,
+  stateDir: string,
+  home: string | undefined,
+): FolderConfig[] {
+  const folders: FolderConfig[] = [];
+  for (const [folderName, raw] of values.get('folders') ?? []) {
+    const where = at('folders', folderName);
+    const folderPath = localPath(where, raw, home);
+    for (const other of folders) {
+      if (other.path === folderPath) {
+        throw new ConfigError(where, `expected a path of its own, got ${quote(folderPath)}, the path of folder "${other.name}"`);
+      }
+      if (isInside(folderPath, other.path)) {
+        throw new ConfigError(where, `expected a path outside every other folder, got ${quote(folderPath)}, inside folder "${other.name}" (${other.path}); folders may not nest`);
+      }
+      if (isInside(other.path, folderPath)) {
+        throw new ConfigError(where, `expected a path outside every other folder, got ${quote(folderPath)}, which contains folder "${other.name}" (${other.path}); folders may not nest`);
+      }
+    }
+    if (folderPath === stateDir || isInside(stateDir, folderPath) || isInside(folderPath, stateDir)) {
+      throw new ConfigError(
+        where,
+        `expected a path apart from state_dir (${stateDir}), got ${quote(folderPath)}; the daemon's own files must not be synced`,
+      );
+    }
+    folders.push({ name: folderName, path: folderPath });
+  }
+  if (folders.length === 0) {
+    throw new ConfigError(at('folders'), `expected at least one "name = path" line, got ${values.has('folders') ? 'none' : 'no [folders] section'}`);
+  }
+  return folders;
+}
 
 /**
  * `[versions]`: keep (default staggered), days (maximum age, default 30), count (simple only,
