@@ -471,28 +471,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   }
 
   // [node]
-  const nameRaw = get('node', 'name');
-  const name = nameRaw ?? opts.hostname;
-  if (name === undefined) {
-    throw new ConfigError(at('node', 'name'), `expected a node name (the host name is unknown), got nothing`);
-  }
-  if (!NODE_NAME.test(name)) {
-    const origin = nameRaw === undefined ? ' (the host name, the default; set name)' : '';
-    throw new ConfigError(
-      at('node', 'name'),
-      `expected 1-64 letters, digits, ".", "_" or "-", got ${quote(name)}${origin}`,
-    );
-  }
-  const stateDir = localPath(at('node', 'state_dir'), get('node', 'state_dir') ?? CONFIG_DEFAULTS.node.stateDir, opts.home);
-  const controlSocket = path.posix.join(stateDir, 'control.sock');
-  if (Buffer.byteLength(controlSocket) > UNIX_SOCKET_PATH_MAX) {
-    throw new ConfigError(
-      at('node', 'state_dir'),
-      `expected a directory short enough for ${quote(controlSocket)} to fit in ${UNIX_SOCKET_PATH_MAX} bytes (the Unix socket limit), got ${quote(stateDir)}`,
-    );
-  }
-  const logLevelRaw = get('node', 'log_level');
-  const logLevel = logLevelRaw === undefined ? CONFIG_DEFAULTS.node.logLevel : oneOf(at('node', 'log_level'), logLevelRaw, LOG_LEVELS);
+  const { name, stateDir, logLevel } = parseNodeSection(at, get, opts.hostname, opts.home);
 
   // [server] (client) and [rpc] (server)
   const server = role === 'client' ? parseServerSection(at, get, opts) : null;
@@ -538,6 +517,38 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 }
 
 const KEEP_POLICIES: readonly KeepPolicy[] = ['trash', 'simple', 'staggered'];
+
+/** [node] name (the host name by default), state_dir (its control socket within the Unix socket limit), log_level. */
+function parseNodeSection(
+  at: (section: SectionName, key: string) => Where,
+  get: (section: SectionName, key: string) => string | undefined,
+  hostname: string | undefined,
+  home: string | undefined,
+): { name: string; stateDir: string; logLevel: LogLevel } {
+  const nameRaw = get('node', 'name');
+  const name = nameRaw ?? hostname;
+  if (name === undefined) {
+    throw new ConfigError(at('node', 'name'), `expected a node name (the host name is unknown), got nothing`);
+  }
+  if (!NODE_NAME.test(name)) {
+    const origin = nameRaw === undefined ? ' (the host name, the default; set name)' : '';
+    throw new ConfigError(
+      at('node', 'name'),
+      `expected 1-64 letters, digits, ".", "_" or "-", got ${quote(name)}${origin}`,
+    );
+  }
+  const stateDir = localPath(at('node', 'state_dir'), get('node', 'state_dir') ?? CONFIG_DEFAULTS.node.stateDir, home);
+  const controlSocket = path.posix.join(stateDir, 'control.sock');
+  if (Buffer.byteLength(controlSocket) > UNIX_SOCKET_PATH_MAX) {
+    throw new ConfigError(
+      at('node', 'state_dir'),
+      `expected a directory short enough for ${quote(controlSocket)} to fit in ${UNIX_SOCKET_PATH_MAX} bytes (the Unix socket limit), got ${quote(stateDir)}`,
+    );
+  }
+  const logLevelRaw = get('node', 'log_level');
+  const logLevel = logLevelRaw === undefined ? CONFIG_DEFAULTS.node.logLevel : oneOf(at('node', 'log_level'), logLevelRaw, LOG_LEVELS);
+  return { name, stateDir, logLevel };
+}
 
 /** [rpc] socket (server): the path of the RPC socket, <state_dir>/rpc.sock by default, within the Unix socket limit. */
 function parseRpcSocket(
