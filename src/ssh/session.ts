@@ -6,7 +6,6 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Client as SshClient, ClientChannel, SFTPWrapper, Stats } from 'ssh2';
 import { TransferError, HashMismatchError, SizeExceededError, LocalFileError, StreamOpenError, SessionClosedError, SftpError, toSftpError } from './errors.js';

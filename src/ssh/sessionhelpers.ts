@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto';
 import fs, { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import type { Stats } from 'ssh2';
 import { HashMismatchError, TransferAbortedError, LocalFileError } from './errors.js';
 import type { DownloadOptions, RemoteStat, TransferResult } from './transfertypes.js';
