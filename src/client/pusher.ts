@@ -7,7 +7,7 @@
  * through a PushContext.
  */
 import type { BaseRecord, PushOp, PushResult, StatFingerprint } from '../core/types.js';
-import { planPush } from '../core/plan.js';
+import { planPush, UPLOAD_PENDING } from '../core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../core/outcome.js';
 import { otherLinkNames } from '../core/merge.js';
 import { outermostPaths } from '../core/paths.js';
@@ -293,7 +293,7 @@ export class Pusher {
     const drain = async (): Promise<void> => {
       for (pump(); running.size > 0; pump()) await Promise.race(running);
     };
-    const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === '';
+    const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === UPLOAD_PENDING;
     const isBundled = (op: Extract<PushOp, { op: 'put' }>): boolean => op.entry.type === 'file' && op.entry.size <= BUNDLE_FILE_MAX;
     // Directories and renames first (parents exist before children arrive), deletes last.
     for (const op of ops) if (!needsUpload(op) && op.op !== 'delete') ready.push([op]);

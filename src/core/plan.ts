@@ -42,9 +42,12 @@ export function baseViewOf(bases: ReadonlyMap<string, BaseRecord>): BaseView & {
   };
 }
 
+/** The `upload` of a file put whose content is still to be uploaded: the caller fills in the temp name. */
+export const UPLOAD_PENDING = '';
+
 export interface PushPlan {
   /** In the order they are to be committed (see orderPushOps). A file put whose content must be
-   * uploaded has `upload: ''` (the caller fills in the temp name); `upload: null` is metadata only. */
+   * uploaded has `upload: UPLOAD_PENDING` (the caller fills in the temp name); `upload: null` is metadata only. */
   ops: PushOp[];
   /** Bases to record as they are: the entry is unchanged, only the local fingerprint moved. */
   restat: Array<[string, BaseRecord]>;
@@ -120,7 +123,7 @@ export function planPush(observed: ReadonlyMap<string, Observed | null>, bases: 
       continue;
     }
     if (op.op === 'put' && op.entry.type === 'file' && !(base?.entry.type === 'file' && hasSameContent(base.entry, op.entry))) {
-      ops.push({ ...op, upload: '' }); // filled in after the upload
+      ops.push({ ...op, upload: UPLOAD_PENDING }); // filled in after the upload
     } else {
       ops.push(op); // directories, links, deletes, and metadata-only file puts
     }
