@@ -257,7 +257,7 @@ function buildReport(o, r, env) {
     const x = r.scale;
     L.push('');
     L.push(
-      `How the ${x.files}-file case ran: the files were written into the server's folder before its first start (${ms(x.fillMs)}); the server indexed them in ${ms(x.serverIndexMs)}; ` +
+      `How the ${x.files}-file case ran: the files were ${Number.isNaN(x.fillMs) ? 'moved into the server\'s folder (--scale-from)' : `written into the server's folder (${ms(x.fillMs)})`} before its first start; the server indexed them in ${ms(x.serverIndexMs)}; ` +
         `alpha pulled them alone (the first-sync row), then beta pulled them (${ms(x.secondSyncMs)}) before the single changes.`,
     );
   }

@@ -168,7 +168,7 @@ export async function scaleCase(ctx) {
     } else {
       fillMs = fillFolder(cluster.server.folder, scaleFiles, perDir, indexFileSize);
     }
-    ctx.log(`scale: ${scaleFiles} files in place (${(fillMs / 1000).toFixed(0)} s)`);
+    ctx.log(`scale: ${scaleFiles} files in place (${Number.isNaN(fillMs) ? 'moved from --scale-from' : `written in ${(fillMs / 1000).toFixed(0)} s`})`);
 
     const t1 = now();
     await cluster.startServer();
