@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { placePulledFile, type PlaceExpectation } from '../src/fs/place.js';
 import { readLocal } from '../src/fs/scan.js';
-import { newTempName, tmpDirOf } from '../src/fs/apply.js';
+import { newTempName, placeSymlinkIfAbsent, tmpDirOf } from '../src/fs/apply.js';
 import type { FileEntry } from '../src/core/types.js';
 import { cleanupTempDirs, makeTree } from './helpers/tree.js';
 
@@ -109,5 +109,30 @@ describe('placePulledFile', () => {
     expect(result.placed).toBe(false);
     expect(read(root)).toBe(null);
     expect(leftovers(root)).toEqual([]);
+  });
+});
+
+describe('placeSymlinkIfAbsent (a pulled link where the path was empty)', () => {
+  it('places the link when the path is still empty, through new parents, and leaves no temp name', async () => {
+    const root = await makeTree({ 'other.txt': 'x' });
+    expect(await placeSymlinkIfAbsent(root, 'sub/l', '../other.txt')).toBe(true);
+    expect(fs.readlinkSync(path.join(root, 'sub/l'))).toBe('../other.txt');
+    expect(leftovers(root)).toEqual([]);
+  });
+
+  it('never replaces a file written at the path since the decision: it stays, byte for byte', async () => {
+    const root = await makeTree({ 'f.txt': 'local edit, never pushed' });
+    expect(await placeSymlinkIfAbsent(root, 'f.txt', 'elsewhere')).toBe(false);
+    expect(fs.lstatSync(path.join(root, 'f.txt')).isFile()).toBe(true);
+    expect(read(root)).toBe('local edit, never pushed');
+    expect(leftovers(root)).toEqual([]);
+  });
+
+  it('does not follow a link already at the path (link() makes no file at its target)', async () => {
+    const root = await makeTree({ 'other.txt': 'x' });
+    fs.symlinkSync('missing-target', path.join(root, 'l'));
+    expect(await placeSymlinkIfAbsent(root, 'l', 'other.txt')).toBe(false);
+    expect(fs.readlinkSync(path.join(root, 'l'))).toBe('missing-target');
+    expect(fs.existsSync(path.join(root, 'missing-target'))).toBe(false);
   });
 });

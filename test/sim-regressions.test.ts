@@ -185,4 +185,20 @@ describe('simulation regressions', () => {
       ),
     );
   });
+  it('a local file written where a pulled link is about to land is kept, never replaced by the link (seed 7731)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 2000, node: 'c1', op: { kind: 'symlink', path: 'shared/L', target: 'nowhere' } },
+        { at: 2000 + d, node: 'c2', op: { kind: 'write', path: 'shared/L', mode: 0o644 } },
+        { at: 6000, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+      ],
+      Array.from({ length: 40 }, (_, i) => 10 + i),
+      [1, 2, 3],
+    );
+    // The window: c2 had decided to place the link (on an empty path) when its own write landed.
+    const hit = runs.filter((r) => r.result.log.some((l) => l.includes('c2 pull shared/L failed: changed locally')));
+    expect(hit.length).toBeGreaterThan(0);
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
 });

@@ -18,7 +18,7 @@ import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
 import { BUNDLE_FILE_MAX, MAX_BUNDLE_BYTES } from '../rpc.js';
 import { readLocal, readSmallFile, walkTree, type LocalState } from '../fs/scan.js';
-import { movePath, newTempName, placeDir, placeFile, placeSymlink, restampFile } from '../fs/apply.js';
+import { movePath, newTempName, placeDir, placeFile, placeSymlink, placeSymlinkIfAbsent, removePath, restampFile } from '../fs/apply.js';
 import { placePulledFile } from '../fs/place.js';
 import { removePulledPath } from '../fs/unplace.js';
 import { tempFilePath } from '../fs/reserved.js';
@@ -420,8 +420,28 @@ export class Puller {
     // A file or link that replaces a directory still holding what the server never had: that
     // content is kept, as a conflict copy of the directory, and pushed from there.
     if (localBefore?.type === 'dir') await this.keepFullDirectory(p);
+    const localChanged = (): Error => {
+      this.ctx.state.markDirty([p]);
+      this.ctx.schedulePush();
+      return Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
+    };
     if (entry.type === 'symlink') {
-      await placeSymlink(this.ctx.root, p, entry.target);
+      // Never over something the decision did not see: an empty path is taken only if it is
+      // still empty (a file written there meanwhile stays, and is pushed first).
+      let expected = localBefore;
+      if (localBefore?.type === 'dir') {
+        // A full directory was kept aside above; an empty one goes (rmdir fails if anything came into it).
+        const st = fsSync.lstatSync(path.join(this.ctx.root, p), { throwIfNoEntry: false });
+        if (st?.isDirectory() === true && !(await removePath(this.ctx.root, p))) throw localChanged();
+        expected = null;
+      }
+      const now = await this.readForPull(p, this.ctx.state.getBase(p));
+      if (!isSameEntry(now?.entry ?? null, expected)) throw localChanged();
+      if (expected === null) {
+        if (!(await placeSymlinkIfAbsent(this.ctx.root, p, entry.target))) throw localChanged();
+      } else {
+        await placeSymlink(this.ctx.root, p, entry.target);
+      }
       this.ctx.state.setBase(p, { seq: change.seq, entry, stat: null });
       this.ctx.logger.info(`pulled link ${showPath(p)}`);
       return;
@@ -440,11 +460,6 @@ export class Puller {
     } else {
       await this.download(conn, change, entry, localBefore, tmpAbs);
     }
-    const localChanged = (): Error => {
-      this.ctx.state.markDirty([p]);
-      this.ctx.schedulePush();
-      return Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
-    };
     if (localBefore === null || localBefore.type === 'file') {
       // Never destroys local bytes the decision did not see (src/fs/place.ts).
       const placed = await placePulledFile(this.ctx.root, tmpAbs, p, entry, { entry: localBefore, stat: localState?.stat ?? null }, {

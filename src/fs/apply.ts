@@ -156,6 +156,29 @@ export async function placeSymlink(root: string, rel: string, target: string, be
 }
 
 /**
+ * Make `rel` a symlink to `target` only if nothing is there: the link is made under a temp name
+ * and hard-linked into place (link() fails with EEXIST, and on Linux never follows the link), so
+ * a local file written at `rel` since the caller looked is never replaced. Returns whether the
+ * link was placed.
+ */
+export async function placeSymlinkIfAbsent(root: string, rel: string, target: string): Promise<boolean> {
+  const to = await checkPath(root, rel, { createParents: 0o755 });
+  const tmpAbs = await tempFilePath(root, newTempName('link'));
+  const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
+  fsSync.symlinkSync(target, from.abs);
+  try {
+    fsSync.linkSync(from.abs, to.abs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return false;
+  } finally {
+    fsSync.rmSync(from.abs, { force: true });
+  }
+  await recheckPath(to);
+  return true;
+}
+
+/**
  * Remove `rel`: a file or link (handed to `beforeReplace` first), or an empty directory.
  * Returns false when a directory still has children (something the remover did not know of).
  */

@@ -137,6 +137,23 @@ export function placeSymlink(fs: MemFs, p: string, target: string, beforeReplace
   fs.rename(tmp, p);
 }
 
+/** src/fs/apply.ts placeSymlinkIfAbsent: a link made under a temp name and hard-linked into place (EEXIST: not placed). */
+export function placeSymlinkIfAbsent(fs: MemFs, p: string, target: string): boolean {
+  checkParents(fs, p, true);
+  fs.mkdirp(TMP, 0o700);
+  const tmp = `${TMP}/${newTempName(fs, 'link')}`;
+  fs.symlink(target, tmp);
+  try {
+    fs.link(tmp, p);
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'EEXIST') throw err;
+    return false;
+  } finally {
+    fs.unlink(tmp);
+  }
+}
+
 /** Remove a file or link, or an empty directory; false when a directory still has children. */
 export function removePath(fs: MemFs, p: string, beforeReplace?: BeforeReplace): boolean {
   checkParents(fs, p, false);

@@ -179,7 +179,7 @@ export class MemFs {
   link(existing: string, p: string): void {
     const st = this.lstat(existing);
     if (st === null) throw new FsError('ENOENT', existing);
-    if (st.kind !== 'file') throw new FsError('EPERM', existing);
+    if (st.kind === 'dir') throw new FsError('EPERM', existing); // Linux: files and symlinks (not followed), never directories
     this.requireParent(p);
     if (this.node(p) !== null) throw new FsError('EEXIST', p);
     this.addName(p, st.ino);
