@@ -21,7 +21,7 @@ import { FolderBase } from '../folder/base.js';
 import { unsendableReason } from '../wire/unsendable.js';
 import type { ClientFolderState } from './clientstate.js';
 import type { FolderConnection, FolderPartContext, Transfer } from './context.js';
-import { Pusher } from './pusher.js';
+import { Pusher, type PathReading } from './pusher.js';
 import { Puller } from './puller.js';
 
 /** What a folder needs of the client that runs it. */
@@ -148,8 +148,9 @@ export class SyncedFolder extends FolderBase {
     for (const change of this.state.pendingApply()) {
       const base = this.state.getBase(change.path);
       if (base !== null && base.seq >= change.seq) continue;
-      const local = await this.pusher.readPath(change.path, base).catch(() => 'unsupported' as const);
-      if (local === 'unsupported' || local === 'ignored') continue;
+      const reading = await this.pusher.readPath(change.path, base).catch((): PathReading => ({ kind: 'unsupported' }));
+      if (reading.kind === 'unsupported' || reading.kind === 'ignored') continue;
+      const local = reading.kind === 'present' ? reading.state : null;
       const step = decideInterruptedPull(change, base, local?.entry ?? null);
       if (step === 'forget') (this.state.deleteBase(change.path), recorded++);
       if (step === 'record' && local !== null) {

@@ -27,6 +27,17 @@ import { freeConflictTarget } from './conflictmove.js';
 import { classify, type FolderConnection, type PushContext } from './context.js';
 import { uploadBundle, uploadOne, type UploadContext } from './upload.js';
 
+/**
+ * What `readPath` found at a path: a state to compare with the base, nothing (absent, or only
+ * reachable through a symlinked parent), a socket, FIFO or device (never synced), or a path the
+ * ignore rules exclude.
+ */
+export type PathReading =
+  | { kind: 'present'; state: LocalState }
+  | { kind: 'absent' }
+  | { kind: 'unsupported' }
+  | { kind: 'ignored' };
+
 const PUSH_BATCH = 2000;
 const COMMIT_CHUNK = 500;
 const TRANSFER_CONCURRENCY = 32;
@@ -114,7 +125,7 @@ export class Pusher {
    * equal its base nor the base of the path its inode was at (the sizes differ) is not hashed:
    * its hash is DEFERRED_HASH and the upload, which reads it anyway, supplies it.
    */
-  async readPath(p: string, base: BaseRecord | null, deferHash = false): Promise<LocalState | null | 'unsupported' | 'ignored'> {
+  async readPath(p: string, base: BaseRecord | null, deferHash = false): Promise<PathReading> {
     const mayMatch = (fp: StatFingerprint): boolean => {
       // A large edit of a file is read once, by its delta upload, which also finds out if it changed.
       if (base?.entry.type === 'file' && fp.size >= DELTA_MIN_SIZE) return false;
@@ -128,9 +139,9 @@ export class Pusher {
       knownHash: base?.entry.type === 'file' ? base.entry.hash : null,
       deferHash: deferHash ? (fp) => !mayMatch(fp) : undefined,
     });
-    if (local !== null && local !== 'unsupported' && this.ctx.ignore.isIgnored(p, local.entry.type === 'dir')) return 'ignored';
-    if (local === null && this.ctx.ignore.isIgnored(p, base?.entry.type === 'dir')) return 'ignored';
-    return local;
+    if (local === 'unsupported') return { kind: 'unsupported' };
+    if (local === null) return this.ctx.ignore.isIgnored(p, base?.entry.type === 'dir') ? { kind: 'ignored' } : { kind: 'absent' };
+    return this.ctx.ignore.isIgnored(p, local.entry.type === 'dir') ? { kind: 'ignored' } : { kind: 'present', state: local };
   }
 
   /**
@@ -156,18 +167,19 @@ export class Pusher {
         // A name the wire rejects never goes into a push (it would fail the whole batch).
         if (await this.refuseUnsendable(p)) return;
         const base = this.ctx.state.getBase(p);
-        let local;
+        let reading: PathReading;
         try {
-          local = await this.readPath(p, base, true);
+          reading = await this.readPath(p, base, true);
         } catch (err) {
           this.recordPushFailure(p, err);
           return;
         }
-        if (local === 'ignored') return;
-        if (local === 'unsupported') {
+        if (reading.kind === 'ignored') return;
+        if (reading.kind === 'unsupported') {
           this.ctx.logger.warn(`skipped ${showPath(p)}: sockets, FIFOs and devices are not synced`);
           return;
         }
+        const local = reading.kind === 'present' ? reading.state : null;
         locals.set(p, local);
         if (local === null && base?.entry.type === 'dir') for (const child of this.ctx.state.baseUnder(p)) expand(child);
         // A path on a known inode may be the far end of a rename: look at where that inode was.
