@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   AtomicJsonFile,
@@ -404,16 +403,12 @@ describe('ShardedMap', () => {
   });
 
   it('survives kill -9 of a writing process: every flushed key is there and every file loads', async () => {
-    // Compile the module and the one it imports (core/errors) for a plain node child; they live
-    // under node_modules/.cache so 'lowdb' resolves, in a directory of this process's own.
+    // A plain node child runs the compiled module (dist/, rebuilt from src/ by the global setup);
+    // the child script lives in a directory of this process's own.
     const here = path.dirname(fileURLToPath(import.meta.url));
-    const compile = async (file: string): Promise<string> =>
-      ts.transpileModule(await fsp.readFile(path.join(here, '../src', file), 'utf8'), { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
+    const modulePath = path.join(here, '../dist/persistence.js');
     const cacheDir = path.join(here, `../node_modules/.cache/systemsync-test/kill-${process.pid}`);
-    await fsp.mkdir(path.join(cacheDir, 'core'), { recursive: true });
-    const modulePath = path.join(cacheDir, 'persistence.mjs');
-    await fsp.writeFile(modulePath, (await compile('persistence.ts')).replace("'./core/errors.js'", "'./core/errors.mjs'"));
-    await fsp.writeFile(path.join(cacheDir, 'core/errors.mjs'), await compile('core/errors.ts'));
+    await fsp.mkdir(cacheDir, { recursive: true });
     const childPath = path.join(cacheDir, 'child.mjs');
     await fsp.writeFile(
       childPath,
