@@ -229,8 +229,8 @@ async function main(argv: string[]): Promise<number> {
     if (args.command === 'monitor') return await monitor(args);
     if (takesPaths) return await runRecovery(await readConfig(args), { ...args, command: args.command as RecoveryArgs['command'] }, (text) => process.stdout.write(text));
     if (args.command === 'init' || args.command === 'check') {
-      const setup = await import('./cli/setup.js');
-      return args.command === 'init' ? await setup.init(args) : await setup.check(await readConfig(args));
+      if (args.command === 'init') return await (await import('./cli/init.js')).init(args);
+      return await (await import('./cli/check.js')).check(await readConfig(args));
     }
     return await control(args);
   } catch (err) {
