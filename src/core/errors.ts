@@ -74,8 +74,8 @@ const EVERY_STEP: readonly FailedStep[] = ['push', 'pull', 'commit'];
  *   here or on the hub (a file or link one side put there, not yet synced). That is a state in
  *   flight, not a fact about the path, so it is retried: once the parent's own sync settles (the
  *   directory comes back, or one side's version is kept as a conflict copy) the op goes through
- *   or finds nothing left to do. (Permanent, a child's push refused that way stayed failed for
- *   ever after every tree agreed: the simulation, 11 of seeds 1..2000.)
+ *   or finds nothing left to do. (Were it permanent, a child's push refused that way would stay
+ *   failed for ever after every tree agreed.)
  * - EROFS and EISDIR are permanent on the hub only: on a client, EISDIR is likewise a local
  *   change in flight, and a client's read-only mount is retried.
  * - PERMISSION_DENIED is SFTP's name for a permission failure (a client's transfer).

@@ -121,9 +121,9 @@ export function throwIfAborted(signal: AbortSignal | undefined, what: string): v
 }
 
 /**
- * Full-size chunk buffers of finished requests, kept for the next ones: a 1 GiB transfer in
- * 255 KiB requests otherwise allocates 4,000 buffers that the GC reclaims late (RSS grew by
- * 70 MiB during one). Holds at most `max` idle buffers per size.
+ * Full-size chunk buffers of finished requests, kept for the next ones: a large transfer would
+ * otherwise allocate thousands of buffers that the GC reclaims late, and memory grows meanwhile.
+ * Holds at most `max` idle buffers per size.
  */
 export class ChunkPool {
   private readonly idle = new Map<number, Buffer[]>();

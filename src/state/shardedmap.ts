@@ -121,9 +121,9 @@ async function loadShard<V>(
  * A persistent `Map<string, V>` split across N shard files in one directory by a stable hash of
  * the key, plus an append-only journal. Reads are in memory. A save appends the changed keys to
  * `journal.jsonl` (one line each, then one fdatasync): a commit of a few hundred files costs one
- * small write, not a rewrite of every shard it touches (measured: a 10k-file sync spent 1.5 s of
- * the server's CPU serialising shards). Once the journal holds more lines than half the map (at
- * least 4096), the shards it covers are rewritten atomically and the journal is emptied. Opening
+ * small write, not a rewrite (and serialisation) of every shard it touches. Once the journal
+ * holds more lines than half the map (at least 4096), the shards it covers are rewritten
+ * atomically and the journal is emptied. Opening
  * loads the shards, then replays the journal (a torn last line, from a crash mid-append, is
  * dropped: its save never completed). N is fixed when the directory is created (`meta.json`).
  * Values must be JSON-serialisable; a value mutated in place must be `set` again to be saved.

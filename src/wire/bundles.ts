@@ -1,7 +1,7 @@
 /**
  * Small files travel in bundles: many contents concatenated into one temp file, moved by one SFTP
- * transfer instead of an open, a write or read, and a close each (measured: per-file SFTP requests
- * were most of the CPU of a 10,000-file sync). This file holds the parts that need no disk or
+ * transfer instead of an open, a write or read, and a close each (per-file SFTP requests would
+ * dominate the CPU of syncing many small files). This file holds the parts that need no disk or
  * socket: how files are grouped, and the prefetcher that fetches a page's bundles ahead of the
  * code that applies its changes one by one.
  */
