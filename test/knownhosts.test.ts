@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   fingerprintSha256,
   formatKnownHostsLine,
-  hashHostName,
   hostLookupName,
   keyTypeOfBlob,
   knownKeyTypesFor,
@@ -17,6 +17,12 @@ import {
 import { generateKey } from './helpers/sshd.js';
 
 const execFileAsync = promisify(execFile);
+
+/** `|1|salt|hash` for the lookup name `name`, as `ssh-keygen -H` writes it (salt: 20 random bytes there). */
+function hashHostName(name: string, salt: Buffer): string {
+  const digest = createHmac('sha1', salt).update(name).digest();
+  return `|1|${salt.toString('base64')}|${digest.toString('base64')}`;
+}
 
 interface RealKey {
   type: string;

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PathError } from '../src/core/paths.js';
@@ -9,21 +9,57 @@ import {
   RootMissingError,
   UnsafePathError,
   ensureParentDirs,
+  checkSource,
   isReachedThroughLink,
-  resolveInside,
+  renameChecked,
   safeChmod,
   safeLstat,
-  safeMkdir,
-  safeRename,
   safeRmdir,
-  safeSymlink,
   safeUnlink,
   safeUtimes,
+  type SafeOptions,
 } from '../src/fs/safefs.js';
 import { cleanupTempDirs, makeTree, snapshotTree, tempDir } from './helpers/tree.js';
 import { rejection } from './helpers/wait.js';
 
 afterEach(cleanupTempDirs);
+
+// The operations below are built here from the product's own primitives (checkPath, checkSource,
+// renameChecked, recheckPath), the way fs/apply.ts and fs/place.ts use them; the product has no
+// one-call form of them.
+
+/** `<root>/<rel>` after the parent checks. */
+async function resolveInside(root: string, rel: string, options: SafeOptions = {}): Promise<string> {
+  return (await checkPath(root, rel, options)).abs;
+}
+
+/** Renames `fromAbsOrRel` to `toRel`, both ends checked before and after. */
+async function safeRename(root: string, fromAbsOrRel: string, toRel: string, options: SafeOptions = {}): Promise<void> {
+  const from = await checkSource(root, fromAbsOrRel, options);
+  const to = await checkPath(root, toRel, { ...options, sameOperationAs: from });
+  await renameChecked(from, to);
+}
+
+/** Creates the directory `rel` with `mode`; false if a directory was already there. */
+async function safeMkdir(root: string, rel: string, mode = 0o755, options: SafeOptions = {}): Promise<boolean> {
+  const c = await checkPath(root, rel, options);
+  try {
+    fs.mkdirSync(c.abs, { mode });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !fs.lstatSync(c.abs).isDirectory()) throw err;
+    return false;
+  }
+  await recheckPath(c);
+  await safeChmod(root, rel, mode, options);
+  return true;
+}
+
+/** Creates a symlink at `rel` pointing at `target`, its parents checked before and after. */
+async function safeSymlink(root: string, rel: string, target: string, options: SafeOptions = {}): Promise<void> {
+  const c = await checkPath(root, rel, options);
+  fs.symlinkSync(target, c.abs);
+  await recheckPath(c);
+}
 
 /** A folder root and an "outside" directory next to it, both fresh. */
 async function fixture(spec: Parameters<typeof makeTree>[0] = {}): Promise<{ root: string; outside: string }> {

@@ -334,24 +334,6 @@ export async function recheckPath(c: CheckedPath, when = 'during the operation')
   await verifyParentReal(c.root, c.realRoot, c.rel, when);
 }
 
-async function prepare(root: string, rel: string, options: SafeOptions): Promise<CheckedPath> {
-  return checkPath(root, rel, options);
-}
-
-async function verifyAfter(c: CheckedPath): Promise<void> {
-  await recheckPath(c);
-}
-
-/**
- * Checks `rel` (checkRelativePath) and every existing parent under `root` (a real directory,
- * not a symlink, resolving to where it should) and returns the absolute path `<root>/<rel>`.
- * The final component is not examined: it may be missing, a file, a directory or a symlink.
- * @throws PathError, UnsafePathError, NotADirectoryError, RootMissingError
- */
-export async function resolveInside(root: string, rel: string, options: SafeOptions = {}): Promise<string> {
-  return (await prepare(root, rel, options)).abs;
-}
-
 /**
  * True when an existing parent of `rel` is a symlink, not a directory, or resolves anywhere but
  * `<root>/<parent>`: whatever lies at `rel` is then not part of the folder and must not be read
@@ -360,7 +342,7 @@ export async function resolveInside(root: string, rel: string, options: SafeOpti
  */
 export async function isReachedThroughLink(root: string, rel: string, options: SafeOptions = {}): Promise<boolean> {
   try {
-    await prepare(root, rel, options);
+    await checkPath(root, rel, options);
     return false;
   } catch (err) {
     if (err instanceof UnsafePathError || err instanceof NotADirectoryError) return true;
@@ -419,56 +401,19 @@ export async function rmdirChecked(c: CheckedPath): Promise<void> {
   await recheckPath(c);
 }
 
-/**
- * Renames `fromAbsOrRel` (absolute inside `root`, e.g. a temp file under `.systemsync/tmp`, or
- * relative) to `toRel`, replacing what is at `toRel` (posix rename: a symlink there is replaced,
- * never written through). Parents of both ends are checked before and after.
- */
-export async function safeRename(root: string, fromAbsOrRel: string, toRel: string, options: SafeOptions = {}): Promise<void> {
-  const from = await checkSource(root, fromAbsOrRel, options);
-  const to = await checkPath(root, toRel, { ...options, sameOperationAs: from });
-  await renameChecked(from, to);
-}
-
 /** Removes the file or symlink at `rel` (a symlink itself, never its target). */
 export async function safeUnlink(root: string, rel: string, options: SafeOptions = {}): Promise<void> {
-  await unlinkChecked(await prepare(root, rel, options));
+  await unlinkChecked(await checkPath(root, rel, options));
 }
 
 /** Removes the empty directory at `rel` (ENOTEMPTY if it has children, ENOTDIR for a symlink). */
 export async function safeRmdir(root: string, rel: string, options: SafeOptions = {}): Promise<void> {
-  await rmdirChecked(await prepare(root, rel, options));
-}
-
-/**
- * Creates the directory `rel` with exactly `mode` (umask corrected). Returns false if a
- * directory was already there (its mode is left alone); EEXIST if something else is there.
- */
-export async function safeMkdir(root: string, rel: string, mode = 0o755, options: SafeOptions = {}): Promise<boolean> {
-  const c = await prepare(root, rel, options);
-  try {
-    fs.mkdirSync(c.abs, { mode });
-  } catch (err) {
-    if (errnoCode(err) !== 'EEXIST') throw err;
-    const st = fs.lstatSync(c.abs);
-    if (st.isDirectory()) return false;
-    throw err;
-  }
-  await verifyAfter(c);
-  await safeChmod(root, rel, mode, options);
-  return true;
-}
-
-/** Creates a symlink at `rel` pointing at `target` (any text: it is never followed). EEXIST if taken. */
-export async function safeSymlink(root: string, rel: string, target: string, options: SafeOptions = {}): Promise<void> {
-  const c = await prepare(root, rel, options);
-  fs.symlinkSync(target, c.abs);
-  await verifyAfter(c);
+  await rmdirChecked(await checkPath(root, rel, options));
 }
 
 /** lstat of `rel` after the parent checks; null when nothing is there. Never follows a final symlink. */
 export async function safeLstat(root: string, rel: string, options: SafeOptions = {}): Promise<Stats | null> {
-  const c = await prepare(root, rel, options);
+  const c = await checkPath(root, rel, options);
   return lstatOrNull(c.abs);
 }
 
@@ -483,7 +428,7 @@ async function withNoFollowHandle(
   options: SafeOptions,
   action: (fd: number) => void,
 ): Promise<boolean> {
-  const c = await prepare(root, rel, options);
+  const c = await checkPath(root, rel, options);
   const st = fs.lstatSync(c.abs);
   if (!st.isFile() && !st.isDirectory()) return false;
   let fd: number;
@@ -500,7 +445,7 @@ async function withNoFollowHandle(
   } finally {
     fs.closeSync(fd);
   }
-  await verifyAfter(c);
+  await recheckPath(c);
   return true;
 }
 

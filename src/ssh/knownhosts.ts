@@ -60,12 +60,6 @@ export function keyTypeOfBlob(keyBlob: Buffer): string | null {
   return /^[\x21-\x7e]+$/.test(type) ? type : null;
 }
 
-/** `|1|salt|hash` for the lookup name `name`, as `ssh-keygen -H` writes it (salt: 20 random bytes there). */
-export function hashHostName(name: string, salt: Buffer): string {
-  const digest = createHmac('sha1', salt).update(name).digest();
-  return `|1|${salt.toString('base64')}|${digest.toString('base64')}`;
-}
-
 /**
  * Looks the host key up in known_hosts text. `revoked` if a matching `@revoked` line lists this
  * key; `match` if a line for this host lists it; `mismatch` if lines for this host list only other
