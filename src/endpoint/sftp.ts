@@ -151,58 +151,56 @@ function statusOf(err: unknown): { code: number; message: string } {
 
 /** Serves `sftp` (a server-side SFTP session of ssh2) under `policy` until it closes. */
 export function serveConfinedSftp(sftp: SFTPWrapper, policy: SftpPolicy): void {
-  const handles = new Map<number, Handle>();
-  let nextHandle = 1;
+  new ConfinedSftpSession(sftp, policy).listen();
+}
 
-  const refuse = (reqid: number, op: string, p: string, reason: string): void => {
-    policy.log(`refused sftp ${op} ${JSON.stringify(p)} for client ${policy.node}: ${reason}`);
-    sftp.status(reqid, STATUS_CODE.PERMISSION_DENIED, `${op} ${p}: refused: ${reason}`);
-  };
-  const fail = (reqid: number, op: string, p: string, err: unknown): void => {
-    const { code, message } = statusOf(err);
-    if (err instanceof Refused || code === STATUS_CODE.PERMISSION_DENIED) {
-      refuse(reqid, op, p, message);
-      return;
-    }
-    sftp.status(reqid, code, message);
-  };
-  /** Locates `p` and checks that its area is one of `areas`; answers the refusal itself. */
-  const place = (reqid: number, op: string, p: string, areas: ReadonlyArray<Extract<Located, { ok: true }>['area']>) => {
-    const where = locate(p, policy);
-    if (!where.ok) {
-      refuse(reqid, op, p, where.reason);
-      return null;
-    }
-    if (!areas.includes(where.area)) {
-      const why =
-        where.area === 'content' || where.area === 'root'
-          ? `clients write only through ${RESERVED_DIR}/tmp/ (the server commits the changes)`
-          : `not offered on ${where.area === 'tmpdir' ? `${RESERVED_DIR}/tmp itself` : 'this path'}`;
-      refuse(reqid, op, p, why);
-      return null;
-    }
-    return where;
-  };
-  const handleOf = (reqid: number, raw: Buffer): Handle | null => {
-    const h = raw.length === 4 ? handles.get(raw.readUInt32BE(0)) : undefined;
-    if (h === undefined) {
-      sftp.status(reqid, STATUS_CODE.FAILURE, 'invalid handle');
-      return null;
-    }
-    return h;
-  };
-  const track = <T>(h: Handle, work: Promise<T>): Promise<T> => {
-    h.inFlight.add(work);
-    void work.finally(() => h.inFlight.delete(work)).catch(() => undefined);
-    return work;
-  };
+/** One client's SFTP session on the embedded endpoint: each request answered under `policy`. */
+class ConfinedSftpSession {
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
 
-  sftp.on('OPEN', (reqid: number, filename: string, pflags: number, attrs: Attributes) => {
+  constructor(
+    private readonly sftp: SFTPWrapper,
+    private readonly policy: SftpPolicy,
+  ) {}
+
+  /** Answers every request of the session from now on. */
+  listen(): void {
+    const { sftp } = this;
+    sftp.on('OPEN', (reqid: number, filename: string, pflags: number, attrs: Attributes) => this.open(reqid, filename, pflags, attrs));
+    sftp.on('READ', (reqid: number, raw: Buffer, offset: number, length: number) => this.read(reqid, raw, offset, length));
+    sftp.on('WRITE', (reqid: number, raw: Buffer, offset: number, data: Buffer) => this.write(reqid, raw, offset, data));
+    sftp.on('CLOSE', (reqid: number, raw: Buffer) => this.close(reqid, raw));
+    sftp.on('FSTAT', (reqid: number, raw: Buffer) => this.fstat(reqid, raw));
+    sftp.on('FSETSTAT', (reqid: number, raw: Buffer, attrs: Attributes) => this.fsetstat(reqid, raw, attrs));
+    sftp.on('STAT', (reqid: number, p: string) => this.stat('stat', reqid, p));
+    sftp.on('LSTAT', (reqid: number, p: string) => this.stat('lstat', reqid, p));
+    sftp.on('SETSTAT', (reqid: number, p: string, attrs: Attributes) => this.setstat(reqid, p, attrs));
+    sftp.on('REMOVE', (reqid: number, p: string) => this.remove(reqid, p));
+    sftp.on('REALPATH', (reqid: number, p: string) => this.realpath(reqid, p));
+    for (const [event, op] of [
+      ['OPENDIR', 'opendir'],
+      ['READDIR', 'readdir'],
+      ['MKDIR', 'mkdir'],
+      ['RMDIR', 'rmdir'],
+      ['RENAME', 'rename'],
+      ['READLINK', 'readlink'],
+      ['SYMLINK', 'symlink'],
+      ['EXTENDED', 'extended request'],
+    ] as const) {
+      sftp.on(event, ((reqid: number, ...args: unknown[]) => this.notOffered(op, reqid, ...args)) as never);
+    }
+    sftp.on('close', () => this.closeAll());
+    sftp.on('end', () => this.closeAll());
+  }
+
+  /** OPEN: a file in the folder to read, or one under tmp/ to write (never through a symlink). */
+  private open(reqid: number, filename: string, pflags: number, attrs: Attributes): void {
     const { flags, isWritable } = openFlags(pflags);
-    const where = place(reqid, isWritable ? 'open for writing' : 'open', filename, isWritable ? ['tmp'] : ['content', 'tmp']);
+    const where = this.place(reqid, isWritable ? 'open for writing' : 'open', filename, isWritable ? ['tmp'] : ['content', 'tmp']);
     if (where === null) return;
-    if (handles.size >= MAX_HANDLES) {
-      sftp.status(reqid, STATUS_CODE.FAILURE, `too many open files (${MAX_HANDLES})`);
+    if (this.handles.size >= MAX_HANDLES) {
+      this.sftp.status(reqid, STATUS_CODE.FAILURE, `too many open files (${MAX_HANDLES})`);
       return;
     }
     void (async () => {
@@ -218,35 +216,37 @@ export function serveConfinedSftp(sftp: SFTPWrapper, policy: SftpPolicy): void {
         fs.closeSync(fd);
         throw err;
       }
-      const id = nextHandle++;
-      handles.set(id, { fd, path: filename, isWritable, inFlight: new Set() });
+      const id = this.nextHandle++;
+      this.handles.set(id, { fd, path: filename, isWritable, inFlight: new Set() });
       const raw = Buffer.alloc(4);
       raw.writeUInt32BE(id, 0);
-      sftp.handle(reqid, raw);
+      this.sftp.handle(reqid, raw);
     })().catch((err: unknown) => {
       // O_NOFOLLOW on a symlink: ELOOP. Say what it is.
-      if ((err as NodeJS.ErrnoException).code === 'ELOOP') return refuse(reqid, 'open', filename, 'it is a symlink (never followed)');
-      fail(reqid, 'open', filename, err);
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') return this.refuse(reqid, 'open', filename, 'it is a symlink (never followed)');
+      this.fail(reqid, 'open', filename, err);
     });
-  });
+  }
 
-  sftp.on('READ', (reqid: number, raw: Buffer, offset: number, length: number) => {
-    const h = handleOf(reqid, raw);
+  /** READ: up to MAX_READ bytes at `offset`; EOF at the end. */
+  private read(reqid: number, raw: Buffer, offset: number, length: number): void {
+    const h = this.handleOf(reqid, raw);
     if (h === null) return;
     const buffer = Buffer.allocUnsafe(Math.min(length, MAX_READ));
-    track(
+    this.track(
       h,
       new Promise<number>((resolve, reject) => fs.read(h.fd, buffer, 0, buffer.length, offset, (err, n) => (err ? reject(err) : resolve(n)))),
     ).then(
-      (n) => (n === 0 ? sftp.status(reqid, STATUS_CODE.EOF) : sftp.data(reqid, n === buffer.length ? buffer : buffer.subarray(0, n))),
-      (err: unknown) => fail(reqid, 'read', h.path, err),
+      (n) => (n === 0 ? this.sftp.status(reqid, STATUS_CODE.EOF) : this.sftp.data(reqid, n === buffer.length ? buffer : buffer.subarray(0, n))),
+      (err: unknown) => this.fail(reqid, 'read', h.path, err),
     );
-  });
+  }
 
-  sftp.on('WRITE', (reqid: number, raw: Buffer, offset: number, data: Buffer) => {
-    const h = handleOf(reqid, raw);
+  /** WRITE: all of `data` at `offset`, on a handle opened for writing. */
+  private write(reqid: number, raw: Buffer, offset: number, data: Buffer): void {
+    const h = this.handleOf(reqid, raw);
     if (h === null) return;
-    if (!h.isWritable) return refuse(reqid, 'write', h.path, 'the file was opened for reading');
+    if (!h.isWritable) return this.refuse(reqid, 'write', h.path, 'the file was opened for reading');
     const writeAll = async (): Promise<void> => {
       let done = 0;
       while (done < data.length) {
@@ -255,42 +255,80 @@ export function serveConfinedSftp(sftp: SFTPWrapper, policy: SftpPolicy): void {
         );
       }
     };
-    track(h, writeAll()).then(
-      () => sftp.status(reqid, STATUS_CODE.OK),
-      (err: unknown) => fail(reqid, 'write', h.path, err),
+    this.track(h, writeAll()).then(
+      () => this.sftp.status(reqid, STATUS_CODE.OK),
+      (err: unknown) => this.fail(reqid, 'write', h.path, err),
     );
-  });
+  }
 
-  sftp.on('CLOSE', (reqid: number, raw: Buffer) => {
-    const h = handleOf(reqid, raw);
+  /** CLOSE: after every request still in flight on the handle. */
+  private close(reqid: number, raw: Buffer): void {
+    const h = this.handleOf(reqid, raw);
     if (h === null) return;
-    handles.delete(raw.readUInt32BE(0));
+    this.handles.delete(raw.readUInt32BE(0));
     void Promise.allSettled([...h.inFlight]).then(() =>
-      fs.close(h.fd, (err) => (err ? fail(reqid, 'close', h.path, err) : sftp.status(reqid, STATUS_CODE.OK))),
+      fs.close(h.fd, (err) => (err ? this.fail(reqid, 'close', h.path, err) : this.sftp.status(reqid, STATUS_CODE.OK))),
     );
-  });
+  }
 
-  sftp.on('FSTAT', (reqid: number, raw: Buffer) => {
-    const h = handleOf(reqid, raw);
+  /** FSTAT of an open handle. */
+  private fstat(reqid: number, raw: Buffer): void {
+    const h = this.handleOf(reqid, raw);
     if (h === null) return;
-    fs.fstat(h.fd, (err, st) => (err ? fail(reqid, 'fstat', h.path, err) : sftp.attrs(reqid, toAttrs(st))));
-  });
+    fs.fstat(h.fd, (err, st) => (err ? this.fail(reqid, 'fstat', h.path, err) : this.sftp.attrs(reqid, toAttrs(st))));
+  }
 
-  sftp.on('FSETSTAT', (reqid: number, raw: Buffer, attrs: Attributes) => {
-    const h = handleOf(reqid, raw);
+  /** FSETSTAT: mode and mtime of a handle opened for writing. */
+  private fsetstat(reqid: number, raw: Buffer, attrs: Attributes): void {
+    const h = this.handleOf(reqid, raw);
     if (h === null) return;
-    if (!h.isWritable) return refuse(reqid, 'fsetstat', h.path, 'the file was opened for reading');
+    if (!h.isWritable) return this.refuse(reqid, 'fsetstat', h.path, 'the file was opened for reading');
     try {
       if (attrs.mode !== undefined) fs.fchmodSync(h.fd, attrs.mode & 0o777);
       if (attrs.mtime !== undefined) fs.futimesSync(h.fd, attrs.atime ?? attrs.mtime, attrs.mtime);
-      sftp.status(reqid, STATUS_CODE.OK);
+      this.sftp.status(reqid, STATUS_CODE.OK);
     } catch (err) {
-      fail(reqid, 'fsetstat', h.path, err);
+      this.fail(reqid, 'fsetstat', h.path, err);
     }
-  });
+  }
 
-  const statWith = (op: 'stat' | 'lstat') => (reqid: number, p: string) => {
-    const where = place(reqid, op, p, ['root', 'content', 'tmpdir', 'tmp']);
+  /** SETSTAT: mode and mtime of a file under tmp/. */
+  private setstat(reqid: number, p: string, attrs: Attributes): void {
+    const where = this.place(reqid, 'setstat', p, ['tmp']);
+    if (where === null) return;
+    void (async () => {
+      const options = { allowReserved: true };
+      if (attrs.mode !== undefined) await safeChmod(where.folder.root, where.rel, attrs.mode & 0o777, options);
+      if (attrs.mtime !== undefined) {
+        await safeUtimes(where.folder.root, where.rel, (attrs.atime ?? attrs.mtime) * 1000, attrs.mtime * 1000, options);
+      }
+    })().then(
+      () => this.sftp.status(reqid, STATUS_CODE.OK),
+      (err: unknown) => this.fail(reqid, 'setstat', p, err),
+    );
+  }
+
+  /** REMOVE: a file under tmp/. */
+  private remove(reqid: number, p: string): void {
+    const where = this.place(reqid, 'remove', p, ['tmp']);
+    if (where === null) return;
+    safeUnlink(where.folder.root, where.rel, { allowReserved: true }).then(
+      () => this.sftp.status(reqid, STATUS_CODE.OK),
+      (err: unknown) => this.fail(reqid, 'remove', p, err),
+    );
+  }
+
+  /** REALPATH: the path as the client names it, located first. */
+  private realpath(reqid: number, p: string): void {
+    const where = locate(p, this.policy);
+    if (!where.ok) return this.refuse(reqid, 'realpath', p, where.reason);
+    const name = where.rel === '' ? where.folder.root : `${where.folder.root}/${where.rel}`;
+    this.sftp.name(reqid, [{ filename: name, longname: name, attrs: {} as Attributes }]);
+  }
+
+  /** STAT and LSTAT: inside the folder only; a symlink is followed by STAT only while it stays inside. */
+  private stat(op: 'stat' | 'lstat', reqid: number, p: string): void {
+    const where = this.place(reqid, op, p, ['root', 'content', 'tmpdir', 'tmp']);
     if (where === null) return;
     void (async () => {
       if (where.area === 'root') return fs.statSync(where.folder.root);
@@ -303,67 +341,68 @@ export function serveConfinedSftp(sftp: SFTPWrapper, policy: SftpPolicy): void {
       }
       return st;
     })().then(
-      (st) => sftp.attrs(reqid, toAttrs(st)),
-      (err: unknown) => fail(reqid, op, p, err),
+      (st) => this.sftp.attrs(reqid, toAttrs(st)),
+      (err: unknown) => this.fail(reqid, op, p, err),
     );
-  };
-  sftp.on('STAT', statWith('stat'));
-  sftp.on('LSTAT', statWith('lstat'));
-
-  sftp.on('SETSTAT', (reqid: number, p: string, attrs: Attributes) => {
-    const where = place(reqid, 'setstat', p, ['tmp']);
-    if (where === null) return;
-    void (async () => {
-      const options = { allowReserved: true };
-      if (attrs.mode !== undefined) await safeChmod(where.folder.root, where.rel, attrs.mode & 0o777, options);
-      if (attrs.mtime !== undefined) {
-        await safeUtimes(where.folder.root, where.rel, (attrs.atime ?? attrs.mtime) * 1000, attrs.mtime * 1000, options);
-      }
-    })().then(
-      () => sftp.status(reqid, STATUS_CODE.OK),
-      (err: unknown) => fail(reqid, 'setstat', p, err),
-    );
-  });
-
-  sftp.on('REMOVE', (reqid: number, p: string) => {
-    const where = place(reqid, 'remove', p, ['tmp']);
-    if (where === null) return;
-    safeUnlink(where.folder.root, where.rel, { allowReserved: true }).then(
-      () => sftp.status(reqid, STATUS_CODE.OK),
-      (err: unknown) => fail(reqid, 'remove', p, err),
-    );
-  });
-
-  sftp.on('REALPATH', (reqid: number, p: string) => {
-    const where = locate(p, policy);
-    if (!where.ok) return refuse(reqid, 'realpath', p, where.reason);
-    const name = where.rel === '' ? where.folder.root : `${where.folder.root}/${where.rel}`;
-    sftp.name(reqid, [{ filename: name, longname: name, attrs: {} as Attributes }]);
-  });
-
-  const notOffered = (op: string) => (reqid: number, ...args: unknown[]) => {
-    const shown = args.filter((a): a is string => typeof a === 'string').map((a) => JSON.stringify(a)).join(' → ');
-    policy.log(`refused sftp ${op} ${shown} for client ${policy.node}: not offered by the endpoint`);
-    sftp.status(reqid, STATUS_CODE.OP_UNSUPPORTED, `${op} is not offered by this server`);
-  };
-  for (const [event, op] of [
-    ['OPENDIR', 'opendir'],
-    ['READDIR', 'readdir'],
-    ['MKDIR', 'mkdir'],
-    ['RMDIR', 'rmdir'],
-    ['RENAME', 'rename'],
-    ['READLINK', 'readlink'],
-    ['SYMLINK', 'symlink'],
-    ['EXTENDED', 'extended request'],
-  ] as const) {
-    sftp.on(event, notOffered(op) as never);
   }
 
-  const closeAll = (): void => {
-    for (const h of handles.values()) void Promise.allSettled([...h.inFlight]).then(() => fs.close(h.fd, () => undefined));
-    handles.clear();
-  };
-  sftp.on('close', closeAll);
-  sftp.on('end', closeAll);
-}
+  /** A request the endpoint does not offer: refused and logged. */
+  private notOffered(op: string, reqid: number, ...args: unknown[]): void {
+    const shown = args.filter((a): a is string => typeof a === 'string').map((a) => JSON.stringify(a)).join(' → ');
+    this.policy.log(`refused sftp ${op} ${shown} for client ${this.policy.node}: not offered by the endpoint`);
+    this.sftp.status(reqid, STATUS_CODE.OP_UNSUPPORTED, `${op} is not offered by this server`);
+  }
 
+  /** The session ended: every handle is closed once its requests in flight settle. */
+  private closeAll(): void {
+    for (const h of this.handles.values()) void Promise.allSettled([...h.inFlight]).then(() => fs.close(h.fd, () => undefined));
+    this.handles.clear();
+  }
+
+  private refuse(reqid: number, op: string, p: string, reason: string): void {
+    this.policy.log(`refused sftp ${op} ${JSON.stringify(p)} for client ${this.policy.node}: ${reason}`);
+    this.sftp.status(reqid, STATUS_CODE.PERMISSION_DENIED, `${op} ${p}: refused: ${reason}`);
+  }
+
+  private fail(reqid: number, op: string, p: string, err: unknown): void {
+    const { code, message } = statusOf(err);
+    if (err instanceof Refused || code === STATUS_CODE.PERMISSION_DENIED) {
+      this.refuse(reqid, op, p, message);
+      return;
+    }
+    this.sftp.status(reqid, code, message);
+  }
+
+  /** Locates `p` and checks that its area is one of `areas`; answers the refusal itself. */
+  private place(reqid: number, op: string, p: string, areas: ReadonlyArray<Extract<Located, { ok: true }>['area']>): Extract<Located, { ok: true }> | null {
+    const where = locate(p, this.policy);
+    if (!where.ok) {
+      this.refuse(reqid, op, p, where.reason);
+      return null;
+    }
+    if (!areas.includes(where.area)) {
+      const why =
+        where.area === 'content' || where.area === 'root'
+          ? `clients write only through ${RESERVED_DIR}/tmp/ (the server commits the changes)`
+          : `not offered on ${where.area === 'tmpdir' ? `${RESERVED_DIR}/tmp itself` : 'this path'}`;
+      this.refuse(reqid, op, p, why);
+      return null;
+    }
+    return where;
+  }
+
+  private handleOf(reqid: number, raw: Buffer): Handle | null {
+    const h = raw.length === 4 ? this.handles.get(raw.readUInt32BE(0)) : undefined;
+    if (h === undefined) {
+      this.sftp.status(reqid, STATUS_CODE.FAILURE, 'invalid handle');
+      return null;
+    }
+    return h;
+  }
+
+  private track<T>(h: Handle, work: Promise<T>): Promise<T> {
+    h.inFlight.add(work);
+    void work.finally(() => h.inFlight.delete(work)).catch(() => undefined);
+    return work;
+  }
+}
