@@ -58,6 +58,88 @@ interface ExtraSubscription {
   ino: number;
 }
 
+/**
+ * Counts the events of a burst; once a burst of at least `minEvents` has been quiet for
+ * `quietMs`, calls `onSettled` with its count.
+ */
+class BurstCounter {
+  private events = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private isClosed = false;
+
+  constructor(
+    private readonly onSettled: (events: number) => void,
+    private readonly minEvents: number,
+    private readonly quietMs: number,
+  ) {}
+
+  count(n: number): void {
+    this.events += n;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      const count = this.events;
+      this.events = 0;
+      if (!this.isClosed && count >= this.minEvents) this.onSettled(count);
+    }, this.quietMs);
+  }
+
+  close(): void {
+    this.isClosed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+  }
+}
+
+/**
+ * The extra subscriptions of hinted directories that have subdirectories (see the file's
+ * header), each tied to its directory's inode: dropped when that directory goes or is replaced.
+ */
+class SubtreeSubscriptions {
+  private readonly extra = new Map<string, ExtraSubscription>();
+
+  constructor(
+    private readonly root: string,
+    private readonly onEvents: watcher.SubscribeCallback,
+    private readonly report: (err: unknown) => void,
+    private readonly isClosed: () => boolean,
+  ) {}
+
+  /** Unsubscribes every directory at or under `rel` that is gone or is another directory now. */
+  async dropGoneUnder(rel: string): Promise<void> {
+    for (const [dir, x] of [...this.extra]) {
+      if (!isSameOrInside(dir, rel)) continue;
+      const st = await lstatForHint(path.join(this.root, dir));
+      if (st !== null && st.isDirectory() && st.ino === x.ino) continue;
+      this.extra.delete(dir);
+      await x.sub.unsubscribe().catch(() => undefined);
+    }
+  }
+
+  /** Subscribes the directory `rel` (whose lstat is `st`) unless it already is. */
+  async ensure(rel: string, st: Stats): Promise<void> {
+    const existing = this.extra.get(rel);
+    if (existing !== undefined && existing.ino === st.ino) return;
+    if (existing !== undefined) {
+      this.extra.delete(rel);
+      await existing.sub.unsubscribe().catch(() => undefined);
+    }
+    try {
+      const sub = await watcher.subscribe(path.join(this.root, rel), this.onEvents);
+      if (this.isClosed()) await sub.unsubscribe().catch(() => undefined);
+      else this.extra.set(rel, { sub, ino: st.ino });
+    } catch (err) {
+      // Gone again meanwhile: its delete is hinted anyway. Anything else is worth telling.
+      if ((await lstatForHint(path.join(this.root, rel))) !== null) this.report(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    const subs = [...this.extra.values()].map((x) => x.sub);
+    this.extra.clear();
+    await Promise.all(subs.map((s) => s.unsubscribe().catch(() => undefined)));
+  }
+}
+
 function toRelative(root: string, abs: string): string | null {
   const rel = path.relative(root, abs);
   // Outside the root is exactly ".." or "../…": a name like "..foo" or "..." is inside it.
@@ -78,6 +160,59 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
+/** What `hintsOf` works with: the watch's root, ignore rules, subtree subscriptions and error report. */
+interface HintContext {
+  root: string;
+  /** The rules in force now (`setIgnore` may replace them during a batch). */
+  ignore(): IgnoreMatcher;
+  subtrees: SubtreeSubscriptions;
+  report(err: unknown): void;
+  isClosed(): boolean;
+}
+
+/**
+ * The hints for a batch of changed paths: each path not ignored, and every descendant of a
+ * directory among them (a directory with subdirectories gets its own subscription and is walked
+ * again once that is live). Stops early (with what it has) once the watch is closed.
+ */
+async function hintsOf(batch: readonly string[], ctx: HintContext): Promise<Set<string>> {
+  const { root, subtrees, report } = ctx;
+  /** Descendants of `rel` (not ignored) and whether any of them is a directory. */
+  const descendants = async (rel: string, into: Set<string>): Promise<boolean> => {
+    let hasSubdir = false;
+    for await (const item of walkTree(root, { ignore: ctx.ignore(), under: rel, onProblem: ({ error }) => report(error) })) {
+      into.add(item.path);
+      if (item.type === 'dir') hasSubdir = true;
+    }
+    return hasSubdir;
+  };
+  const hints = new Set<string>();
+  for (const [i, rel] of batch.entries()) {
+    if (ctx.isClosed()) return hints;
+    if (i > 0 && i % 512 === 0) await new Promise((resolve) => setImmediate(resolve));
+    const st = lstatForHint(path.join(root, rel));
+    if (st === null) {
+      if (!ctx.ignore().isIgnored(rel, false)) hints.add(rel);
+      await subtrees.dropGoneUnder(rel);
+      continue;
+    }
+    const isDir = st.isDirectory();
+    if (ctx.ignore().isIgnored(rel, isDir)) continue;
+    hints.add(rel);
+    if (!isDir) continue;
+    try {
+      if (await descendants(rel, hints)) {
+        await subtrees.ensure(rel, st);
+        // Walk again now that the whole subtree is watched: catches what changed meanwhile.
+        await descendants(rel, hints);
+      }
+    } catch (err) {
+      report(err);
+    }
+  }
+  return hints;
+}
+
 /**
  * Watches `root` (absolute) and reports hints through `opts.onHints`. Resolves once the watch
  * is live: any change made after that is hinted. `.systemsync/` is never watched nor hinted;
@@ -95,7 +230,6 @@ export async function watchFolder(
   let timer: NodeJS.Timeout | null = null;
   let flushing: Promise<void> | null = null;
   const pending = new Set<string>();
-  const extra = new Map<string, ExtraSubscription>();
 
   const report = (err: unknown): void => {
     if (closed) return;
@@ -106,32 +240,20 @@ export async function watchFolder(
     }
   };
 
-  const burstEvents = opts.burstEvents ?? 4096;
-  const burstQuietMs = opts.burstQuietMs ?? 500;
-  let burstCount = 0;
-  let burstTimer: NodeJS.Timeout | null = null;
-  const countBurst = (n: number): void => {
-    if (opts.onBurstSettled === undefined) return;
-    burstCount += n;
-    if (burstTimer !== null) clearTimeout(burstTimer);
-    burstTimer = setTimeout(() => {
-      burstTimer = null;
-      const count = burstCount;
-      burstCount = 0;
-      if (!closed && count >= burstEvents) opts.onBurstSettled?.(count);
-    }, burstQuietMs);
-  };
+  const burst = opts.onBurstSettled === undefined ? null : new BurstCounter(opts.onBurstSettled, opts.burstEvents ?? 4096, opts.burstQuietMs ?? 500);
 
   const onEvents = (err: Error | null, events: watcher.Event[]): void => {
     if (closed) return;
     if (err !== null) report(new SyncError('WATCH_FAILED', `watching ${root}: ${err.message}`, { cause: err }));
-    countBurst(events.length);
+    burst?.count(events.length);
     for (const event of events) {
       const rel = toRelative(root, event.path);
       if (rel !== null && !isReservedPath(rel)) pending.add(rel);
     }
     schedule();
   };
+
+  const subtrees = new SubtreeSubscriptions(root, onEvents, report, () => closed);
 
   const schedule = (): void => {
     if (closed || timer !== null || flushing !== null || pending.size === 0) return;
@@ -146,70 +268,10 @@ export async function watchFolder(
     }, settleMs);
   };
 
-  const dropExtrasGoneUnder = async (rel: string): Promise<void> => {
-    for (const [dir, x] of [...extra]) {
-      if (!isSameOrInside(dir, rel)) continue;
-      const st = await lstatForHint(path.join(root, dir));
-      if (st !== null && st.isDirectory() && st.ino === x.ino) continue;
-      extra.delete(dir);
-      await x.sub.unsubscribe().catch(() => undefined);
-    }
-  };
-
-  const ensureExtra = async (rel: string, st: Stats): Promise<void> => {
-    const existing = extra.get(rel);
-    if (existing !== undefined && existing.ino === st.ino) return;
-    if (existing !== undefined) {
-      extra.delete(rel);
-      await existing.sub.unsubscribe().catch(() => undefined);
-    }
-    try {
-      const sub = await watcher.subscribe(path.join(root, rel), onEvents);
-      if (closed) await sub.unsubscribe().catch(() => undefined);
-      else extra.set(rel, { sub, ino: st.ino });
-    } catch (err) {
-      // Gone again meanwhile: its delete is hinted anyway. Anything else is worth telling.
-      if ((await lstatForHint(path.join(root, rel))) !== null) report(err);
-    }
-  };
-
-  /** Descendants of `rel` (not ignored) and whether any of them is a directory. */
-  const descendants = async (rel: string, into: Set<string>): Promise<boolean> => {
-    let hasSubdir = false;
-    for await (const item of walkTree(root, { ignore, under: rel, onProblem: ({ error }) => report(error) })) {
-      into.add(item.path);
-      if (item.type === 'dir') hasSubdir = true;
-    }
-    return hasSubdir;
-  };
-
   const flush = async (): Promise<void> => {
     const batch = [...pending];
     pending.clear();
-    const hints = new Set<string>();
-    for (const [i, rel] of batch.entries()) {
-      if (closed) return;
-      if (i > 0 && i % 512 === 0) await new Promise((resolve) => setImmediate(resolve));
-      const st = lstatForHint(path.join(root, rel));
-      if (st === null) {
-        if (!ignore.isIgnored(rel, false)) hints.add(rel);
-        await dropExtrasGoneUnder(rel);
-        continue;
-      }
-      const isDir = st.isDirectory();
-      if (ignore.isIgnored(rel, isDir)) continue;
-      hints.add(rel);
-      if (!isDir) continue;
-      try {
-        if (await descendants(rel, hints)) {
-          await ensureExtra(rel, st);
-          // Walk again now that the whole subtree is watched: catches what changed meanwhile.
-          await descendants(rel, hints);
-        }
-      } catch (err) {
-        report(err);
-      }
-    }
+    const hints = await hintsOf(batch, { root, ignore: () => ignore, subtrees, report, isClosed: () => closed });
     if (closed || hints.size === 0) return;
     try {
       opts.onHints([...hints]);
@@ -234,11 +296,9 @@ export async function watchFolder(
       closed = true;
       if (timer !== null) clearTimeout(timer);
       timer = null;
-      if (burstTimer !== null) clearTimeout(burstTimer);
+      burst?.close();
       await flushing?.catch(() => undefined);
-      const subs = [rootSub, ...[...extra.values()].map((x) => x.sub)];
-      extra.clear();
-      await Promise.all(subs.map((s) => s.unsubscribe().catch(() => undefined)));
+      await Promise.all([rootSub.unsubscribe().catch(() => undefined), subtrees.close()]);
     },
   };
 }
