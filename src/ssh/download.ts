@@ -9,8 +9,8 @@ import { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { Stats } from 'ssh2';
 import { HashMismatchError, LocalFileError, SftpError, SizeExceededError } from './errors.js';
-import { RequestWindow, throwIfAborted, writeLocal } from './sessionhelpers.js';
-import { CHUNK_SIZE, MAX_REQUESTS_PER_FILE, type SftpChannel } from './sftpchannel.js';
+import { LocalWriteBatch, RequestWindow, throwIfAborted } from './sessionhelpers.js';
+import { CHUNK_SIZE, LOCAL_IO_SIZE, MAX_REQUESTS_PER_FILE, type SftpChannel } from './sftpchannel.js';
 import type { DownloadOptions, TransferResult } from './transfertypes.js';
 
 /**
@@ -121,6 +121,7 @@ async function writeReads(
   const { remotePath, knownSize, chunkSize } = reads;
   const hash = createHash('sha256');
   let written = 0;
+  const batch = new LocalWriteBatch(local, localPath, LOCAL_IO_SIZE);
   let reachedEnd = knownSize === 0;
   while (!reachedEnd) {
     throwIfAborted(opts.signal, `download ${remotePath}`);
@@ -135,25 +136,28 @@ async function writeReads(
     } finally {
       head.release();
     }
+    // The head's buffer serves a later read once written (abandoned reads never give theirs back).
+    const buffer = head.buffer;
+    let recycle = buffer === null ? undefined : (): void => reads.channel.chunks.give(buffer);
     for (;;) {
       if (data.length === 0) {
         reachedEnd = true;
         break;
       }
       if (limit !== null && position + data.length > limit) throw new SizeExceededError(remotePath, opts.expectedHash ?? '(any)', limit);
-      await writeLocal(local, localPath, data, position);
       hash.update(data);
+      await batch.add(data, position, recycle);
+      recycle = undefined; // a short read's rest came in a buffer of its own
       position += data.length;
       written += data.length;
       if (position >= chunkEnd) break;
       if (knownSize !== null && position >= knownSize) break;
       data = await reads.readRest(position, chunkEnd - position);
     }
-    // Written and hashed: its buffer serves a later read (abandoned reads never give theirs back).
-    if (head.buffer !== null) reads.channel.chunks.give(head.buffer);
     opts.onProgress?.(written, Math.max(knownSize ?? 0, written));
     if (knownSize !== null && written >= knownSize) reachedEnd = true;
   }
+  await batch.flush();
   return { hash: hash.digest('hex'), written };
 }
 

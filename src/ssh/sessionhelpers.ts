@@ -31,6 +31,50 @@ export async function writeLocal(local: fsp.FileHandle, localPath: string, data:
 }
 
 /**
+ * Consecutive pieces of a download, written to the local file together (one writev) once they
+ * reach `maxBytes`, instead of one write per request. `flush` writes what is held; each piece's
+ * `recycle` callback runs once its bytes are written (its buffer may then be reused).
+ */
+export class LocalWriteBatch {
+  private pieces: Buffer[] = [];
+  private recycled: Array<() => void> = [];
+  private start = 0;
+  private bytes = 0;
+
+  constructor(
+    private readonly local: fsp.FileHandle,
+    private readonly localPath: string,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** Holds `data`, meant for `position`; writes what is held first if it does not end there. */
+  async add(data: Buffer, position: number, recycle?: () => void): Promise<void> {
+    if (this.bytes > 0 && this.start + this.bytes !== position) await this.flush();
+    if (this.bytes === 0) this.start = position;
+    this.pieces.push(data);
+    if (recycle !== undefined) this.recycled.push(recycle);
+    this.bytes += data.length;
+    if (this.bytes >= this.maxBytes) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.bytes === 0) return;
+    const [pieces, recycled, start, bytes] = [this.pieces, this.recycled, this.start, this.bytes];
+    this.pieces = [];
+    this.recycled = [];
+    this.bytes = 0;
+    let done: number;
+    try {
+      ({ bytesWritten: done } = await this.local.writev(pieces, start));
+    } catch (err) {
+      throw new LocalFileError(`cannot write ${this.localPath}: ${(err as Error).message}`, { cause: err });
+    }
+    if (done < bytes) await writeLocal(this.local, this.localPath, Buffer.concat(pieces, bytes).subarray(done), start + done);
+    for (const recycle of recycled) recycle();
+  }
+}
+
+/**
  * The whole content of `localPath` if it is a regular file of up to SMALL_FILE_MAX bytes, read
  * synchronously (open, fstat, one read, close); null for anything else, and for a file that grew
  * while it was read (the streaming path then reads it to wherever its end is). The read asks for

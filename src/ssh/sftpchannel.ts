@@ -11,8 +11,16 @@ import { ChunkPool, RequestWindow, Semaphore } from './sessionhelpers.js';
 export const CHUNK_SIZE = 64 * 1024;
 /** Streamed transfers use requests this large when the server allows them (OpenSSH: 255 KiB). */
 const MAX_CHUNK = 256 * 1024;
-/** Requests in flight for one file. */
-export const MAX_REQUESTS_PER_FILE = 16;
+/**
+ * Requests in flight for one file: 64 of 255 KiB (16 MiB), as ssh2's fastPut/fastGet keep, so a
+ * hop is not held to one window per round trip when the other end is slow to be scheduled.
+ */
+export const MAX_REQUESTS_PER_FILE = 64;
+/**
+ * Bytes read from (uploads) or written to (downloads) the local file in one call, held per
+ * transfer (32 transfers at once hold 32 MiB).
+ */
+export const LOCAL_IO_SIZE = 1024 * 1024;
 /** Requests in flight for the whole session (bounds memory: this many chunks at most). */
 const MAX_REQUESTS_PER_SESSION = 128;
 
@@ -93,6 +101,14 @@ export class SftpChannel {
         reject(toSftpError(err, 'read', remotePath));
       }
     });
+  }
+
+  /**
+   * Bytes per request that ssh2 sends as one request, copied into its packet at once: at most what
+   * the server takes (OpenSSH: 255 KiB), and never more than MAX_CHUNK.
+   */
+  requestSize(limit: '_maxReadLen' | '_maxWriteLen'): number {
+    return Math.min(MAX_CHUNK, this.sftpLimit(limit));
   }
 
   /**

@@ -8,7 +8,7 @@ import { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { LocalFileError } from './errors.js';
 import { RequestWindow, throwIfAborted } from './sessionhelpers.js';
-import { CHUNK_SIZE, MAX_REQUESTS_PER_FILE, type SftpChannel } from './sftpchannel.js';
+import { CHUNK_SIZE, LOCAL_IO_SIZE, MAX_REQUESTS_PER_FILE, type SftpChannel } from './sftpchannel.js';
 import type { TransferResult, UploadOptions } from './transfertypes.js';
 
 /**
@@ -71,42 +71,39 @@ export async function uploadStreaming(channel: SftpChannel, localPath: string, r
     let position = 0;
     let done = 0;
     let grew = false;
-    const chunkSize = channel.chunkSize('_maxWriteLen');
+    // Large local reads, each hashed once and sent as requests the server takes whole: ssh2
+    // copies a request's bytes into its packet when it is sent, so the buffer is read into
+    // again as soon as its requests are out.
+    const requestSize = channel.requestSize('_maxWriteLen');
+    const buffer = Buffer.allocUnsafe(Math.max(requestSize, Math.min(LOCAL_IO_SIZE, total + 1)));
     for (;;) {
       throwIfAborted(opts.signal, `upload ${localPath}`);
-      await window.waitForRoom(MAX_REQUESTS_PER_FILE);
-      const releaseRequest = await channel.requestSlots.acquire();
-      // Sized to what is left: a small file costs a small buffer, and the read that finds EOF
-      // one byte (a file that grew past its size gets full chunks again).
-      const want = position < total ? Math.min(chunkSize, total - position) : grew ? chunkSize : 1;
-      const chunk = want === chunkSize ? channel.chunks.take(chunkSize) : Buffer.allocUnsafe(want);
+      // What is left, or (at the end) one byte to find EOF; a file that grew past its size gets full reads again.
+      const want = position < total ? Math.min(buffer.length, total - position) : grew ? buffer.length : 1;
       let bytesRead: number;
       try {
-        ({ bytesRead } = await local.read(chunk, 0, want, position));
+        ({ bytesRead } = await local.read(buffer, 0, want, position));
       } catch (err) {
-        releaseRequest();
         throw new LocalFileError(`cannot read ${localPath}: ${(err as Error).message}`, { cause: err });
       }
-      if (bytesRead === 0) {
-        releaseRequest();
-        channel.chunks.give(chunk);
-        break;
-      }
+      if (bytesRead === 0) break;
       if (position + bytesRead > total) grew = true;
-      hash.update(chunk.subarray(0, bytesRead));
-      const offset = position;
+      hash.update(buffer.subarray(0, bytesRead));
+      for (let start = 0; start < bytesRead; start += requestSize) {
+        await window.waitForRoom(MAX_REQUESTS_PER_FILE);
+        const releaseRequest = await channel.requestSlots.acquire();
+        const length = Math.min(requestSize, bytesRead - start);
+        const offset = position + start;
+        window.add(
+          channel.call<void>('write', remotePath, (cb) => channel.sftp.write(handle, buffer, start, length, offset, cb))
+            .finally(releaseRequest)
+            .then(() => {
+              done += length;
+              opts.onProgress?.(done, Math.max(total, position));
+            }),
+        );
+      }
       position += bytesRead;
-      window.add(
-        channel.call<void>('write', remotePath, (cb) => channel.sftp.write(handle, chunk, 0, bytesRead, offset, cb))
-          .finally(() => {
-            releaseRequest();
-            channel.chunks.give(chunk); // ssh2 copied it into its packet when the write was sent
-          })
-          .then(() => {
-            done += bytesRead;
-            opts.onProgress?.(done, Math.max(total, position));
-          }),
-      );
     }
     await window.drain();
     remote = null;
