@@ -12,6 +12,7 @@
  * clear error (daemon and `check`), and a host key the client does not trust is refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -296,6 +297,31 @@ describe('a rogue client with a valid key', () => {
     // alpha was not kicked off.
     expect((await alpha.status()).connected).toBe(true);
     expect(hub.log()).not.toMatch(/client alpha connected again/);
+  });
+
+  it('has a large upload checked against the hash taken while the endpoint wrote it: a wrong hash is refused, the right one committed', async () => {
+    const content = crypto.randomBytes(3 * 1024 * 1024 + 17); // past SMALL_FILE: the path that no longer reads the upload again
+    const entryOf = (hash: string) => ({ type: 'file' as const, size: content.length, mtime: Date.now(), mode: 0o644, hash });
+    const peer = await rpcPeer(rogue);
+    try {
+      const hello = await peer.request('hello', { node: 'mallory', folders: ['docs'], protocol: 1 }, 10_000);
+      const tmp = (hello.folders as Record<string, { tmp: string }>).docs!.tmp;
+      const put = async (name: string, hash: string) => {
+        const upload = `${name}.up`;
+        await new Promise<void>((resolve, reject) => sftp.writeFile(`${tmp}/${upload}`, content, (err) => (err ? reject(err) : resolve())));
+        const reply = await peer.request('push', { folder: 'docs', ops: [{ op: 'put', path: `${name}.bin`, base: null, entry: entryOf(hash), upload }] }, 60_000);
+        return (reply.results as Array<{ status: string; code?: string }>)[0];
+      };
+      // The same size, another hash: what the bytes were hashed to as they came decides.
+      const other = crypto.createHash('sha256').update(Buffer.concat([content.subarray(1), Buffer.from('x')])).digest('hex');
+      expect(await put('streamed-liar', other)).toMatchObject({ status: 'error', code: 'HASH_MISMATCH' });
+      expect(await fs.stat(path.join(hub.folder('docs'), 'streamed-liar.bin')).catch(() => null)).toBeNull();
+      const right = crypto.createHash('sha256').update(content).digest('hex');
+      expect(await put('streamed-ok', right)).toMatchObject({ status: 'ok' });
+      expect((await fs.readFile(path.join(hub.folder('docs'), 'streamed-ok.bin'))).equals(content)).toBe(true);
+    } finally {
+      peer.close();
+    }
   });
 
   it('left the normal client syncing throughout', async () => {

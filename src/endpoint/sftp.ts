@@ -12,11 +12,12 @@
  * O_NOFOLLOW, and where /proc is there the opened descriptor's real path is checked to lie inside
  * the folder's real root. A refusal answers PERMISSION_DENIED with the reason and logs one line.
  */
-import fs, { constants as FS, type Stats } from 'node:fs';
+import fs, { constants as FS, type BigIntStats, type Stats } from 'node:fs';
 import path from 'node:path';
 import ssh2, { type Attributes, type SFTPWrapper } from 'ssh2';
 import { SystemsyncError } from '../core/errors.js';
 import { RESERVED_DIR } from '../core/paths.js';
+import { streamedHashes, type StreamedWriter } from '../fs/streamedhashes.js';
 import { checkPath, recheckPath, safeChmod, safeUnlink, safeUtimes, type CheckedPath } from '../fs/safefs.js';
 
 const { OPEN_MODE, STATUS_CODE } = ssh2.utils.sftp;
@@ -84,6 +85,8 @@ interface Handle {
   fd: number;
   path: string;
   isWritable: boolean;
+  /** Hashes the writes of an upload as they come (src/fs/streamedhashes.ts); null on a handle for reading. */
+  writer: StreamedWriter | null;
   /** Reads and writes in flight: CLOSE waits for them (clients pipeline the close). */
   inFlight: Set<Promise<unknown>>;
 }
@@ -149,6 +152,17 @@ function statusOf(err: unknown): { code: number; message: string } {
   return { code: STATUS_CODE.FAILURE, message: errno ?? 'failure' };
 }
 
+/** Ends the hashing of an upload's handle with the file as its writes left it. */
+function finishWriter(h: Handle): void {
+  let st: BigIntStats | null = null;
+  try {
+    st = fs.fstatSync(h.fd, { bigint: true });
+  } catch {
+    // no entry: the server reads the upload
+  }
+  h.writer!.finish(st);
+}
+
 /** Serves `sftp` (a server-side SFTP session of ssh2) under `policy` until it closes. */
 export function serveConfinedSftp(sftp: SFTPWrapper, policy: SftpPolicy): void {
   new ConfinedSftpSession(sftp, policy).listen();
@@ -208,8 +222,9 @@ class ConfinedSftpSession {
       const c = await checkPath(where.folder.root, where.rel, { allowReserved: area === 'tmp' });
       const mode = attrs.mode !== undefined ? attrs.mode & 0o777 : 0o600;
       const fd = fs.openSync(c.abs, flags, mode);
+      let st: BigIntStats;
       try {
-        const st = fs.fstatSync(fd);
+        st = fs.fstatSync(fd, { bigint: true });
         if (!st.isFile()) throw new Refused('not a regular file');
         await checkDescriptor(fd, c, area);
       } catch (err) {
@@ -217,7 +232,9 @@ class ConfinedSftpSession {
         throw err;
       }
       const id = this.nextHandle++;
-      this.handles.set(id, { fd, path: filename, isWritable, inFlight: new Set() });
+      const writer = isWritable ? streamedHashes.beginWrite(st) : null;
+      if ((flags & FS.O_APPEND) !== 0) writer?.abandon(); // the kernel, not the request, says where each write lands
+      this.handles.set(id, { fd, path: filename, isWritable, writer, inFlight: new Set() });
       const raw = Buffer.alloc(4);
       raw.writeUInt32BE(id, 0);
       this.sftp.handle(reqid, raw);
@@ -247,6 +264,8 @@ class ConfinedSftpSession {
     const h = this.handleOf(reqid, raw);
     if (h === null) return;
     if (!h.isWritable) return this.refuse(reqid, 'write', h.path, 'the file was opened for reading');
+    // Hashed in the order the writes arrive (the order they are written in is the kernel's affair).
+    h.writer?.write(offset, data);
     const writeAll = async (): Promise<void> => {
       let done = 0;
       while (done < data.length) {
@@ -257,7 +276,10 @@ class ConfinedSftpSession {
     };
     this.track(h, writeAll()).then(
       () => this.sftp.status(reqid, STATUS_CODE.OK),
-      (err: unknown) => this.fail(reqid, 'write', h.path, err),
+      (err: unknown) => {
+        h.writer?.abandon();
+        this.fail(reqid, 'write', h.path, err);
+      },
     );
   }
 
@@ -266,9 +288,10 @@ class ConfinedSftpSession {
     const h = this.handleOf(reqid, raw);
     if (h === null) return;
     this.handles.delete(raw.readUInt32BE(0));
-    void Promise.allSettled([...h.inFlight]).then(() =>
-      fs.close(h.fd, (err) => (err ? this.fail(reqid, 'close', h.path, err) : this.sftp.status(reqid, STATUS_CODE.OK))),
-    );
+    void Promise.allSettled([...h.inFlight]).then(() => {
+      if (h.writer !== null) finishWriter(h);
+      fs.close(h.fd, (err) => (err ? this.fail(reqid, 'close', h.path, err) : this.sftp.status(reqid, STATUS_CODE.OK)));
+    });
   }
 
   /** FSTAT of an open handle. */
@@ -355,7 +378,12 @@ class ConfinedSftpSession {
 
   /** The session ended: every handle is closed once its requests in flight settle. */
   private closeAll(): void {
-    for (const h of this.handles.values()) void Promise.allSettled([...h.inFlight]).then(() => fs.close(h.fd, () => undefined));
+    for (const h of this.handles.values()) {
+      void Promise.allSettled([...h.inFlight]).then(() => {
+        h.writer?.finish(null);
+        fs.close(h.fd, () => undefined);
+      });
+    }
     this.handles.clear();
   }
 

@@ -15,6 +15,7 @@ import { hashOpenFile, hashSmallFile, readSmallFile, SMALL_FILE } from '../fs/sc
 import { newTempName } from '../fs/apply.js';
 import { RESERVED_DIR } from '../core/paths.js';
 import { checkPath } from '../fs/safefs.js';
+import { streamedHashes } from '../fs/streamedhashes.js';
 import type { ChangeLog } from './changelog.js';
 import type { ServerBlocks } from './delta.js';
 
@@ -168,12 +169,17 @@ function inspectUpload(upload: string): (st: Stats) => void {
   };
 }
 
-/** hashSmallFile for a large upload: the same checks, with reads that do not block the event loop. */
+/**
+ * hashSmallFile for a large upload: the same checks, with reads that do not block the event loop.
+ * An upload the embedded endpoint hashed while writing it, unchanged since, is not read again.
+ */
 async function hashLargeUpload(tmpAbs: string, inspect: (st: Stats) => void): Promise<{ hash: string; size: number }> {
   const handle = await fs.open(tmpAbs, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
   try {
     const st = await handle.stat();
     inspect(st);
+    const streamed = streamedHashes.take(await handle.stat({ bigint: true }));
+    if (streamed !== null) return { hash: streamed, size: st.size };
     return await hashOpenFile(handle, st.size);
   } finally {
     await handle.close();
