@@ -101,6 +101,20 @@ describe('ChangeLog pages', () => {
     await log.close();
   });
 
+  it('cuts a page by its JSON bytes too, and still lists one version larger than the budget', async () => {
+    const { log } = await openLog();
+    for (let i = 0; i < 10; i++) log.assign(`f${i}.txt`, file(1), 'alpha');
+    const one = log.changesAfter(0, 100).changes[0]!;
+    const bytes = Buffer.byteLength(JSON.stringify(one)) + 1; // and the comma after it
+    // Room for three of these (the names are all as long), not four.
+    const page = log.changesAfter(0, 100, 4 * bytes - 1);
+    expect(page.changes.map((c) => c.path)).toEqual(['f0.txt', 'f1.txt', 'f2.txt']);
+    expect(page.reset).toBe(false);
+    // A budget smaller than one version still makes progress: one per page.
+    expect(log.changesAfter(4, 100, 1).changes.map((c) => c.seq)).toEqual([5]);
+    await log.close();
+  });
+
   it('lists the tombstone at its own seq and the rename source in `from`', async () => {
     const { log } = await openLog();
     log.assign('x.txt', file(1), 'alpha');

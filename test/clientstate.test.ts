@@ -53,6 +53,29 @@ describe('ClientFolderState base index', () => {
     await state.close();
   });
 
+  it('knows every name of a hard-linked inode, and drops each name as it goes', async () => {
+    const { state } = await openState();
+    for (const p of ['one.txt', 'sub/two.txt', 'three.txt']) state.setBase(p, record(1, file(4), 700));
+    expect(state.pathsOfInode(700).sort()).toEqual(['one.txt', 'sub/two.txt', 'three.txt'].sort());
+    expect(['one.txt', 'sub/two.txt', 'three.txt']).toContain(state.pathOfInode(700));
+    state.deleteBase('sub/two.txt');
+    state.setBase('three.txt', record(2, file(4), 701)); // replaced by a file of its own
+    expect(state.pathsOfInode(700)).toEqual(['one.txt']);
+    expect(state.pathOfInode(700)).toBe('one.txt');
+    expect(state.pathsOfInode(701)).toEqual(['three.txt']);
+    expect(state.pathsOfInode(702)).toEqual([]);
+    await state.close();
+  });
+
+  it('has history once it holds a base or has pulled anything', async () => {
+    const { state } = await openState();
+    expect(state.hasHistory).toBe(false);
+    state.setCursor(3);
+    expect(state.hasHistory).toBe(true);
+    expect(state.cursor).toBe(3);
+    await state.close();
+  });
+
   it('lists base paths strictly inside a directory, not look-alike prefixes', async () => {
     const { state } = await openState();
     for (const p of ['d', 'd/x', 'd/x/y.txt', 'dd', 'dd/z.txt']) state.setBase(p, record(1, file(1)));
@@ -110,6 +133,20 @@ describe('ClientFolderState outbox', () => {
     state.clearFailure('bad.txt', 'push');
     state.clearFailure('bad.txt', 'pull'); // no such task: nothing changes
     expect(state.failed.map((t) => t.path)).toEqual(['stuck.txt']);
+    await state.close();
+  });
+
+  it('keeps a failed push and a failed pull of one path as two tasks, each cleared on its own', async () => {
+    const { state } = await openState();
+    state.recordFailure({ path: 'p.txt', op: 'push', lastError: 'EIO', permanent: false }, 0);
+    const pull = state.recordFailure({ path: 'p.txt', op: 'pull', lastError: 'ENOSPC', permanent: false }, 0);
+    expect(pull.attempts).toBe(1);
+    expect(state.failed.map((t) => [t.op, t.lastError]).sort()).toEqual([
+      ['pull', 'ENOSPC'],
+      ['push', 'EIO'],
+    ]);
+    state.clearFailure('p.txt', 'pull');
+    expect(state.failed.map((t) => t.op)).toEqual(['push']);
     await state.close();
   });
 
