@@ -55,6 +55,18 @@ async function allHave(rel: string, hash: string): Promise<void> {
   }, { timeoutMs: 120_000, what: `${rel} with sha256 ${hash} on every node` });
 }
 
+/**
+ * A large file of random bytes written on alpha, once every node has it. Each test makes its own
+ * (its own name), so none depends on what another left.
+ */
+async function largeFileEverywhere(rel: string): Promise<string> {
+  const file = path.join(alpha, rel);
+  await fs.writeFile(file, crypto.randomBytes(SIZE));
+  await allHave(rel, await sha256(file));
+  await converge();
+  return file;
+}
+
 beforeAll(async () => {
   cluster = await startCluster({ clients: 2, noStart: true });
   proxies = [await startProxy({ targetPort: cluster.sshd.port }), await startProxy({ targetPort: cluster.sshd.port })];
@@ -75,15 +87,11 @@ afterAll(async () => {
 
 describe('delta transfer of large files', () => {
   it('sends an edit in the middle of a large file as the changed blocks, byte-identical everywhere', async () => {
-    const file = path.join(alpha, 'disk.img');
-    await fs.writeFile(file, crypto.randomBytes(SIZE));
-    await allHave('disk.img', await sha256(file));
-    await converge();
-
+    const file = await largeFileEverywhere('edit.img');
     const before = mark();
     await rewrite(file, 10 * MiB + 1000, 256 * KiB); // touches 3 blocks of 128 KiB
     const expected = await sha256(file);
-    await allHave('disk.img', expected);
+    await allHave('edit.img', expected);
     await converge();
     const sent = wireBytes(before);
     // Whole, it would be 48 MiB (up and down); as blocks about 2 × 384 KiB, plus headers and lists.
@@ -92,35 +100,37 @@ describe('delta transfer of large files', () => {
   });
 
   it('sends 4 KiB appended to a large file as its last block', async () => {
-    const file = path.join(alpha, 'disk.img');
+    const file = await largeFileEverywhere('append.img');
     const before = mark();
     await fs.appendFile(file, crypto.randomBytes(4 * KiB));
     const expected = await sha256(file);
-    await allHave('disk.img', expected);
+    await allHave('append.img', expected);
     await converge();
     expect(wireBytes(before)).toBeLessThan(1 * MiB);
   });
 
   it('sends only the new mtime of a large file touched without a change', async () => {
-    const file = path.join(alpha, 'disk.img');
+    const file = await largeFileEverywhere('touch.img');
     const before = mark();
     const when = new Date('2031-05-06T07:08:09Z');
     await fs.utimes(file, when, when);
-    await waitFor(async () => Math.abs((await fs.stat(path.join(beta, 'disk.img'))).mtimeMs - when.getTime()) < 1, { timeoutMs: 60_000, what: 'the new mtime on beta' });
+    await waitFor(async () => Math.abs((await fs.stat(path.join(beta, 'touch.img'))).mtimeMs - when.getTime()) < 1, { timeoutMs: 60_000, what: 'the new mtime on beta' });
     await converge();
     expect(wireBytes(before)).toBeLessThan(1 * MiB);
   });
 
   it('moves a large file as a rename, not as its content', async () => {
+    const file = await largeFileEverywhere('move.img');
     const before = mark();
-    await fs.rename(path.join(alpha, 'disk.img'), path.join(alpha, 'disk2.img'));
+    await fs.rename(file, path.join(alpha, 'moved.img'));
     await converge();
+    expect(await sha256(path.join(beta, 'moved.img'))).toBe(await sha256(path.join(alpha, 'moved.img')));
     const moved = wireBytes(before);
     expect(moved).toBeLessThan(1 * MiB); // a rename travels as a rename
   });
 
   it('converges after the link is cut in the middle of a delta push and of a delta pull', async () => {
-    const file = path.join(alpha, 'disk2.img');
+    const file = await largeFileEverywhere('cut.img');
     // Every other 128 KiB block changes: a 12 MiB delta each way.
     const handle = await fs.open(file, 'r+');
     for (let offset = 0; offset < SIZE; offset += 256 * KiB) await handle.write(crypto.randomBytes(128 * KiB), 0, 128 * KiB, offset);
@@ -141,27 +151,27 @@ describe('delta transfer of large files', () => {
     proxies[1]!.setLatency(0);
     await new Promise((r) => setTimeout(r, 500));
     proxies[1]!.restore();
-    await allHave('disk2.img', expected);
+    await allHave('cut.img', expected);
     await converge();
     // Still a delta after the retries: far less than the 48 MiB of two whole copies.
     expect(wireBytes(before)).toBeLessThan(36 * MiB);
   });
 
   it('keeps both versions when a large file is edited on both clients while one edit streams', async () => {
-    const fileA = path.join(alpha, 'disk2.img');
-    const fileB = path.join(beta, 'disk2.img');
+    const fileA = await largeFileEverywhere('both.img');
+    const fileB = path.join(beta, 'both.img');
     proxies[0]!.setLatency(5); // alpha's push takes a while: beta's edit meets it
     await rewrite(fileA, 1 * MiB, 3 * MiB);
     await rewrite(fileB, 15 * MiB, 1 * MiB);
     const [hashA, hashB] = [await sha256(fileA), await sha256(fileB)];
     await waitFor(async () => {
-      const names = (await fs.readdir(hub)).filter((n) => n.startsWith('disk2.'));
+      const names = (await fs.readdir(hub)).filter((n) => n.startsWith('both.'));
       return names.length >= 2;
     }, { timeoutMs: 120_000, what: 'a conflict copy on the server' });
     proxies[0]!.setLatency(0);
     await converge();
     for (const root of [hub, alpha, beta]) {
-      const names = (await fs.readdir(root)).filter((n) => n.startsWith('disk2.')).sort();
+      const names = (await fs.readdir(root)).filter((n) => n.startsWith('both.')).sort();
       expect(names).toHaveLength(2);
       expect(names.some((n) => n.includes('sync-conflict'))).toBe(true);
       const hashes = await Promise.all(names.map((n) => sha256(path.join(root, n))));
