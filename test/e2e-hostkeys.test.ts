@@ -38,6 +38,22 @@ function writeClientConfig(hostKeyCheck: 'yes' | 'accept-new'): void {
   );
 }
 
+/** The genuine known_hosts line of the test sshd. */
+function genuineLine(): string {
+  return `[127.0.0.1]:${cluster.sshd.port} ${cluster.sshd.hostPublicKey}\n`;
+}
+
+/**
+ * (Re)start the client with this known_hosts text and host_key_check: each test sets up the
+ * client it needs, whatever an earlier test left running or pinned.
+ */
+async function restartClient(knownHostsText: string, hostKeyCheck: 'yes' | 'accept-new'): Promise<void> {
+  await client.stop();
+  await fs.writeFile(knownHosts, knownHostsText, { mode: 0o600 });
+  writeClientConfig(hostKeyCheck);
+  await startDaemon(client);
+}
+
 /** The part of the log written since `mark` (its length when the mark was taken). */
 function logSince(daemon: Daemon, mark: number): string {
   return daemon.log().slice(mark);
@@ -59,9 +75,10 @@ afterAll(async () => {
 
 describe('host keys, end to end', () => {
   it('host_key_check = yes with an empty known_hosts: refuses, logs the fingerprint and what to do', async () => {
-    writeClientConfig('yes');
-    await startDaemon(client);
-    const log = await waitFor(() => (/host key of .* is not known/.test(client.log()) ? client.log() : null), {
+    const sshdMark = cluster.sshd.log().length;
+    const mark = client.log().length;
+    await restartClient('', 'yes');
+    const log = await waitFor(() => (/host key of .* is not known/.test(logSince(client, mark)) ? logSince(client, mark) : null), {
       timeoutMs: 30_000,
       what: 'the client to log the unknown host key',
     });
@@ -71,7 +88,7 @@ describe('host keys, end to end', () => {
     expect(log).toMatch(/host_key_check = accept-new/);
     expect((await client.status()).connected).toBe(false);
     expect(await fs.readFile(knownHosts, 'utf8')).toBe('');
-    expect(cluster.sshd.log()).not.toMatch(/Accepted publickey/);
+    expect(cluster.sshd.log().slice(sshdMark)).not.toMatch(/Accepted publickey/);
     // `check` says the same, with exit code 1.
     const check = await client.cli(['check']);
     expect(check.code).not.toBe(0);
@@ -80,8 +97,7 @@ describe('host keys, end to end', () => {
   });
 
   it('accept-new: records the key, connects and syncs', async () => {
-    writeClientConfig('accept-new');
-    await startDaemon(client);
+    await restartClient('', 'accept-new');
     await waitConnected(client);
     const text = await fs.readFile(knownHosts, 'utf8');
     expect(text.trim()).toBe(`[127.0.0.1]:${cluster.sshd.port} ${cluster.sshd.hostPublicKey}`);
@@ -100,9 +116,8 @@ describe('host keys, end to end', () => {
     const impostorKey = impostor.publicKeyLine.split(/\s+/).slice(0, 2).join(' ');
     // known_hosts now says the server's key is another one: what the client sees is a changed key.
     const pinned = `[127.0.0.1]:${cluster.sshd.port} ${impostorKey}\n`;
-    await fs.writeFile(knownHosts, pinned);
     const mark = client.log().length;
-    await startDaemon(client);
+    await restartClient(pinned, 'accept-new');
     const log = await waitFor(() => (/HOST KEY CHANGED/.test(logSince(client, mark)) ? logSince(client, mark) : null), {
       timeoutMs: 30_000,
       what: 'the client to log the changed host key',
@@ -119,15 +134,15 @@ describe('host keys, end to end', () => {
     expect(await client.stop()).toBe(0);
 
     // With the genuine key back, it connects again.
-    await fs.writeFile(knownHosts, `[127.0.0.1]:${cluster.sshd.port} ${cluster.sshd.hostPublicKey}\n`);
-    await startDaemon(client);
+    await restartClient(genuineLine(), 'accept-new');
     await waitConnected(client);
   });
 });
 
 describe('file modes of what the daemons leave on disk', () => {
   it('state files 0600, state dirs 0700, sockets 0600, the log 0600', async () => {
-    // Both daemons are running (control.sock and rpc.sock exist) and have written state.
+    // Both daemons running (control.sock and rpc.sock exist), connected, and having written state.
+    await restartClient(genuineLine(), 'yes');
     await waitConnected(client);
     for (const daemon of [cluster.server, client]) {
       const problems: string[] = [];
