@@ -121,15 +121,18 @@ describe('the embedded endpoint: sync', () => {
   });
 
   it('lets an offline client catch up on everything it missed', async () => {
+    await fs.mkdir(path.join(docs(alpha), 'gone-while-away'));
+    await fs.writeFile(path.join(docs(alpha), 'gone-while-away/old.txt'), 'old');
+    await converge();
     await beta.stop();
     await fs.writeFile(path.join(docs(alpha), 'while-away.txt'), 'new');
-    await fs.rm(path.join(docs(alpha), 'dir2'), { recursive: true });
+    await fs.rm(path.join(docs(alpha), 'gone-while-away'), { recursive: true });
     await waitFor(async () => (await fs.readFile(path.join(docs(hub), 'while-away.txt'), 'utf8').catch(() => null)) === 'new', { timeoutMs: 30_000, what: 'the change on the hub' });
     beta.start();
     await waitConnected(beta);
     await converge();
     expect(await fs.readFile(path.join(docs(beta), 'while-away.txt'), 'utf8')).toBe('new');
-    await expect(fs.lstat(path.join(docs(beta), 'dir2'))).rejects.toThrow(/ENOENT/);
+    await expect(fs.lstat(path.join(docs(beta), 'gone-while-away'))).rejects.toThrow(/ENOENT/);
   });
 
   it('syncs a folder in [access] for alpha, and refuses it to beta with a clear error while beta keeps syncing docs', async () => {
