@@ -89,12 +89,14 @@ describe('names the wire rejects', () => {
     expect(cli.stdout.replace(/\n/g, '')).not.toMatch(RAW_CONTROL);
     expect(cli.stdout).toContain('esc\\x1b]0;owned\\x07\\r\\x.txt');
     expect(cli.stdout).toMatch(/failed \(permanent\)\s+push\s+docs\s+back\\slash\.txt/);
-    // Removing the name clears its task (no stale failure left behind).
-    await fs.rm(path.join(alpha, 'back\\slash.txt'));
-    await waitFor(async () => !(await alphaNode.control<{ tasks: Task[] }>('tasks')).tasks.some((t) => t.path === 'back\\slash.txt'), {
-      timeoutMs: 60_000,
-      what: 'the task of the removed name to go on alpha',
-    });
+    // Removing a name clears its task (no stale failure left behind): a bad name of this test's
+    // own, so the names above stay for the other tests.
+    const own = 'removed\\later.txt';
+    const hasTask = async (): Promise<boolean> => (await alphaNode.control<{ tasks: Task[] }>('tasks')).tasks.some((t) => t.path === own);
+    await fs.writeFile(path.join(alpha, own), 'cannot travel');
+    await waitFor(hasTask, { timeoutMs: 60_000, what: 'the failed task of a new bad name on alpha' });
+    await fs.rm(path.join(alpha, own));
+    await waitFor(async () => !(await hasTask()), { timeoutMs: 60_000, what: 'the task of the removed name to go on alpha' });
   });
 
   it('server: one failed task per bad name in its own folder, and no client pull stalls', async () => {
@@ -105,9 +107,13 @@ describe('names the wire rejects', () => {
     const cli = await cluster.server.cli(['tasks']);
     expect(cli.stdout.replace(/\n/g, '')).not.toMatch(RAW_CONTROL);
     expect(cli.stdout).toContain('hub\\x9b2J\\y.txt');
-    // Removing the name clears its task.
-    await fs.rm(path.join(hub, 'hub\\side.txt'));
-    await waitFor(async () => (await cluster.server.control<{ tasks: Task[] }>('tasks')).tasks.length === 1, { timeoutMs: 60_000, what: 'the task of the removed name to go' });
+    // Removing a name clears its task (a bad name of this test's own: the others stay).
+    const own = 'hub\\removed.txt';
+    const taskCount = async (): Promise<number> => (await cluster.server.control<{ tasks: Task[] }>('tasks')).tasks.length;
+    await fs.writeFile(path.join(hub, own), 'cannot travel');
+    await waitFor(async () => (await taskCount()) === HUB_BAD.length + 1, { timeoutMs: 60_000, what: 'the failed task of a new bad name on the hub' });
+    await fs.rm(path.join(hub, own));
+    await waitFor(async () => (await taskCount()) === HUB_BAD.length, { timeoutMs: 60_000, what: 'the task of the removed name to go' });
   });
 
   it('logs show the names escaped, never raw control characters', () => {
