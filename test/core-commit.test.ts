@@ -2,7 +2,7 @@
 // (src/core/merge.ts).
 import { describe, expect, it } from 'vitest';
 import { decideCommit, renamedEntry, type CommitContext, type CommitDecision } from '../src/core/commit.js';
-import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, isOwnVersionNotHeld, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
 import type { BaseRecord, Change, Entry, FileEntry, PushOp, Version } from '../src/core/types.js';
 
 const HASH_A = 'a'.repeat(64);
@@ -36,6 +36,26 @@ const commitCases: Array<{ description: string; op: PushOp; ctx: CommitContext; 
   // Seed 15: a client killed before the answer to its push came pushes its next edit on the old base.
   { description: 'put over a version the same node made (its answer lost): apply', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_B), upload: 'u' }, ctx: { current: { seq: 3, entry: file(HASH_A), origin: 'c0' }, hasUpload: true, node: 'c0' }, expected: { action: 'apply' } },
   { description: 'put over another node\'s version: still a conflict', op: { op: 'put', path: 'p', base: 2, entry: file(HASH_B), upload: 'u' }, ctx: { current: { seq: 3, entry: file(HASH_A), origin: 'c1' }, hasUpload: true, node: 'c0' }, expected: { action: 'conflict' } },
+  // Seed 423: the client's rename into d was committed, its answer lost in a cut; it then made d a
+  // file. Stale brought the directory back, the client kept its file and pushed it again, for ever.
+  {
+    description: 'put of a file over its own directory that holds live paths, on another base: conflict (both kept)',
+    op: { op: 'put', path: 'd', base: null, entry: file(HASH_A), upload: 'u' },
+    ctx: { current: { seq: 5, entry: dir(), origin: 'c0' }, liveChildren: 1, hasUpload: true, node: 'c0' },
+    expected: { action: 'conflict' },
+  },
+  {
+    description: 'put of a file over its own directory that holds live paths, on the directory\'s seq: stale (the children go first)',
+    op: { op: 'put', path: 'd', base: 5, entry: file(HASH_A), upload: 'u' },
+    ctx: { current: { seq: 5, entry: dir(), origin: 'c0' }, liveChildren: 1, hasUpload: true, node: 'c0' },
+    expected: { action: 'stale' },
+  },
+  {
+    description: 'put of a file over its own empty directory, on another base: apply',
+    op: { op: 'put', path: 'd', base: null, entry: file(HASH_A), upload: 'u' },
+    ctx: { current: { seq: 5, entry: dir(), origin: 'c0' }, liveChildren: 0, hasUpload: true, node: 'c0' },
+    expected: { action: 'apply' },
+  },
   { description: 'delete over a version the same node made: apply', op: { op: 'delete', path: 'p', base: 2 }, ctx: { current: { seq: 3, entry: file(HASH_A), origin: 'c0' }, node: 'c0' }, expected: { action: 'apply' } },
   { description: 'delete over its own directory that holds live paths: still stale', op: { op: 'delete', path: 'd', base: 2 }, ctx: { current: { seq: 3, entry: dir(), origin: 'c0' }, liveChildren: 1, node: 'c0' }, expected: { action: 'stale' } },
   { description: 'delete of the version seen', op: { op: 'delete', path: 'p', base: 3 }, ctx: { current: v(3, file(HASH_A)) }, expected: { action: 'apply' } },
@@ -146,6 +166,18 @@ describe('moveBases', () => {
     moveBases(index, [['b/x', 'B/x'], ['b/none', 'B/none']]);
     expect([...bases.keys()]).toEqual(['B/x']);
     expect(bases.get('B/x')?.seq).toBe(2);
+  });
+});
+
+describe('isOwnVersionNotHeld', () => {
+  it.each<{ description: string; change: Change; expected: boolean }>([
+    { description: 'our commit since hello', change: { path: 'p', seq: 12, entry: file(HASH_A), origin: 'c0' }, expected: true },
+    { description: 'our commit before this connection', change: { path: 'p', seq: 9, entry: file(HASH_A), origin: 'c0' }, expected: false },
+    { description: 'another node\'s version', change: { path: 'p', seq: 12, entry: file(HASH_A), origin: 'c1' }, expected: false },
+    // Seed 870: the moved child held an edit from elsewhere; taking it as ours pushed our older copy over it.
+    { description: 'a child moved by our directory rename (its content is the server\'s)', change: { path: 'e/x', seq: 12, entry: file(HASH_A), origin: 'c0', from: 'd/x' }, expected: false },
+  ])('$description', ({ change, expected }) => {
+    expect(isOwnVersionNotHeld(change, 'c0', 10)).toBe(expected);
   });
 });
 

@@ -42,7 +42,7 @@ const cases: Case[] = [
     description: 'directory rename ok: children move with their new seqs, are verified, and the new subtree is rescanned from disk',
     bases: { d: { seq: 1, entry: dir, stat: stat(20) }, 'd/x': { seq: 2, entry: file(HASH_A), stat: stat(21) } },
     op: { op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir },
-    result: { status: 'ok', seq: 7, moved: [['e/x', 8]] },
+    result: { status: 'ok', seq: 7, moved: [['e/x', 8, 2]] },
     observed: planned(dir, 20),
     expected: {
       deleteBases: ['d', 'd/x'],
@@ -52,6 +52,72 @@ const cases: Case[] = [
       ],
       recheck: ['e/x', 'e', 'd'],
       rescanTrees: ['e'],
+    },
+  },
+  {
+    // Seeds 390, 870: the client missed an edit of d/x (seq 5, made elsewhere while it was away);
+    // adopting seq 8 with its old entry made the feed's version of e/x look already had.
+    description: 'directory rename ok: a child the server moved in another version than our base keeps its old seq (the feed brings the server\'s)',
+    bases: { d: { seq: 1, entry: dir, stat: stat(20) }, 'd/x': { seq: 2, entry: file(HASH_A), stat: stat(21) } },
+    op: { op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir },
+    result: { status: 'ok', seq: 7, moved: [['e/x', 8, 5]] },
+    observed: planned(dir, 20),
+    expected: {
+      deleteBases: ['d', 'd/x'],
+      setBases: [
+        ['e/x', { seq: 2, entry: file(HASH_A), stat: stat(21) }],
+        ['e', { seq: 7, entry: dir, stat: stat(20) }],
+      ],
+      recheck: ['e/x', 'e', 'd'],
+    },
+  },
+  {
+    description: 'directory rename ok: a child the server did not move (deleted there meanwhile) loses its base and is looked at again',
+    bases: { d: { seq: 1, entry: dir, stat: stat(20) }, 'd/x': { seq: 2, entry: file(HASH_A), stat: stat(21) }, 'd/y': { seq: 3, entry: file(HASH_B), stat: stat(22) } },
+    op: { op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir },
+    result: { status: 'ok', seq: 7, moved: [['e/y', 8, 3]] },
+    observed: planned(dir, 20),
+    expected: {
+      deleteBases: ['d', 'd/x', 'd/y'],
+      setBases: [
+        ['e/y', { seq: 8, entry: file(HASH_B), stat: stat(22) }],
+        ['e', { seq: 7, entry: dir, stat: stat(20) }],
+      ],
+      recheck: ['e/x', 'e/y', 'e', 'd'],
+    },
+  },
+  {
+    description: 'directory rename ok: an empty moved list means the server held no child (each based child is pushed as new)',
+    bases: { d: { seq: 1, entry: dir, stat: stat(20) }, 'd/x': { seq: 2, entry: file(HASH_A), stat: stat(21) } },
+    op: { op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir },
+    result: { status: 'ok', seq: 7, moved: [] },
+    observed: planned(dir, 20),
+    expected: { deleteBases: ['d', 'd/x'], setBases: [['e', { seq: 7, entry: dir, stat: stat(20) }]], recheck: ['e/x', 'e', 'd'] },
+  },
+  {
+    description: 'directory rename ok: without a moved list (left out for its size) children keep their old seqs, the feed verifies them',
+    bases: { d: { seq: 1, entry: dir, stat: stat(20) }, 'd/x': { seq: 2, entry: file(HASH_A), stat: stat(21) } },
+    op: { op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir },
+    result: { status: 'ok', seq: 7 },
+    observed: planned(dir, 20),
+    expected: {
+      setBases: [
+        ['e/x', { seq: 2, entry: file(HASH_A), stat: stat(21) }],
+        ['e', { seq: 7, entry: dir, stat: stat(20) }],
+      ],
+    },
+  },
+  {
+    description: 'directory rename ok: an old server\'s moved list without the seq before the move adopts nothing',
+    bases: { d: { seq: 1, entry: dir, stat: stat(20) }, 'd/x': { seq: 2, entry: file(HASH_A), stat: stat(21) } },
+    op: { op: 'rename', from: 'd', to: 'e', base: 1, toBase: null, entry: dir },
+    result: { status: 'ok', seq: 7, moved: [['e/x', 8]] },
+    observed: planned(dir, 20),
+    expected: {
+      setBases: [
+        ['e/x', { seq: 2, entry: file(HASH_A), stat: stat(21) }],
+        ['e', { seq: 7, entry: dir, stat: stat(20) }],
+      ],
     },
   },
   {

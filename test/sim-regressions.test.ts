@@ -185,6 +185,48 @@ describe('simulation regressions', () => {
       ),
     );
   });
+  it('a directory rename pushed by a client that missed an edit of a child brings the edit back, never keeps the old copy as synced (seed 870)', () => {
+    const runs = replay(
+      [
+        { at: 29, node: 'c2', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 61, node: 'c2', op: { kind: 'write', path: 'shared/x.txt', mode: 0o644 } },
+        { at: 87, node: 'c1', op: { kind: 'mkdir', path: 'shared/n' } },
+        { at: 95, node: 'c1', op: { kind: 'cut' } },
+        { at: 102, node: 'c0', op: { kind: 'write', path: 'shared/c', mode: 0o644 } },
+        { at: 120, node: 'c1', op: { kind: 'rename', from: 'shared/n', to: 'shared/x.txt' } },
+        { at: 168, node: 'c0', op: { kind: 'retype', path: 'shared/c', to: 'dir' } },
+        { at: 192, node: 'c0', op: { kind: 'write', path: 'shared/c/A', mode: 0o644 } },
+        { at: 1157, node: 'c2', op: { kind: 'kill', down: 324 } },
+        { at: 1358, node: 'c2', op: { kind: 'rename', from: 'shared/c', to: 'shared/x.sync-conflict-20261123-140000-c1.txt/c' } },
+        { at: 1482, node: 'c1', op: { kind: 'write', path: 'shared/c/A', mode: 0o644 } },
+      ],
+      [870, 1, 2, 3],
+    );
+    // The window: c2's rename was committed after c1's edit of the child that c2 never pulled.
+    expect(runs[0]!.result.log.some((l) => l.includes('c2 pushed rename shared/c ->'))).toBe(true);
+    expectClean(runs);
+  });
+
+  it('a file pushed over its own directory that gained a child it never heard of is kept as a conflict copy, not refused for ever (seed 423)', () => {
+    const runs = replay(
+      [
+        { at: 5, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 44, node: 'c1', op: { kind: 'mkdir', path: 'c1-own' } },
+        { at: 59, node: 'c1', op: { kind: 'write', path: 'shared/X.txt', mode: 0o644 } },
+        { at: 434, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+        { at: 473, node: 'c0', op: { kind: 'mkdir', path: 'shared/n' } },
+        { at: 512, node: 'c0', op: { kind: 'write', path: 'c0-own/a', mode: 0o644 } },
+        { at: 517, node: 'c0', op: { kind: 'rename', from: 'shared/X.txt', to: 'shared/n/X.txt' } },
+        { at: 526, node: 'c0', op: { kind: 'append', path: 'shared/n/X.txt' } },
+        { at: 621, node: 'c0', op: { kind: 'cut' } },
+        { at: 788, node: 'c0', op: { kind: 'retype', path: 'shared/n', to: 'file' } },
+      ],
+      [423, 1, 2, 3],
+    );
+    expect(runs[0]!.result.log.some((l) => l.includes('c0 conflict on shared/n:'))).toBe(true);
+    expectClean(runs);
+  });
+
   it('a local file written where a pulled link is about to land is kept, never replaced by the link (seed 7731)', () => {
     const runs = family(
       (d) => [

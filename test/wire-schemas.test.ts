@@ -27,6 +27,14 @@ describe('wire schemas (valibot)', () => {
     expect(reasonOf(() => validateResult('hello', { server: 'hub', folders: many, missing: [] }))).toBe('result.folders: expected at most 1000 keys, got 1001');
   });
 
+  it('a moved child carries its seq before the move; an older server\'s pair is still accepted; anything else is refused', () => {
+    const pushed = validateResult('push', { results: [{ status: 'ok', seq: 7, moved: [['e/x', 8, 5], ['e/y', 9]] }] });
+    expect(pushed.results[0]).toEqual({ status: 'ok', seq: 7, moved: [['e/x', 8, 5], ['e/y', 9]] });
+    expect(reasonOf(() => validateResult('push', { results: [{ status: 'ok', seq: 7, moved: [['e/x', 8, 5, 1]] }] }))).toMatch(/^result\.results\[0\]\.moved\[0\]/);
+    expect(reasonOf(() => validateResult('push', { results: [{ status: 'ok', seq: 7, moved: [['e/x', 8, -1]] }] }))).toMatch(/^result\.results\[0\]\.moved\[0\]/);
+    expect(reasonOf(() => validateResult('push', { results: [{ status: 'ok', seq: 7, moved: [['../x', 8, 5]] }] }))).toMatch(/^result\.results\[0\]\.moved\[0\]/);
+  });
+
   it('strings are bounded in UTF-8 bytes, not in characters', () => {
     const twoByteName = 'é'.repeat(33); // 33 characters, 66 bytes
     expect(reasonOf(() => validateParams('ack', { folder: twoByteName, seq: 1 }))).toBe('params.folder: longer than 64 bytes');

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { BaseRecord, Change, Entry, FileEntry, StatFingerprint } from '../core/types.js';
 import { decidePull, hasSameContent, isSameEntry } from '../core/reconcile.js';
-import { basesForPulledRename, moveBases, otherLinkNames, pathsToPushAfterResync, pullsStillFailing } from '../core/merge.js';
+import { basesForPulledRename, isOwnVersionNotHeld, moveBases, otherLinkNames, pathsToPushAfterResync, pullsStillFailing } from '../core/merge.js';
 import { conflictCopyPath } from '../core/conflict.js';
 import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
@@ -281,10 +281,10 @@ export class Puller {
         await this.pullRename(change, decision.from, fromLocal);
         return;
       case 'fetch':
-        if (!ignoreBase && change.origin === this.ctx.nodeName && change.seq > conn.sessionHead) {
-          // Our own version, made during this connection (by a commit, or a parent the server
-          // recorded for it), that our disk no longer holds: the disk is the truth. Take it as
-          // the base and look again, so the difference is pushed instead of fetched back.
+        if (!ignoreBase && isOwnVersionNotHeld(change, this.ctx.nodeName, conn.sessionHead)) {
+          // Our own version, made during this connection, that our disk no longer holds: the
+          // disk is the truth. Take it as the base and look again, so the difference is pushed
+          // instead of fetched back.
           this.ctx.state.setBase(p, { seq: change.seq, entry: change.entry!, stat: null });
           this.ctx.state.markDirty([p]);
           this.ctx.schedulePush();

@@ -52,7 +52,9 @@ function isOwnVersion(current: Version | null, node: string | undefined): boolea
  *   delete first is stale (as for a delete: the client re-syncs the path, and its version goes
  *   back as a put on the directory it now sees, which the conflict rule keeps as a copy).
  * - put and delete over a version the pushing node made itself (`node`): never a conflict nor
- *   stale, the node's later edit wins over its own earlier one.
+ *   stale, the node's later edit wins over its own earlier one; except a file or link put, on
+ *   another base, over its own directory that holds live paths: a conflict (the put cannot be
+ *   applied, and stale would loop: the client keeps its local version, which has no base).
  * - delete: decideDelete; a directory that still holds live paths the client did not delete
  *   first is stale (the client re-syncs it instead of losing them).
  * - rename: decideRename; into itself is refused; over a directory that holds live paths is
@@ -66,8 +68,12 @@ export function decideCommit(op: PushOp, ctx: CommitContext): CommitDecision {
     const isMetadataOnly = op.entry.type === 'file' && ctx.hasUpload !== true;
     if (isMetadataOnly && !hasSameContent(current?.entry ?? null, op.entry)) return { action: 'stale' };
     if (decision === 'same' && current !== null) return { action: 'same' };
-    if (decision === 'conflict' && current !== null && !isOwnVersion(current, ctx.node)) return { action: 'conflict' };
-    if (current?.entry?.type === 'dir' && op.entry.type !== 'dir' && (ctx.liveChildren ?? 0) > 0) return { action: 'stale' };
+    const replacesFullDirectory = current?.entry?.type === 'dir' && op.entry.type !== 'dir' && (ctx.liveChildren ?? 0) > 0;
+    // Our own earlier version gives way to our later edit, but not a directory that still holds
+    // live paths: that put cannot be applied, and stale would only bring the directory back to a
+    // client that keeps its local version and pushes it again, for ever. Both are kept.
+    if (decision === 'conflict' && current !== null && (!isOwnVersion(current, ctx.node) || replacesFullDirectory)) return { action: 'conflict' };
+    if (replacesFullDirectory) return { action: 'stale' };
     return { action: 'apply' };
   }
   if (op.op === 'delete') {

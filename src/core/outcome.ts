@@ -75,6 +75,23 @@ export function decidePushOutcome(
   return out;
 }
 
+/**
+ * The base of a child that moved with a directory rename we pushed, at its new path `target`.
+ * The server moved its own version of the child, which need not be the one we agreed on: we may
+ * have missed a change to it (made elsewhere while we were away). So the new seq is adopted only
+ * when the version moved is the one our base records (`before`); otherwise the base keeps its
+ * old seq, so the feed's version of the moved child is not skipped as already had: the pull
+ * records it if the disk holds it, or brings the server's content. A child the server did not
+ * move (it deleted the child meanwhile) loses its base: the look that follows pushes it as new.
+ * Without a `moved` list (left out for its size) every child keeps its old seq. `moved` is what
+ * the list says of `target` (null: not listed), undefined when there is no list.
+ */
+function movedChildBase(childBase: BaseRecord, moved: { seq: number; before?: number } | null | undefined): BaseRecord | null {
+  if (moved === undefined) return childBase;
+  if (moved === null) return null;
+  return moved.before === childBase.seq ? { ...childBase, seq: moved.seq } : childBase;
+}
+
 function decideOutcome(
   op: PushOp,
   result: PushResult,
@@ -97,12 +114,13 @@ function decideOutcome(
     }
     if (op.op === 'rename') {
       out.deleteBases.push(op.from);
-      const moved = new Map(result.moved ?? []);
+      const moved = result.moved === undefined ? null : new Map(result.moved.map(([path, seq, before]) => [path, { seq, before }]));
       for (const child of bases.under(op.from)) {
         const childBase = bases.get(child)!;
         const target = movedPath(child, op.from, op.to);
         out.deleteBases.push(child);
-        out.setBases.push([target, { ...childBase, seq: moved.get(target) ?? childBase.seq }]);
+        const record = movedChildBase(childBase, moved === null ? undefined : (moved.get(target) ?? null));
+        if (record !== null) out.setBases.push([target, record]);
         out.recheck.push(target); // verify what moved
       }
       out.setBases.push([p, { seq: result.seq, entry: op.entry, stat }]);

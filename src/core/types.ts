@@ -93,10 +93,17 @@ export type PushOp =
   | { op: 'delete'; path: string; base: number | null }
   | { op: 'rename'; from: string; to: string; base: number | null; toBase: number | null; entry: Entry };
 
+/**
+ * A path that moved with a directory rename: its new path, the seq of its version there, and
+ * the seq of the version that was moved (the child's seq under the old name). A server older
+ * than `before` sends only the first two.
+ */
+export type MovedChild = [path: string, seq: number, before?: number];
+
 /** The server's answer to one PushOp. */
 export type PushResult =
-  /** Committed as asked. `moved` lists the new seq of every path that moved with a directory rename. */
-  | { status: 'ok'; seq: number; moved?: Array<[string, number]> }
+  /** Committed as asked. `moved` lists every path that moved with a directory rename (see MovedChild). */
+  | { status: 'ok'; seq: number; moved?: MovedChild[] }
   /** The content was already what the server holds: nothing changed. `seq` and `entry` are the
    * server's current version (its metadata may differ from the pushed one). */
   | { status: 'same'; seq: number; entry: Entry | null }

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Entry, PushOp, PushResult, StatFingerprint, Version } from '../core/types.js';
+import type { Entry, MovedChild, PushOp, PushResult, StatFingerprint, Version } from '../core/types.js';
 import { conflictCopyPath } from '../core/conflict.js';
 import { decideCommit, renamedEntry } from '../core/commit.js';
 import { otherLinkNames } from '../core/merge.js';
@@ -171,15 +171,18 @@ export class Committer {
     // The new paths come before the tombstones, so a client applying the feed in order renames
     // its local copy instead of deleting it.
     const seq = this.ctx.log.assign(op.to, renamedEntry(currentFrom.entry, op.entry, restamped), node, { from: op.from, stat });
-    const moved: Array<[string, number]> = [];
+    // Each moved child with the seq it had before: the client adopts the new seq only for a child
+    // it knew in that version (core/outcome.ts). A directory's list is sent even when empty: a
+    // child the client has a base for and that is not listed was deleted here meanwhile.
+    const moved: MovedChild[] = [];
     for (const child of children) {
       const childRecord = this.ctx.log.get(child)!;
       const target = movedPath(child, op.from, op.to);
-      moved.push([target, this.ctx.log.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat })]);
+      moved.push([target, this.ctx.log.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat }), childRecord.seq]);
     }
     for (const child of [...children].reverse()) this.ctx.log.assign(child, null, node);
     this.ctx.log.assign(op.from, null, node);
-    return moved.length > 0 ? { status: 'ok', seq, moved } : { status: 'ok', seq };
+    return currentFrom.entry.type === 'dir' ? { status: 'ok', seq, moved } : { status: 'ok', seq };
   }
 
   /** Commit a client's ops in order. Slow checks (hashing uploads) run before taking the lock. */

@@ -5,7 +5,7 @@
 import { BLOCK_HASH_BYTES, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE } from '../core/blocks.js';
 import { permissionBits } from '../core/modes.js';
 import { pathProblem } from '../core/paths.js';
-import type { BundlePart, Change, Entry, PushOp, PushResult, Version } from '../core/types.js';
+import type { BundlePart, Change, Entry, MovedChild, PushOp, PushResult, Version } from '../core/types.js';
 import {
   BUNDLE_FILE_MAX,
   MAX_BUNDLE_BYTES,
@@ -66,8 +66,10 @@ const versionSchema: Schema<Version> = obj(versionShape);
 const changeSchema: Schema<Change> = obj({ path: relPath, ...versionShape });
 
 const MAX_MOVED = 1_000_000;
+/** [new path, seq there, seq before the move]; a server older than `before` sends the first two. */
+const movedChild: Schema<MovedChild> = v.union([tuple(relPath, seq, seq), tuple(relPath, seq)], 'expected [path, seq, before] or [path, seq]');
 const pushResultSchema: Schema<PushResult> = union('status', [
-  { status: oneOf('ok'), seq, moved: optional(arrayOf(tuple(relPath, seq), 0, MAX_MOVED)) },
+  { status: oneOf('ok'), seq, moved: optional(arrayOf(movedChild, 0, MAX_MOVED)) },
   { status: oneOf('same'), seq, entry: nullable(entrySchema) },
   { status: oneOf('conflict'), copy: relPath, copySeq: seq, current: versionSchema },
   { status: oneOf('stale'), current: nullable(versionSchema) },

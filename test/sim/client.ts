@@ -11,7 +11,7 @@ import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } f
 import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
-import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, isOwnVersionNotHeld, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
 import { outermostPaths } from '../../src/core/paths.js';
 import { FsError, type MemFs } from './fs.js';
@@ -673,7 +673,7 @@ export class ClientShell {
         return;
       }
       case 'fetch':
-        if (!force && change.origin === this.name && change.seq > this.sessionHead) {
+        if (!force && isOwnVersionNotHeld(change, this.name, this.sessionHead)) {
           // Our own version, made during this connection, that our disk no longer holds: the
           // disk is the truth. Take it as the base and look again.
           this.state.setBase(p, { seq: change.seq, entry: change.entry!, stat: null });

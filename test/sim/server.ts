@@ -4,7 +4,7 @@
  * decidePut / decideDelete / decideRename, place on disk (trashing what is replaced), assign
  * seqs, flush, notify. One folder. Its log survives a kill only as far as it was flushed.
  */
-import type { Change, Entry, PushOp, PushResult, StatFingerprint, Version } from '../../src/core/types.js';
+import type { Change, Entry, MovedChild, PushOp, PushResult, StatFingerprint, Version } from '../../src/core/types.js';
 import { isSameEntry } from '../../src/core/reconcile.js';
 import { decideCommit, renamedEntry } from '../../src/core/commit.js';
 import { otherLinkNames } from '../../src/core/merge.js';
@@ -391,15 +391,15 @@ export class ServerShell {
     }
     if (currentFrom.entry.type === 'file' && stat === null) stat = readLocal(this.fs, op.to)?.stat ?? null;
     const seq = this.assign(op.to, renamedEntry(currentFrom.entry, op.entry, restamped), node, { from: op.from, stat });
-    const moved: Array<[string, number]> = [];
+    const moved: MovedChild[] = [];
     for (const child of children) {
       const childRecord = this.get(child)!;
       const target = op.to + child.slice(op.from.length);
-      moved.push([target, this.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat })]);
+      moved.push([target, this.assign(target, childRecord.entry, node, { from: child, stat: childRecord.stat }), childRecord.seq]);
     }
     for (const child of [...children].reverse()) this.assign(child, null, node);
     this.assign(op.from, null, node);
-    return moved.length > 0 ? { status: 'ok', seq, moved } : { status: 'ok', seq };
+    return currentFrom.entry.type === 'dir' ? { status: 'ok', seq, moved } : { status: 'ok', seq };
   }
 
   private verifyUpload(upload: string, entry: Entry): string {
