@@ -96,9 +96,13 @@ describe('@cert-authority', () => {
 
   it('a plain key line added by hand (after checking it) is used as before', async () => {
     const knownHostsPath = path.join(work, 'ca_and_plain');
-    await writeFile(knownHostsPath, `${caLine}\n[127.0.0.1]:${s.port} ${s.hostPublicKey}\n`, { mode: 0o600 });
+    const lines = `${caLine}\n[127.0.0.1]:${s.port} ${s.hostPublicKey}\n`;
+    await writeFile(knownHostsPath, lines, { mode: 0o600 });
     const session = await connectSsh(target(s, { knownHostsPath, hostKeyCheck: 'yes' }));
+    // A working session: SFTP answers over it.
+    expect(await session.realpath('.')).toMatch(/^\//);
     await session.close();
+    expect(await readFile(knownHostsPath, 'utf8')).toBe(lines);
   });
 });
 
@@ -113,6 +117,7 @@ describe('no SHA-1 ssh-rsa host key signatures', () => {
   it('the same RSA host key with rsa-sha2-256/512 connects', async () => {
     const s = await sshd({ hostKeyType: 'rsa' });
     const session = await connectSsh(target(s, {}));
+    expect(await session.realpath('.')).toMatch(/^\//);
     await session.close();
   });
 });
