@@ -188,6 +188,23 @@ describe('ClientFolderState on disk', () => {
     await third.close();
   });
 
+  it('where its own versions begin is set by the first push only, durably, and a reset starts it again', async () => {
+    const { state, dir } = await openState();
+    expect(state.ownVersions('desk')).toBeNull();
+    await state.beginOwnVersions(12);
+    // Reopen while the first instance is still open, as a restart after kill -9 would.
+    const killed = await ClientFolderState.open(dir);
+    expect(killed.ownVersions('desk')).toEqual({ node: 'desk', since: 12 });
+    await killed.beginOwnVersions(40);
+    expect(killed.ownVersions('desk')).toEqual({ node: 'desk', since: 12 });
+    killed.restartOwnVersions(3);
+    await killed.close();
+    await state.close();
+    const again = await ClientFolderState.open(dir);
+    expect(again.ownVersions('desk')).toEqual({ node: 'desk', since: 3 });
+    await again.close();
+  });
+
   it('an outbox mark is on disk after flush, without waiting for the background save', async () => {
     const { state, dir } = await openState();
     state.markDirty(['late.txt']);

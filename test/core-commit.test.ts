@@ -2,7 +2,7 @@
 // (src/core/merge.ts).
 import { describe, expect, it } from 'vitest';
 import { decideCommit, renamedEntry, type CommitContext, type CommitDecision } from '../src/core/commit.js';
-import { basesForPulledRename, decideInterruptedPull, isOwnVersionNotHeld, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
 import type { BaseRecord, Change, Entry, FileEntry, PushOp, Version } from '../src/core/types.js';
 
 const HASH_A = 'a'.repeat(64);
@@ -166,18 +166,6 @@ describe('moveBases', () => {
     moveBases(index, [['b/x', 'B/x'], ['b/none', 'B/none']]);
     expect([...bases.keys()]).toEqual(['B/x']);
     expect(bases.get('B/x')?.seq).toBe(2);
-  });
-});
-
-describe('isOwnVersionNotHeld', () => {
-  it.each<{ description: string; change: Change; expected: boolean }>([
-    { description: 'our commit since hello', change: { path: 'p', seq: 12, entry: file(HASH_A), origin: 'c0' }, expected: true },
-    { description: 'our commit before this connection', change: { path: 'p', seq: 9, entry: file(HASH_A), origin: 'c0' }, expected: false },
-    { description: 'another node\'s version', change: { path: 'p', seq: 12, entry: file(HASH_A), origin: 'c1' }, expected: false },
-    // Seed 870: the moved child held an edit from elsewhere; taking it as ours pushed our older copy over it.
-    { description: 'a child moved by our directory rename (its content is the server\'s)', change: { path: 'e/x', seq: 12, entry: file(HASH_A), origin: 'c0', from: 'd/x' }, expected: false },
-  ])('$description', ({ change, expected }) => {
-    expect(isOwnVersionNotHeld(change, 'c0', 10)).toBe(expected);
   });
 });
 

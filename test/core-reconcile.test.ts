@@ -11,6 +11,7 @@ import {
   decideRename,
   hasSameContent,
   isSameEntry,
+  isOwnVersion,
   isSameFingerprint,
   orderPushOps,
   type PullDecision,
@@ -220,18 +221,21 @@ describe('decidePush', () => {
   });
 });
 
+/** One pull case: the change from the feed (remote), the client's base at its path (ancestor), what is on disk there (local), and the same at the change's `from`. */
+interface PullCase {
+  description: string;
+  ancestor: BaseRecord | null;
+  local: Entry | null;
+  remote: Change;
+  fromAncestor?: BaseRecord | null;
+  fromLocal?: Entry | null;
+  expected: PullDecision;
+}
+
 describe('decidePull', () => {
   // remote: the change from the feed; ancestor: the client's base at the change's path;
   // local: what is on disk there; fromAncestor/fromLocal: the same at the change's `from`.
-  it.each<{
-    description: string;
-    ancestor: BaseRecord | null;
-    local: Entry | null;
-    remote: Change;
-    fromAncestor?: BaseRecord | null;
-    fromLocal?: Entry | null;
-    expected: PullDecision;
-  }>([
+  it.each<PullCase>([
     { description: 'base is this very version', ancestor: base(7, fileA), local: fileA, remote: change('p', 7, fileB), expected: { action: 'skip' } },
     { description: 'base is later than the change', ancestor: base(9, fileA), local: fileC, remote: change('p', 7, fileB), expected: { action: 'skip' } },
     { description: 'local already equals the change (no base)', ancestor: null, local: file(HASH_B), remote: change('p', 7, fileB), expected: { action: 'record' } },
@@ -348,6 +352,56 @@ describe('decidePull', () => {
     },
   ])('$description → $expected.action', ({ ancestor, local, remote, fromAncestor, fromLocal, expected }) => {
     expect(decidePull(remote, ancestor, local, fromAncestor ?? null, fromLocal ?? null)).toEqual(expected);
+  });
+});
+
+describe('decidePull of one of our own versions (isOwn)', () => {
+  // The client pushed `remote` itself and never got the answer (a kill or a cut in flight), so
+  // it has no base at the version: whatever its disk holds now came after it.
+  it.each<PullCase>([
+    { description: 'a directory we made and then renamed away (seed 142): not fetched back', ancestor: null, local: null, remote: change('d', 7, dir()), expected: { action: 'adopt' } },
+    { description: 'a file we wrote and then deleted: not fetched back', ancestor: null, local: null, remote: change('f', 7, fileA), expected: { action: 'adopt' } },
+    { description: 'a file we wrote, edited again since (seed 659): pushed over it, no conflict with ourselves', ancestor: null, local: fileB, remote: change('f', 7, fileA), expected: { action: 'adopt' } },
+    { description: 'an edit we pushed, then reverted on disk to the old base: not fetched back', ancestor: base(3, fileA), local: file(HASH_A), remote: change('f', 7, fileB), expected: { action: 'adopt' } },
+    { description: 'a directory mode we pushed, changed again since: not fetched back', ancestor: null, local: dir(0o700), remote: change('d', 7, dir(0o755)), expected: { action: 'adopt' } },
+    { description: 'a delete we pushed, the path made again since: not deleted', ancestor: base(3, fileA), local: file(HASH_A), remote: change('f', 7, null), expected: { action: 'adopt' } },
+    { description: 'a delete we pushed, a new file there since: kept and pushed', ancestor: base(3, fileA), local: fileC, remote: change('f', 7, null), expected: { action: 'adopt' } },
+    {
+      description: 'a rename we sent (the answer lost), renamed back since: not moved again',
+      ancestor: null,
+      local: null,
+      remote: change('new', 7, fileA, 'old'),
+      fromAncestor: base(3, fileA),
+      fromLocal: file(HASH_A),
+      expected: { action: 'adopt' },
+    },
+    { description: 'the disk still holds it: recorded as any version', ancestor: null, local: fileA, remote: change('f', 7, fileA), expected: { action: 'record' } },
+    { description: 'a delete we pushed, still gone: forgotten', ancestor: base(3, fileA), local: null, remote: change('f', 7, null), expected: { action: 'forget' } },
+    { description: 'already based on it: skipped', ancestor: base(7, fileA), local: fileB, remote: change('f', 7, fileA), expected: { action: 'skip' } },
+  ])('$description → $expected.action', ({ ancestor, local, remote, fromAncestor, fromLocal, expected }) => {
+    expect(decidePull(remote, ancestor, local, fromAncestor ?? null, fromLocal ?? null, true)).toEqual(expected);
+  });
+
+  it('an own version never changes the disk: every decision is skip, record, forget or adopt', () => {
+    fc.assert(
+      fc.property(changeArb, maybeBaseArb, maybeEntryArb, (remote, before, local) => {
+        expect(['skip', 'record', 'forget', 'adopt']).toContain(decidePull(remote, before, local, null, null, true).action);
+      }),
+    );
+  });
+});
+
+describe('isOwnVersion', () => {
+  const own = { node: 'desk', since: 10 };
+  it.each<{ description: string; remote: Change; own: { node: string; since: number } | null; expected: boolean }>([
+    { description: 'ours, above where our versions begin', remote: change('f', 11, fileA), own, expected: true },
+    { description: 'ours, at or below it (an older state of this node, or before a reset)', remote: change('f', 10, fileA), own, expected: false },
+    { description: "another node's", remote: { ...change('f', 11, fileA), origin: 'laptop' }, own, expected: false },
+    { description: 'a state that never pushed has no own versions', remote: change('f', 11, fileA), own: null, expected: false },
+    // Seed 870: the moved child held an edit from elsewhere; taking it as ours pushed our older copy over it.
+    { description: "a child moved by our directory rename (its content is the server's)", remote: change('e/x', 11, fileA, 'd/x'), own, expected: false },
+  ])('$description → $expected', ({ remote, own: mine, expected }) => {
+    expect(isOwnVersion(remote, mine)).toBe(expected);
   });
 });
 

@@ -223,7 +223,10 @@ describe('simulation regressions', () => {
       ],
       [423, 1, 2, 3],
     );
-    expect(runs[0]!.result.log.some((l) => l.includes('c0 conflict on shared/n:'))).toBe(true);
+    // The window: c0 puts the file over its directory while the server holds a child under it.
+    // Since own versions outlive the cut, c0 knows that child (its own rename, whose answer the
+    // cut lost) and deletes it first; the conflict copy is what is left when it does not.
+    expect(runs[0]!.result.log.some((l) => l.includes('c0 conflict on shared/n:') || l.includes('c0 own version of shared/n/X.txt'))).toBe(true);
     expectClean(runs);
   });
 
@@ -242,5 +245,76 @@ describe('simulation regressions', () => {
     const hit = runs.filter((r) => r.result.log.some((l) => l.includes('c2 pull shared/L failed: changed locally')));
     expect(hit.length).toBeGreaterThan(0);
     for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
+
+  // Own-area: a push whose answer was lost (the client killed, the link cut, the server killed
+  // while it was in flight) committed a version the client never based itself on; the client's
+  // disk moved on (a rename, a delete, an edit), and the version must not come back over it.
+  /** Every run of a family is clean, and at least one hit the window (`hit`). */
+  const expectFamilyClean = (runs: ReturnType<typeof family>, hit: (r: ReturnType<typeof family>[number]) => boolean): void => {
+    expect(runs.filter(hit).length).toBeGreaterThan(0);
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  };
+  const adopted = (r: { result: { log: string[] } }, node: string, p: string, origin = node): boolean =>
+    r.result.log.some((l) => l.includes(`${node} own version of ${p} (seq `) && l.includes(`from ${origin}) adopted`));
+
+  it('a client killed with a push in flight, then renaming what it pushed, does not get it back (seeds 142, 1614, 6065)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+        { at: 500, node: 'c0', op: { kind: 'write', path: 'c0-own/n', mode: 0o644 } },
+        { at: 500 + d, node: 'c0', op: { kind: 'kill', down: 800 } },
+        { at: 700, node: 'c0', op: { kind: 'rename', from: 'c0-own/n', to: 'c0-own/N' } },
+      ],
+      Array.from({ length: 30 }, (_, i) => 10 + i),
+      [1, 2, 3],
+    );
+    expectFamilyClean(runs, (r) => adopted(r, 'c0', 'c0-own/n'));
+    expectClean(
+      replay(
+        [
+          { at: 6, node: 'c0', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 8, node: 'server', op: { kind: 'mkdir', path: 'server-own' } },
+          { at: 18, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+          { at: 203, node: 'c2', op: { kind: 'write', path: 'shared/b', mode: 0o644 } },
+          { at: 451, node: 'c2', op: { kind: 'kill', down: 1601 } },
+          { at: 913, node: 'c0', op: { kind: 'append', path: 'shared/b' } },
+          { at: 924, node: 'c0', op: { kind: 'write', path: 'c0-own/a', mode: 0o644 } },
+          { at: 935, node: 'c0', op: { kind: 'mkdir', path: 'c0-own/c' } },
+          { at: 979, node: 'c0', op: { kind: 'kill', down: 2068 } },
+          { at: 1922, node: 'c0', op: { kind: 'rename', from: 'c0-own/c', to: 'c0-own/C' } },
+        ],
+        [142, 1, 2, 3],
+      ),
+    );
+  });
+
+  it('a client whose link is cut with a push in flight, then deleting what it pushed, does not get it back (seeds 6670, 8965, 9163)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+        { at: 500, node: 'c2', op: { kind: 'write', path: 'c2-own/n', mode: 0o644 } },
+        { at: 500 + d, node: 'c2', op: { kind: 'cut' } },
+        { at: 500 + d + 25, node: 'c2', op: { kind: 'rmrf', path: 'c2-own/n' } },
+      ],
+      Array.from({ length: 30 }, (_, i) => 10 + i),
+      [1, 2, 3],
+    );
+    expectFamilyClean(runs, (r) => adopted(r, 'c2', 'c2-own/n'));
+  });
+
+  it('a server killed after placing a pushed file but before its log was durable: the pusher\'s next edit is no conflict with itself (seed 659)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'c1-own' } },
+        { at: 300, node: 'c1', op: { kind: 'write', path: 'c1-own/X.txt', mode: 0o644 } },
+        { at: 300 + d, node: 'server', op: { kind: 'kill', down: 500 } },
+        { at: 300 + d + 15, node: 'c1', op: { kind: 'append', path: 'c1-own/X.txt' } },
+      ],
+      Array.from({ length: 30 }, (_, i) => 5 + i),
+      [1, 2, 3, 4, 5],
+    );
+    // The restarted server recorded the file it found as its own edit: only its content says it is c1's.
+    expectFamilyClean(runs, (r) => adopted(r, 'c1', 'c1-own/X.txt', 'server'));
   });
 });

@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import type { BaseRecord, Change } from '../core/types.js';
+import type { OwnVersions } from '../core/reconcile.js';
 import { isSameOrInside } from '../core/paths.js';
 import { isConflictCopy } from '../core/conflict.js';
 import { InodeNames } from '../core/inodes.js';
@@ -34,6 +35,11 @@ interface FolderMeta {
   outbox: string[];
   failed: FailedTask[];
   lastSync: string | null;
+  /**
+   * The server's head when this state first pushed (null: never yet; absent in older files):
+   * versions above it naming this node are its own (core/reconcile `isOwnVersion`).
+   */
+  ownSince?: number | null;
 }
 
 export class ClientFolderState {
@@ -59,7 +65,7 @@ export class ClientFolderState {
   static async open(dir: string): Promise<ClientFolderState> {
     // Callers flush() before telling the server anything; background saves only catch up.
     const base = await ShardedMap.open<BaseRecord>(path.join(dir, 'base'), { saveDelayMs: BACKGROUND_SAVE_MS, codec: baseRecordCodec });
-    const meta = await JsonStore.open<FolderMeta>(path.join(dir, 'meta.json'), { cursor: 0, outbox: [], failed: [], lastSync: null }, { saveDelayMs: BACKGROUND_SAVE_MS });
+    const meta = await JsonStore.open<FolderMeta>(path.join(dir, 'meta.json'), { cursor: 0, outbox: [], failed: [], lastSync: null, ownSince: null }, { saveDelayMs: BACKGROUND_SAVE_MS });
     const applying = await JsonStore.open<{ changes: Change[] }>(path.join(dir, 'applying.json'), { changes: [] }, { saveDelayMs: BACKGROUND_SAVE_MS });
     return new ClientFolderState(base, meta, applying);
   }
@@ -174,6 +180,30 @@ export class ClientFolderState {
 
   touchLastSync(): void {
     this.meta.update((m) => (m.lastSync = new Date().toISOString()));
+  }
+
+  // -- own versions -----------------------------------------------------------------------------
+
+  /** Which versions in the feed this state's own pushes made, or null before its first push. */
+  ownVersions(node: string): OwnVersions | null {
+    const since = this.meta.data.ownSince ?? null;
+    return since === null ? null : { node, since };
+  }
+
+  /**
+   * Before a push is sent: the first one of this state marks where its own versions begin, with
+   * the server's head when the connection carrying it began, durably (a kill right after the push
+   * leaves must not forget that the versions it makes are ours).
+   */
+  async beginOwnVersions(sessionHead: number): Promise<void> {
+    if ((this.meta.data.ownSince ?? null) !== null) return;
+    this.meta.update((m) => (m.ownSince = sessionHead));
+    await this.meta.flush();
+  }
+
+  /** A reset: the server's numbering may have restarted; our own versions begin again at `sessionHead`. */
+  restartOwnVersions(sessionHead: number): void {
+    this.meta.update((m) => (m.ownSince = sessionHead));
   }
 
   // -- outbox -----------------------------------------------------------------------------------

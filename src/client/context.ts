@@ -4,6 +4,7 @@
  */
 import type { IgnoreMatcher } from '../core/ignore.js';
 import type { Change } from '../core/types.js';
+import type { UnansweredPushes } from '../core/unanswered.js';
 import type { SerialLock } from '../node/lock.js';
 import type { Logger } from '../node/log.js';
 import { describeFsError } from '../node.js';
@@ -26,8 +27,8 @@ export interface FolderConnection {
   peer: RpcPeer;
   remote: RemoteFolder;
   /**
-   * The server's head when this connection began: versions above it that name us as origin were
-   * made by this client's own commits since.
+   * The server's head when this connection began: every version committed over this connection
+   * is above it (the state's own versions begin at the first such head, `beginOwnVersions`).
    */
   sessionHead: number;
 }
@@ -55,6 +56,8 @@ export interface FolderPartContext {
   beginTransfer(p: string, direction: 'push' | 'pull', total: number): Transfer;
   /** Arm the timer that puts failed tasks back once their backoff is over. */
   scheduleRetry(): void;
+  /** What pushes sent that no answer has settled yet (the pusher records, the puller settles). */
+  readonly unanswered: UnansweredPushes<FolderConnection>;
 }
 
 export interface PushContext extends FolderPartContext {

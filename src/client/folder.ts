@@ -9,6 +9,7 @@
 import path from 'node:path';
 import type { Change } from '../core/types.js';
 import { decideInterruptedPull } from '../core/merge.js';
+import { UnansweredPushes } from '../core/unanswered.js';
 import { permissionBits } from '../core/modes.js';
 import { isSameFingerprint } from '../core/reconcile.js';
 import type { Logger } from '../node/log.js';
@@ -44,6 +45,7 @@ export class SyncedFolder extends FolderBase {
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly pusher: Pusher;
   private readonly puller: Puller;
+  private readonly unanswered = new UnansweredPushes<FolderConnection>();
 
   constructor(
     name: string,
@@ -83,6 +85,7 @@ export class SyncedFolder extends FolderBase {
       refreshPresence: () => this.refreshPresence(),
       beginTransfer: (p, direction, total) => this.client.beginTransfer(p, direction, total),
       scheduleRetry: () => this.scheduleRetry(),
+      unanswered: this.unanswered,
     };
   }
 

@@ -11,8 +11,8 @@ import fsSync from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { BaseRecord, Change, Entry, FileEntry, StatFingerprint } from '../core/types.js';
-import { decidePull, hasSameContent, isSameEntry } from '../core/reconcile.js';
-import { basesForPulledRename, isOwnVersionNotHeld, moveBases, otherLinkNames, pathsToPushAfterResync, pullsStillFailing } from '../core/merge.js';
+import { decidePull, hasSameContent, isOwnVersion, isSameEntry } from '../core/reconcile.js';
+import { basesForPulledRename, moveBases, otherLinkNames, pathsToPushAfterResync, pullsStillFailing } from '../core/merge.js';
 import { conflictCopyPath } from '../core/conflict.js';
 import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
@@ -76,6 +76,8 @@ export class Puller {
             return listed;
           });
           if (page === null) continue;
+          // Past the head this connection began at: what earlier connections' pushes sent is settled.
+          if (this.ctx.state.cursor >= conn.sessionHead) this.ctx.unanswered.settleBefore(conn);
           if (page.changes.length === 0) break;
           const last = page.changes[page.changes.length - 1]!.seq;
           this.ctx.state.setCursor(last);
@@ -105,6 +107,7 @@ export class Puller {
     // number of them); only the listed paths are kept, as the base index keeps them anyway.
     const known = [...this.ctx.state.basePaths()];
     for (const p of known) this.ctx.state.deleteBase(p);
+    this.ctx.state.restartOwnVersions(conn.sessionHead);
     const listed = new Set<string>();
     let after = 0;
     let head = 0;
@@ -251,7 +254,11 @@ export class Puller {
       fromBase = this.ctx.state.getBase(change.from);
       fromLocal = await this.readForPull(change.from, fromBase).catch(() => null);
     }
-    const decision = decidePull(change, base, local, fromBase, fromLocal?.entry ?? null);
+    // Our own version (it names us, or holds what a push whose answer never came sent there)
+    // is never brought back over what the disk holds now.
+    const isOwn = !ignoreBase && (isOwnVersion(change, this.ctx.state.ownVersions(this.ctx.nodeName)) || this.ctx.unanswered.isWhatWasSent(change));
+    this.ctx.unanswered.settle(p);
+    const decision = decidePull(change, base, local, fromBase, fromLocal?.entry ?? null, isOwn);
     // The base gets the fingerprint read when deciding, never a later stat: an edit made since
     // then differs from it, so the next look pushes that edit instead of taking it as synced.
     const record = (entry: Entry, stat: StatFingerprint | null): void => {
@@ -280,16 +287,16 @@ export class Puller {
       case 'rename':
         await this.pullRename(change, decision.from, fromLocal);
         return;
+      case 'adopt':
+        // Our own version (its push's answer was lost), that our disk has moved on from: the
+        // disk is the truth. Based on it, the next look pushes the difference over it.
+        if (change.entry === null) this.ctx.state.deleteBase(p);
+        else this.ctx.state.setBase(p, { seq: change.seq, entry: change.entry, stat: null });
+        this.ctx.state.markDirty([p]);
+        this.ctx.schedulePush();
+        this.ctx.logger.debug(`own version of ${showPath(p)} (seq ${change.seq}) adopted: the disk moved on since it was pushed`);
+        return;
       case 'fetch':
-        if (!ignoreBase && isOwnVersionNotHeld(change, this.ctx.nodeName, conn.sessionHead)) {
-          // Our own version, made during this connection, that our disk no longer holds: the
-          // disk is the truth. Take it as the base and look again, so the difference is pushed
-          // instead of fetched back.
-          this.ctx.state.setBase(p, { seq: change.seq, entry: change.entry!, stat: null });
-          this.ctx.state.markDirty([p]);
-          this.ctx.schedulePush();
-          return;
-        }
         await this.fetchVersion(conn, change, localState, prefetched);
         return;
     }

@@ -273,6 +273,9 @@ export class Pusher {
    * bundle once and removes it).
    */
   private async runOps(conn: FolderConnection, ops: PushOp[], locals: Map<string, LocalState | null>): Promise<boolean> {
+    // Durable before anything is committed: an answer lost to a kill or a cut then still leaves
+    // the versions this push makes recognisable as ours (core/reconcile `isOwnVersion`).
+    await this.ctx.state.beginOwnVersions(conn.sessionHead);
     let anyDone = false;
     const ready: PushOp[][] = [];
     const running = new Set<Promise<void>>();
@@ -370,8 +373,10 @@ export class Pusher {
   private async commitChunk(conn: FolderConnection, ops: PushOp[], locals: Map<string, LocalState | null>): Promise<boolean> {
     let results: PushResult[];
     const sentAt = Date.now();
+    this.ctx.unanswered.sending(ops, conn);
     try {
       ({ results } = await conn.peer.request('push', { folder: this.ctx.name, ops }, 600_000));
+      this.ctx.unanswered.answered(ops);
       this.ctx.logger.debug(`commit of ${ops.length} op(s) took ${Date.now() - sentAt} ms`);
     } catch (err) {
       for (const op of ops) this.ctx.state.markDirty([op.op === 'rename' ? op.to : op.path]);

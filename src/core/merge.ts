@@ -102,16 +102,3 @@ export function moveBases(index: BaseEdits, moves: ReadonlyArray<readonly [strin
 export function pullsStillFailing(changes: readonly Change[], failed: ReadonlyArray<{ op: 'push' | 'pull'; path: string; change?: Change }>): Change[] {
   return changes.filter((c) => failed.some((t) => t.op === 'pull' && t.path === c.path && t.change?.seq === c.seq));
 }
-
-/**
- * A version the feed brings that the pull would fetch (the disk does not hold it), made by this
- * node (`node`) during this connection (seq above `sessionHead`, the head at hello): by a commit
- * of its own, or a parent directory the server recorded for one. The disk is the truth then: the
- * client takes the version as its base and looks again, so the difference is pushed instead of
- * fetched back. A version that moved with a directory rename (it has `from`) is not such a
- * version even when the rename was ours: its content is whatever the server held under the old
- * name, which may be an edit made elsewhere that we never had (it is fetched, not overwritten).
- */
-export function isOwnVersionNotHeld(change: Change, node: string, sessionHead: number): boolean {
-  return change.origin === node && change.seq > sessionHead && change.from === undefined;
-}

@@ -109,11 +109,42 @@ export type PullDecision =
   /** Rename the local `from` (which holds exactly the expected content) to the path. */
   | { action: 'rename'; from: string }
   /** Create or replace the local path from the server (download, mkdir, symlink). */
-  | { action: 'fetch' };
+  | { action: 'fetch' }
+  /**
+   * One of this client's own versions (`isOwnVersion`) that its disk has moved on from: the
+   * disk is the truth. Take the version as the base (a delete: no base) and look at the path
+   * again, so the difference is pushed over it instead of the version being brought back.
+   */
+  | { action: 'adopt' };
+
+/**
+ * Which versions in the feed a client made itself: those naming it as origin above `since`, the
+ * server's head when its state first pushed (persisted with the state, started again by a
+ * reset, since the server's numbering may have restarted).
+ */
+export interface OwnVersions {
+  node: string;
+  since: number;
+}
+
+/**
+ * True for a version this client's own pushes made (a commit, or a parent the server recorded for
+ * one). The client held it on its disk when it pushed it; if it has no base for it, the answer
+ * to that push was lost (a kill or a cut while it was in flight), and whatever the disk holds
+ * now is a later local change, never something to replace with that version. A version that
+ * moved with a directory rename (it has `from`) is not one, even when the rename was ours: its
+ * content is whatever the server held under the old name, which may be an edit made elsewhere
+ * that we never had (seed 870: it is fetched, not overwritten).
+ */
+export function isOwnVersion(change: Change, own: OwnVersions | null): boolean {
+  return own !== null && change.origin === own.node && change.seq > own.since && change.from === undefined;
+}
 
 /**
  * How a client applies one change from the feed.
- * `fromBase`/`fromLocal` describe the change's `from` path, when it has one.
+ * `fromBase`/`fromLocal` describe the change's `from` path, when it has one. `isOwn`: the change
+ * is one of this client's own versions (`isOwnVersion`): what would change the disk, or push
+ * the local state against an older base, adopts it instead.
  */
 export function decidePull(
   change: Change,
@@ -121,7 +152,22 @@ export function decidePull(
   local: Entry | null,
   fromBase: BaseRecord | null = null,
   fromLocal: Entry | null = null,
+  isOwn = false,
 ): PullDecision {
+  const decision = decidePullFromDisk(change, base, local, fromBase, fromLocal);
+  if (!isOwn) return decision;
+  switch (decision.action) {
+    case 'fetch':
+    case 'delete':
+    case 'rename':
+    case 'keep-local':
+      return { action: 'adopt' };
+    default:
+      return decision;
+  }
+}
+
+function decidePullFromDisk(change: Change, base: BaseRecord | null, local: Entry | null, fromBase: BaseRecord | null, fromLocal: Entry | null): PullDecision {
   if (base !== null && base.seq >= change.seq) return { action: 'skip' };
   const isLocalClean = base === null ? local === null : isSameEntry(base.entry, local);
   if (change.entry === null) {

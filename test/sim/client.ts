@@ -8,12 +8,13 @@
  */
 import { isPermanentFailure } from '../../src/core/errors.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from '../../src/core/types.js';
-import { decidePull, hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
+import { decidePull, hasSameContent, isOwnVersion, isSameEntry } from '../../src/core/reconcile.js';
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
-import { basesForPulledRename, decideInterruptedPull, isOwnVersionNotHeld, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
 import { outermostPaths } from '../../src/core/paths.js';
+import { UnansweredPushes } from '../../src/core/unanswered.js';
 import { FsError, type MemFs } from './fs.js';
 import {
   cleanTempDir,
@@ -65,8 +66,10 @@ export class ClientShell {
   private pulling = false;
   private retryTimer = false;
   private readonly noRename = new Set<string>();
-  /** The server's head when this connection began (hello): versions above it with our name are our own commits. */
+  /** The server's head when this connection began (hello): everything committed over it is above. */
   private sessionHead = Number.MAX_SAFE_INTEGER;
+  /** What pushes sent that no answer has settled yet (in memory, as SyncedFolder's). */
+  private unanswered = new UnansweredPushes<Link>();
   /** The second look at trees that moved or appeared, a moment after the first. */
   private readonly secondLook: SimDelayedBatch<string>;
   private secondLookOf(due: string[]): void {
@@ -107,6 +110,7 @@ export class ClientShell {
     this.movedTrees.clear();
     this.secondLook.cancel();
     this.sessionHead = Number.MAX_SAFE_INTEGER;
+    this.unanswered = new UnansweredPushes<Link>();
     this.sched.spawn(this.name, 'start', this.startFolder());
   }
 
@@ -357,6 +361,8 @@ export class ClientShell {
   }
 
   private *runOps(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Proc<boolean> {
+    // Durable before anything is committed (as Pusher.runOps).
+    this.state.beginOwnVersions(this.sessionHead);
     let anyDone = false;
     const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === '';
     const first = ops.filter((op) => !needsUpload(op) && op.op !== 'delete');
@@ -414,8 +420,10 @@ export class ClientShell {
 
   private *commitChunk(link: Link, ops: PushOp[], locals: Map<string, LocalState | null>): Proc<boolean> {
     let results: PushResult[];
+    this.unanswered.sending(ops, link);
     try {
       ({ results } = (yield* link.request('push', { ops })) as { results: PushResult[] });
+      this.unanswered.answered(ops);
     } catch (err) {
       for (const op of ops) this.state.markDirty([op.op === 'rename' ? op.to : op.path]);
       for (const op of ops) if (op.op === 'rename') this.state.markDirty([op.from]);
@@ -511,6 +519,7 @@ export class ClientShell {
             }).call(this),
           );
           if (page === null) continue;
+          if (this.state.cursor >= this.sessionHead) this.unanswered.settleBefore(link);
           if (page.changes.length === 0) break;
           const last = page.changes[page.changes.length - 1]!.seq;
           this.state.setCursor(last);
@@ -543,6 +552,7 @@ export class ClientShell {
     // As on a first sync: bases mean nothing now; each page is applied as it arrives.
     const known = this.state.basePaths();
     for (const p of known) this.state.deleteBase(p);
+    this.state.restartOwnVersions(this.sessionHead);
     const listed = new Set<string>();
     let after = 0;
     let head = 0;
@@ -606,7 +616,9 @@ export class ClientShell {
       yield* pause();
       fromLocal = this.readForPull(change.from, fromBase);
     }
-    const decision = decidePull(change, base, local, fromBase, fromLocal?.entry ?? null);
+    const isOwn = !force && (isOwnVersion(change, this.state.ownVersions(this.name)) || this.unanswered.isWhatWasSent(change));
+    this.unanswered.settle(p);
+    const decision = decidePull(change, base, local, fromBase, fromLocal?.entry ?? null, isOwn);
     // The base gets the fingerprint read when deciding, never a later stat.
     const record = (entry: Entry, stat: StatFingerprint | null): void => {
       this.state.setBase(p, { seq: change.seq, entry, stat });
@@ -672,15 +684,16 @@ export class ClientShell {
         this.hooks.log(this.name, `pulled rename ${decision.from} -> ${p}`);
         return;
       }
+      case 'adopt':
+        // Our own version (its push's answer was lost), that our disk has moved on from: the
+        // disk is the truth. Based on it, the next look pushes the difference over it.
+        if (change.entry === null) this.state.deleteBase(p);
+        else this.state.setBase(p, { seq: change.seq, entry: change.entry, stat: null });
+        this.state.markDirty([p]);
+        this.schedulePush();
+        this.hooks.log(this.name, `own version of ${p} (seq ${change.seq}, from ${change.origin}) adopted: the disk moved on`);
+        return;
       case 'fetch':
-        if (!force && isOwnVersionNotHeld(change, this.name, this.sessionHead)) {
-          // Our own version, made during this connection, that our disk no longer holds: the
-          // disk is the truth. Take it as the base and look again.
-          this.state.setBase(p, { seq: change.seq, entry: change.entry!, stat: null });
-          this.state.markDirty([p]);
-          this.schedulePush();
-          return;
-        }
         yield* this.fetch(link, change, localState);
         return;
     }

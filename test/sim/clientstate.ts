@@ -6,6 +6,7 @@
  */
 import { InodeNames } from '../../src/core/inodes.js';
 import type { BaseRecord, Change } from '../../src/core/types.js';
+import type { OwnVersions } from '../../src/core/reconcile.js';
 import { isSameOrInside } from '../../src/core/paths.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -23,6 +24,7 @@ interface Meta {
   cursor: number;
   outbox: string[];
   failed: FailedTask[];
+  ownSince: number | null;
 }
 
 export interface Persisted {
@@ -32,7 +34,7 @@ export interface Persisted {
 }
 
 export function emptyPersisted(): Persisted {
-  return { base: new Map(), meta: { cursor: 0, outbox: [], failed: [] }, applying: [] };
+  return { base: new Map(), meta: { cursor: 0, outbox: [], failed: [], ownSince: null }, applying: [] };
 }
 
 const SAVE_DELAY = 1000;
@@ -55,7 +57,7 @@ export class SimClientState {
     private readonly owner: string,
   ) {
     this.base = new Map(disk.base);
-    this.meta = { cursor: disk.meta.cursor, outbox: [...disk.meta.outbox], failed: disk.meta.failed.map((t) => ({ ...t })) };
+    this.meta = { cursor: disk.meta.cursor, outbox: [...disk.meta.outbox], failed: disk.meta.failed.map((t) => ({ ...t })), ownSince: disk.meta.ownSince };
     this.applying = disk.applying;
     for (const [p, r] of this.base) this.index(p, r, 1);
     for (const p of this.meta.outbox) this.dirty.set(p, 0);
@@ -82,7 +84,7 @@ export class SimClientState {
     }
     if (store === 'meta' && this.isMetaUnsaved) {
       this.isMetaUnsaved = false;
-      this.disk.meta = { cursor: this.meta.cursor, outbox: [...this.dirty.keys()], failed: this.meta.failed.map((t) => ({ ...t })) };
+      this.disk.meta = { cursor: this.meta.cursor, outbox: [...this.dirty.keys()], failed: this.meta.failed.map((t) => ({ ...t })), ownSince: this.meta.ownSince };
     }
     // Changes are never mutated after they arrive: sharing the array is a copy.
     if (store === 'applying') this.disk.applying = this.applying;
@@ -153,6 +155,22 @@ export class SimClientState {
   }
   setCursor(seq: number): void {
     this.meta.cursor = seq;
+    this.later('meta');
+  }
+
+  // -- own versions
+  ownVersions(node: string): OwnVersions | null {
+    return this.meta.ownSince === null ? null : { node, since: this.meta.ownSince };
+  }
+  /** As ClientFolderState.beginOwnVersions: durable at once (as every flush here, without a yield). */
+  beginOwnVersions(sessionHead: number): void {
+    if (this.meta.ownSince !== null) return;
+    this.meta.ownSince = sessionHead;
+    this.isMetaUnsaved = true;
+    this.save('meta');
+  }
+  restartOwnVersions(sessionHead: number): void {
+    this.meta.ownSince = sessionHead;
     this.later('meta');
   }
 

@@ -79,6 +79,8 @@ function byDepth(a: string, b: string): number {
 export class ServerShell {
   readonly name = 'server';
   up = true;
+  /** As src/server.ts, which listens only once every folder's start scan is done. */
+  private serving = false;
   private log: LogState = { records: new Map(), head: 0 };
   private disk: LogState = { records: new Map(), head: 0 };
   private durableHead = 0;
@@ -126,7 +128,12 @@ export class ServerShell {
     this.appearedTrees.clear();
     this.secondLook.cancel();
     cleanTempDir(this.fs);
-    this.sched.spawn(this.name, 'fullScan', this.fullScan());
+    this.serving = false;
+    const startScan = function* (this: ServerShell): Proc {
+      yield* this.fullScan();
+      this.serving = true;
+    };
+    this.sched.spawn(this.name, 'fullScan', startScan.call(this));
   }
 
   kill(): void {
@@ -457,7 +464,7 @@ export class ServerShell {
 
   /** The handler behind every link: hello, push, changes, ack, and the SFTP calls (upload, download). */
   readonly serve = function* (this: ServerShell, link: Link, method: string, params: unknown): Proc<unknown> {
-    if (!this.up) throw new Error('server down');
+    if (!this.up || !this.serving) throw new Error('server down');
     const p = params as Record<string, unknown>;
     switch (method) {
       case 'hello':
