@@ -1,12 +1,12 @@
-// placePulledFile (src/fs/place.ts) on real temp dirs, with the races injected through its test
+// placePulledFile and placePulledSymlink (src/fs/place.ts) on real temp dirs, with the races injected through its test
 // seams: a local write between the pull's check and its replace must never lose a byte.
 import { afterAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { placePulledFile, type PlaceExpectation } from '../src/fs/place.js';
+import { placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceOptions } from '../src/fs/place.js';
 import { readLocal } from '../src/fs/scan.js';
-import { newTempName, placeSymlinkIfAbsent, tmpDirOf } from '../src/fs/apply.js';
+import { newTempName, tmpDirOf } from '../src/fs/apply.js';
 import type { FileEntry } from '../src/core/types.js';
 import { cleanupTempDirs, makeTree } from './helpers/tree.js';
 
@@ -28,6 +28,7 @@ async function setup(local: string | null): Promise<{ root: string; tmp: string;
 const read = (root: string, rel = 'f.txt'): string | null => (fs.existsSync(path.join(root, rel)) ? fs.readFileSync(path.join(root, rel), 'utf8') : null);
 const leftovers = (root: string): string[] => fs.readdirSync(tmpDirOf(root));
 const copies = (root: string): string[] => fs.readdirSync(root).filter((n) => n.includes('.sync-conflict-'));
+type PlaceRace = Pick<PlaceOptions, 'beforeReplace' | 'afterAside'>;
 const conflictName = (rel: string): string => rel.replace(/\.txt$/, '.sync-conflict-20260101-000000-me.txt');
 
 describe('placePulledFile', () => {
@@ -112,27 +113,126 @@ describe('placePulledFile', () => {
   });
 });
 
-describe('placeSymlinkIfAbsent (a pulled link where the path was empty)', () => {
+describe('placePulledFile over a link', () => {
+  it('replaces the link the pull decided on; a file written in its place since stays', async () => {
+    const root = await makeTree({ 'other.txt': 'x' });
+    fs.mkdirSync(tmpDirOf(root), { recursive: true });
+    const freshTemp = (): string => {
+      const tmp = path.join(tmpDirOf(root), newTempName('down'));
+      fs.writeFileSync(tmp, 'pulled version');
+      return tmp;
+    };
+    const link: PlaceExpectation = { entry: { type: 'symlink', target: 'other.txt' }, stat: null };
+    fs.symlinkSync('other.txt', path.join(root, 'f.txt'));
+    const raced = await placePulledFile(root, freshTemp(), 'f.txt', pulled('pulled version'), link, {
+      conflictName,
+      beforeReplace: () => {
+        fs.unlinkSync(path.join(root, 'f.txt'));
+        fs.writeFileSync(path.join(root, 'f.txt'), 'local file where the link was');
+      },
+    });
+    expect(raced).toEqual({ placed: false, reason: 'changed', copy: null });
+    expect(read(root)).toBe('local file where the link was');
+    fs.unlinkSync(path.join(root, 'f.txt'));
+    fs.symlinkSync('other.txt', path.join(root, 'f.txt'));
+    const result = await placePulledFile(root, freshTemp(), 'f.txt', pulled('pulled version'), link, { conflictName });
+    expect(result.placed).toBe(true);
+    expect(read(root)).toBe('pulled version');
+    expect(leftovers(root)).toEqual([]);
+  });
+});
+
+describe('placePulledSymlink (a pulled link, by the same steps as a pulled file)', () => {
+  const linkAt = (root: string, rel = 'f.txt'): string | null => {
+    const st = fs.lstatSync(path.join(root, rel), { throwIfNoEntry: false });
+    return st?.isSymbolicLink() === true ? fs.readlinkSync(path.join(root, rel)) : null;
+  };
+
   it('places the link when the path is still empty, through new parents, and leaves no temp name', async () => {
     const root = await makeTree({ 'other.txt': 'x' });
-    expect(await placeSymlinkIfAbsent(root, 'sub/l', '../other.txt')).toBe(true);
-    expect(fs.readlinkSync(path.join(root, 'sub/l'))).toBe('../other.txt');
+    expect(await placePulledSymlink(root, 'sub/l', '../other.txt', { entry: null, stat: null }, { conflictName })).toEqual({ placed: true, stat: null });
+    expect(linkAt(root, 'sub/l')).toBe('../other.txt');
     expect(leftovers(root)).toEqual([]);
   });
 
-  it('never replaces a file written at the path since the decision: it stays, byte for byte', async () => {
-    const root = await makeTree({ 'f.txt': 'local edit, never pushed' });
-    expect(await placeSymlinkIfAbsent(root, 'f.txt', 'elsewhere')).toBe(false);
-    expect(fs.lstatSync(path.join(root, 'f.txt')).isFile()).toBe(true);
+  it('never replaces a file written at the empty path since the decision: it stays, byte for byte', async () => {
+    const root = await makeTree({ 'other.txt': 'x' });
+    const result = await placePulledSymlink(root, 'f.txt', 'elsewhere', { entry: null, stat: null }, {
+      conflictName,
+      beforeReplace: () => fs.writeFileSync(path.join(root, 'f.txt'), 'local edit, never pushed'),
+    });
+    expect(result).toEqual({ placed: false, reason: 'appeared' });
     expect(read(root)).toBe('local edit, never pushed');
     expect(leftovers(root)).toEqual([]);
   });
 
-  it('does not follow a link already at the path (link() makes no file at its target)', async () => {
+  it('does not follow a link already at an empty-decided path (link() makes no file at its target)', async () => {
     const root = await makeTree({ 'other.txt': 'x' });
     fs.symlinkSync('missing-target', path.join(root, 'l'));
-    expect(await placeSymlinkIfAbsent(root, 'l', 'other.txt')).toBe(false);
-    expect(fs.readlinkSync(path.join(root, 'l'))).toBe('missing-target');
+    expect((await placePulledSymlink(root, 'l', 'other.txt', { entry: null, stat: null }, { conflictName })).placed).toBe(false);
+    expect(linkAt(root, 'l')).toBe('missing-target');
     expect(fs.existsSync(path.join(root, 'missing-target'))).toBe(false);
+  });
+
+  it('replaces the file the pull decided on', async () => {
+    const { root, expected } = await setup('base version');
+    expect(await placePulledSymlink(root, 'f.txt', 'other.txt', expected, { conflictName })).toEqual({ placed: true, stat: null });
+    expect(linkAt(root)).toBe('other.txt');
+    expect(leftovers(root).filter((n) => !n.endsWith('.down'))).toEqual([]);
+  });
+
+  it.each([
+    {
+      description: 'local write racing a pulled link over a file (no byte lost): written between check and replace, it stays',
+      race: (at: string): PlaceRace => ({ beforeReplace: () => fs.writeFileSync(at, 'local edit, never pushed') }),
+      result: { placed: false, reason: 'changed', copy: null },
+      atPath: 'local edit, never pushed',
+      kept: [],
+    },
+    {
+      description: 'an edit, then a new file at the path after the move aside: both kept (the edit as a conflict copy)',
+      race: (at: string): PlaceRace => ({ beforeReplace: () => fs.appendFileSync(at, ' + local append'), afterAside: () => fs.writeFileSync(at, 'another new file') }),
+      result: { placed: false, reason: 'changed', copy: 'f.sync-conflict-20260101-000000-me.txt' },
+      atPath: 'another new file',
+      kept: ['base version + local append'],
+    },
+  ])('$description', async ({ race, result, atPath, kept }) => {
+    const { root, expected } = await setup('base version');
+    expect(await placePulledSymlink(root, 'f.txt', 'other.txt', expected, { conflictName, ...race(path.join(root, 'f.txt')) })).toEqual(result);
+    expect(read(root)).toBe(atPath);
+    expect(copies(root).map((c) => read(root, c))).toEqual(kept);
+    expect(leftovers(root).filter((n) => !n.endsWith('.down'))).toEqual([]);
+  });
+
+  it('replaces the link the pull decided on; a link replaced by a file, or retargeted, since the decision stays', async () => {
+    const root = await makeTree({ 'other.txt': 'x' });
+    const decided: PlaceExpectation = { entry: { type: 'symlink', target: 'old-target' }, stat: null };
+    const at = path.join(root, 'f.txt');
+    fs.symlinkSync('old-target', at);
+    const byFile = await placePulledSymlink(root, 'f.txt', 'new-target', decided, {
+      conflictName,
+      beforeReplace: () => {
+        fs.unlinkSync(at);
+        fs.writeFileSync(at, 'a file where the link was');
+      },
+    });
+    expect(byFile).toEqual({ placed: false, reason: 'changed', copy: null });
+    expect(read(root)).toBe('a file where the link was');
+    fs.unlinkSync(at);
+    fs.symlinkSync('old-target', at);
+    const retargeted = await placePulledSymlink(root, 'f.txt', 'new-target', decided, {
+      conflictName,
+      beforeReplace: () => {
+        fs.unlinkSync(at);
+        fs.symlinkSync('local-target', at);
+      },
+    });
+    expect(retargeted.placed).toBe(false);
+    expect(linkAt(root)).toBe('local-target');
+    fs.unlinkSync(at);
+    fs.symlinkSync('old-target', at);
+    expect((await placePulledSymlink(root, 'f.txt', 'new-target', decided, { conflictName })).placed).toBe(true);
+    expect(linkAt(root)).toBe('new-target');
+    expect(leftovers(root)).toEqual([]);
   });
 });

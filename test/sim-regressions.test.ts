@@ -317,4 +317,49 @@ describe('simulation regressions', () => {
     // The restarted server recorded the file it found as its own edit: only its content says it is c1's.
     expectFamilyClean(runs, (r) => adopted(r, 'c1', 'c1-own/X.txt', 'server'));
   });
+
+  it('a local write racing a pulled link over the same file, or over a link there, is kept, never replaced (seed 856)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 50, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 60, node: 'c1', op: { kind: 'symlink', path: 'shared/l', target: 'nowhere' } },
+        { at: 1000 + d, node: 'c2', op: { kind: 'race' } },
+        { at: 1000 + d, node: 'c0', op: { kind: 'race' } },
+        { at: 2000, node: 'c1', op: { kind: 'retype', path: 'shared/f', to: 'symlink' } },
+        { at: 2000, node: 'c1', op: { kind: 'delete', path: 'shared/l' } },
+        { at: 2001, node: 'c1', op: { kind: 'symlink', path: 'shared/l', target: '../a' } },
+        { at: 4000, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+      ],
+      [0, 1],
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    // The windows: between the pull's decision and the link's placement, over a file and over a link.
+    for (const at of ['shared/f', 'shared/l']) {
+      expect(runs.filter((r) => r.result.log.some((l) => l.includes(`racing write to ${at} at pull-replace`))).length, at).toBeGreaterThan(0);
+    }
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
+
+  it('a local file written where a pulled directory is about to land is kept, never unlinked (seeds 6886, 11415, 15064, 19045)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 50, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 1000 + d, node: 'c2', op: { kind: 'race' } },
+        { at: 2000, node: 'c1', op: { kind: 'mkdir', path: 'shared/D' } },
+        { at: 2000, node: 'c1', op: { kind: 'retype', path: 'shared/f', to: 'dir' } },
+        { at: 2000 + d, node: 'c0', op: { kind: 'write', path: 'shared/D', mode: 0o644 } },
+        { at: 6000, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+      ],
+      Array.from({ length: 30 }, (_, i) => 10 + i),
+      [1, 2],
+    );
+    // The windows: a file written at an empty path the pull decided to make a directory, and a
+    // write racing a pulled directory that replaces a file.
+    expect(runs.filter((r) => r.result.log.some((l) => l.includes('c0 pull shared/D failed: changed locally'))).length).toBeGreaterThan(0);
+    expect(runs.filter((r) => r.result.log.some((l) => l.includes('racing write to shared/f at pull-replace'))).length).toBeGreaterThan(0);
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
 });
+

@@ -66,4 +66,40 @@ describe('removePulledPath', () => {
     expect(await removePulledPath(root, 'd', { entry: dir, stat: null }, { conflictName: copyName })).toEqual({ removed: true });
     expect(fs.existsSync(path.join(root, 'd'))).toBe(false);
   });
+
+  it('removes a link that is still what the delete decided on; a retargeted one stays', async () => {
+    const root = folder();
+    const abs = path.join(root, 'l');
+    fs.symlinkSync('old-target', abs);
+    const decided: Entry = { type: 'symlink', target: 'old-target' };
+    const retargeted = await removePulledPath(root, 'l', { entry: decided, stat: null }, {
+      conflictName: copyName,
+      beforeRemove: () => {
+        fs.unlinkSync(abs);
+        fs.symlinkSync('local-target', abs);
+      },
+    });
+    expect(retargeted).toEqual({ removed: false, copy: null });
+    expect(fs.readlinkSync(abs)).toBe('local-target');
+    fs.unlinkSync(abs);
+    fs.symlinkSync('old-target', abs);
+    expect(await removePulledPath(root, 'l', { entry: decided, stat: null }, { conflictName: copyName })).toEqual({ removed: true });
+    expect(fs.existsSync(abs)).toBe(false);
+    expect(fs.readdirSync(path.join(root, '.systemsync', 'tmp'))).toEqual([]);
+  });
+
+  it('never unlinks a file written where the decided link was', async () => {
+    const root = folder();
+    const abs = path.join(root, 'l');
+    fs.symlinkSync('old-target', abs);
+    const result = await removePulledPath(root, 'l', { entry: { type: 'symlink', target: 'old-target' }, stat: null }, {
+      conflictName: copyName,
+      beforeRemove: () => {
+        fs.unlinkSync(abs);
+        fs.writeFileSync(abs, 'local file, never pushed');
+      },
+    });
+    expect(result).toEqual({ removed: false, copy: null });
+    expect(fs.readFileSync(abs, 'utf8')).toBe('local file, never pushed');
+  });
 });

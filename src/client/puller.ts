@@ -18,8 +18,8 @@ import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
 import { BUNDLE_FILE_MAX, MAX_BUNDLE_BYTES } from '../rpc.js';
 import { readLocal, readSmallFile, walkTree, type LocalState } from '../fs/scan.js';
-import { movePath, newTempName, placeDir, placeFile, placeSymlink, placeSymlinkIfAbsent, removePath, restampFile } from '../fs/apply.js';
-import { placePulledFile } from '../fs/place.js';
+import { movePath, newTempName, placeDirIfFree, removeEmptyDir, restampFile } from '../fs/apply.js';
+import { placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceResult } from '../fs/place.js';
 import { removePulledPath } from '../fs/unplace.js';
 import { tempFilePath } from '../fs/reserved.js';
 import { safeChmod } from '../fs/safefs.js';
@@ -327,11 +327,15 @@ export class Puller {
     }
   }
 
+  /** A free conflict-copy name for a local version at `rel` that must leave its path. */
+  private readonly conflictName = (rel: string): string =>
+    conflictCopyPath(rel, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c)));
+
   /** A pulled delete: the local path goes, unless it holds what the decision did not see. */
   private async pullDelete(p: string, local: Entry): Promise<void> {
     // Never unlinks bytes the decision did not see (a local write racing the delete).
     const result = await removePulledPath(this.ctx.root, p, { entry: local, stat: null }, {
-      conflictName: (rel) => conflictCopyPath(rel, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c))),
+      conflictName: this.conflictName,
     });
     const removed = result.removed;
     if (!result.removed && result.copy !== null) this.ctx.state.markDirty([result.copy]);
@@ -396,13 +400,25 @@ export class Puller {
   private async keepFullDirectory(p: string): Promise<void> {
     const entries = await fs.readdir(path.join(this.ctx.root, p)).catch(() => []);
     if (entries.length === 0) return;
-    const copy = conflictCopyPath(p, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c)));
+    const copy = this.conflictName(p);
     await movePath(this.ctx.root, p, copy);
     const moved = [copy];
     for await (const item of walkTree(this.ctx.root, { ignore: this.ctx.ignore, under: copy })) moved.push(item.path);
     this.ctx.state.markDirty([...moved, ...this.ctx.state.baseUnder(p)]);
     this.ctx.schedulePush();
     this.ctx.logger.warn(`${showPath(p)} became a file or link on the server while it held local content here: kept the directory as ${showPath(copy)}`);
+  }
+
+  /**
+   * What a pulled file or link is placed over: what the decision read, except that a directory
+   * there (a full one was kept aside just before) is removed if it is empty, and the path is then
+   * expected empty. Never removes anything that took its place or came into it meanwhile.
+   */
+  private async expectAtPath(p: string, localState: LocalState | null, localChanged: () => Error): Promise<PlaceExpectation> {
+    const localBefore = localState?.entry ?? null;
+    if (localBefore?.type !== 'dir') return { entry: localBefore, stat: localState?.stat ?? null };
+    if (!(await removeEmptyDir(this.ctx.root, p))) throw localChanged();
+    return { entry: null, stat: null };
   }
 
   /** A restamp (chmod, mtime) changed every name of a hard-linked file: the other indexed names are looked at again. */
@@ -418,8 +434,28 @@ export class Puller {
     const localBefore = localState?.entry ?? null;
     const p = change.path;
     const entry = change.entry!;
+    const localChanged = (): Error => {
+      this.ctx.state.markDirty([p]);
+      this.ctx.schedulePush();
+      return Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
+    };
+    const conflictName = this.conflictName;
+    /** A pull not placed: a local version kept under a conflict-copy name is pushed from there. */
+    const notPlaced = (result: Extract<PlaceResult, { placed: false }>): Error => {
+      if (result.reason === 'changed' && result.copy !== null) {
+        this.ctx.logger.warn(`${showPath(p)} changed locally while it was being pulled and the path was taken: kept it as ${showPath(result.copy)}`);
+        this.ctx.state.markDirty([result.copy]);
+      }
+      return localChanged();
+    };
     if (entry.type === 'dir') {
-      await placeDir(this.ctx.root, p, entry);
+      // A file or link there goes only if it is still what the decision saw (moved aside and
+      // compared, src/fs/unplace.ts); mkdir then never replaces what appeared meanwhile.
+      if (localBefore !== null && localBefore.type !== 'dir') {
+        const cleared = await removePulledPath(this.ctx.root, p, { entry: localBefore, stat: localState?.stat ?? null }, { conflictName });
+        if (!cleared.removed) throw notPlaced({ placed: false, reason: 'changed', copy: cleared.copy });
+      }
+      if (!(await placeDirIfFree(this.ctx.root, p, entry))) throw localChanged();
       const after = await readLocal(this.ctx.root, p, {});
       this.ctx.state.setBase(p, { seq: change.seq, entry, stat: after !== null && after !== 'unsupported' ? after.stat : null });
       return;
@@ -427,28 +463,11 @@ export class Puller {
     // A file or link that replaces a directory still holding what the server never had: that
     // content is kept, as a conflict copy of the directory, and pushed from there.
     if (localBefore?.type === 'dir') await this.keepFullDirectory(p);
-    const localChanged = (): Error => {
-      this.ctx.state.markDirty([p]);
-      this.ctx.schedulePush();
-      return Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
-    };
     if (entry.type === 'symlink') {
-      // Never over something the decision did not see: an empty path is taken only if it is
-      // still empty (a file written there meanwhile stays, and is pushed first).
-      let expected = localBefore;
-      if (localBefore?.type === 'dir') {
-        // A full directory was kept aside above; an empty one goes (rmdir fails if anything came into it).
-        const st = fsSync.lstatSync(path.join(this.ctx.root, p), { throwIfNoEntry: false });
-        if (st?.isDirectory() === true && !(await removePath(this.ctx.root, p))) throw localChanged();
-        expected = null;
-      }
-      const now = await this.readForPull(p, this.ctx.state.getBase(p));
-      if (!isSameEntry(now?.entry ?? null, expected)) throw localChanged();
-      if (expected === null) {
-        if (!(await placeSymlinkIfAbsent(this.ctx.root, p, entry.target))) throw localChanged();
-      } else {
-        await placeSymlink(this.ctx.root, p, entry.target);
-      }
+      // Never over something the decision did not see (src/fs/place.ts).
+      const expected = await this.expectAtPath(p, localState, localChanged);
+      const placed = await placePulledSymlink(this.ctx.root, p, entry.target, expected, { conflictName });
+      if (!placed.placed) throw notPlaced(placed);
       this.ctx.state.setBase(p, { seq: change.seq, entry, stat: null });
       this.ctx.logger.info(`pulled link ${showPath(p)}`);
       return;
@@ -467,31 +486,14 @@ export class Puller {
     } else {
       await this.download(conn, change, entry, localBefore, tmpAbs);
     }
-    if (localBefore === null || localBefore.type === 'file') {
-      // Never destroys local bytes the decision did not see (src/fs/place.ts).
-      const placed = await placePulledFile(this.ctx.root, tmpAbs, p, entry, { entry: localBefore, stat: localState?.stat ?? null }, {
-        conflictName: (rel) => conflictCopyPath(rel, new Date(), this.ctx.nodeName, (c) => fsSync.existsSync(path.join(this.ctx.root, c))),
-      });
-      if (!placed.placed) {
-        if (placed.reason === 'changed' && placed.copy !== null) {
-          this.ctx.logger.warn(`${showPath(p)} changed locally while it was being pulled and the path was taken: kept it as ${showPath(placed.copy)}`);
-          this.ctx.state.markDirty([placed.copy]);
-        }
-        throw localChanged();
-      }
-      this.ctx.state.setBase(p, { seq: change.seq, entry, stat: placed.stat });
-      this.ctx.logger.info(`pulled ${showPath(p)}`);
-      return;
-    }
-    // Check before writing: a directory or link there must still be what we decided on.
-    const base = this.ctx.state.getBase(p);
-    const now = await this.readForPull(p, base);
-    if (!isSameEntry(now?.entry ?? null, localBefore)) {
+    // Never destroys local bytes the decision did not see (src/fs/place.ts).
+    const expected = await this.expectAtPath(p, localState, localChanged).catch(async (err: unknown) => {
       await fs.rm(tmpAbs, { force: true });
-      throw localChanged();
-    }
-    const stat = await placeFile(this.ctx.root, tmpAbs, p, entry);
-    this.ctx.state.setBase(p, { seq: change.seq, entry, stat });
+      throw err;
+    });
+    const placed = await placePulledFile(this.ctx.root, tmpAbs, p, entry, expected, { conflictName });
+    if (!placed.placed) throw notPlaced(placed);
+    this.ctx.state.setBase(p, { seq: change.seq, entry, stat: placed.stat });
     this.ctx.logger.info(`pulled ${showPath(p)}`);
   }
 }

@@ -129,20 +129,41 @@ export async function restampFile(root: string, rel: string, entry: FileEntry): 
  * bit the directory has here (inherited from its parent, a local policy) is kept; none is set.
  */
 export async function placeDir(root: string, rel: string, entry: DirEntry, beforeReplace?: BeforeReplace): Promise<void> {
-  const mode = permissionBits(entry.mode);
   const c = await checkPath(root, rel, { createParents: 0o755 });
-  let st = await clearForType(c, 'dir', beforeReplace);
-  if (st === null) {
-    try {
-      fsSync.mkdirSync(c.abs, { mode });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    await recheckPath(c);
-    st = fsSync.lstatSync(c.abs);
-  }
+  const st = (await clearForType(c, 'dir', beforeReplace)) ?? (await makeDir(c, entry));
   if (!st.isDirectory()) throw new Error(`${rel}: expected a directory after mkdir`);
-  if (permissionBits(st.mode) !== mode) await safeChmod(root, rel, mode | (st.mode & 0o2000));
+  await stampDir(c, st, entry);
+}
+
+/**
+ * Make `rel` a directory with the entry's permission bits only where nothing but a directory is:
+ * one mkdir, which fails with EEXIST rather than replace a file or link (a pulled directory never
+ * removes what the pull did not decide on; the caller clears what it did). Returns false, and
+ * touches nothing, when a file or link is at `rel`.
+ */
+export async function placeDirIfFree(root: string, rel: string, entry: DirEntry): Promise<boolean> {
+  const c = await checkPath(root, rel, { createParents: 0o755 });
+  const st = await makeDir(c, entry);
+  if (!st.isDirectory()) return false;
+  await stampDir(c, st, entry);
+  return true;
+}
+
+/** mkdir at the checked path (an existing name is left as it is); the lstat of what is there after. */
+async function makeDir(c: CheckedPath, entry: DirEntry): Promise<import('node:fs').Stats> {
+  try {
+    fsSync.mkdirSync(c.abs, { mode: permissionBits(entry.mode) });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  await recheckPath(c);
+  return fsSync.lstatSync(c.abs);
+}
+
+/** The entry's permission bits on the directory at `c`; a setgid bit it has here (inherited from its parent, a local policy) is kept. */
+async function stampDir(c: CheckedPath, st: import('node:fs').Stats, entry: DirEntry): Promise<void> {
+  const mode = permissionBits(entry.mode);
+  if (permissionBits(st.mode) !== mode) await safeChmod(c.root, c.rel, mode | (st.mode & 0o2000));
 }
 
 /** Make `rel` a symlink to `target`, atomically (created under a temp name, renamed into place). */
@@ -155,27 +176,25 @@ export async function placeSymlink(root: string, rel: string, target: string, be
   await renameChecked(from, to);
 }
 
-/**
- * Make `rel` a symlink to `target` only if nothing is there: the link is made under a temp name
- * and hard-linked into place (link() fails with EEXIST, and on Linux never follows the link), so
- * a local file written at `rel` since the caller looked is never replaced. Returns whether the
- * link was placed.
- */
-export async function placeSymlinkIfAbsent(root: string, rel: string, target: string): Promise<boolean> {
-  const to = await checkPath(root, rel, { createParents: 0o755 });
-  const tmpAbs = await tempFilePath(root, newTempName('link'));
-  const from = await checkSource(root, tmpAbs, { sameOperationAs: to });
-  fsSync.symlinkSync(target, from.abs);
+/** rmdir of the checked path: false when it still has children or is no longer a directory. */
+async function rmdirIfEmpty(c: CheckedPath): Promise<boolean> {
   try {
-    fsSync.linkSync(from.abs, to.abs);
+    await rmdirChecked(c);
+    return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return false;
-  } finally {
-    fsSync.rmSync(from.abs, { force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return true;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') return false;
+    throw err;
   }
-  await recheckPath(to);
-  return true;
+}
+
+/**
+ * Remove `rel` only if it is an empty directory (one rmdir: a file or link that took its place,
+ * or anything that came into it, is never removed). Returns whether the path is free.
+ */
+export async function removeEmptyDir(root: string, rel: string): Promise<boolean> {
+  return rmdirIfEmpty(await checkPath(root, rel));
 }
 
 /**
@@ -186,16 +205,7 @@ export async function removePath(root: string, rel: string, beforeReplace?: Befo
   const c = await checkPath(root, rel);
   const st = await lstatOrNull(c.abs);
   if (st === null) return true;
-  if (st.isDirectory()) {
-    try {
-      await rmdirChecked(c);
-      return true;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') return false;
-      throw err;
-    }
-  }
+  if (st.isDirectory()) return rmdirIfEmpty(c);
   if (st.isFile()) await setAside(c, beforeReplace);
   await unlinkChecked(c);
   return true;

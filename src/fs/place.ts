@@ -1,5 +1,5 @@
 /**
- * Placing a pulled file without ever destroying local bytes the pull did not decide on.
+ * Placing a pulled file or link without ever destroying local bytes the pull did not decide on.
  *
  * Node has no rename-if-unchanged. A plain "check, then rename over" leaves a window in which a
  * local write lands between the check and the replace, and is lost. This closes it:
@@ -8,9 +8,11 @@
  * 2. what was moved is compared with what the pull decided to replace; if it differs, it is put
  *    back with link() (or, if something new took the path meanwhile, kept as a conflict copy),
  *    and nothing is placed;
- * 3. the pulled file is placed with link(tmp, path), which fails with EEXIST if a new file
- *    appeared at the path meanwhile: then nothing is overwritten;
+ * 3. the pulled file (or a link made under a temp name) is placed with link(tmp, path), which
+ *    fails with EEXIST if a new file appeared at the path meanwhile: then nothing is overwritten;
  * 4. the temp names are unlinked.
+ * What the pull replaces may be nothing, a file or a link; a directory is removed by the caller
+ * first (rmdir, which fails if anything came into it), and the path is then expected empty.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,7 +22,8 @@ import { permissionBits } from '../core/modes.js';
 import { fingerprint, hashFile, hashSmallFile, SMALL_FILE } from './scan.js';
 import { mtimeOf } from './stat.js';
 import { newTempName, stampFile, tmpDirOf } from './apply.js';
-import { checkPath, checkSource, recheckPath } from './safefs.js';
+import { tempFilePath } from './reserved.js';
+import { checkPath, checkSource, recheckPath, type CheckedPath } from './safefs.js';
 
 export interface PlaceExpectation {
   /** What the pull decided to replace: null when the path was empty. */
@@ -59,10 +62,11 @@ function tryUnlink(abs: string): void {
   }
 }
 
-/** The entry of the regular file at `abs` (hashing it unless its fingerprint says it is `expected`). */
-async function entryOf(abs: string, expected: PlaceExpectation): Promise<Entry | null> {
+/** The entry at `abs`: a link's target, or a regular file's (hashed unless its fingerprint says it is `expected`). */
+export async function entryOf(abs: string, expected: PlaceExpectation): Promise<Entry | null> {
   const st = fs.lstatSync(abs, { throwIfNoEntry: false });
   if (st === undefined) return null;
+  if (st.isSymbolicLink()) return { type: 'symlink', target: fs.readlinkSync(abs) };
   if (!st.isFile()) return st.isDirectory() ? { type: 'dir', mode: permissionBits(st.mode) } : { type: 'symlink', target: '' };
   const mode = permissionBits(st.mode);
   const known = expected.entry?.type === 'file' ? expected.entry : null;
@@ -76,74 +80,106 @@ async function entryOf(abs: string, expected: PlaceExpectation): Promise<Entry |
   return { type: 'file', size: hashed.size, mtime: mtimeOf(after), mode, hash: hashed.hash };
 }
 
+/** Not placed (the `placed: false` arms of PlaceResult). */
+type NotPlaced = Extract<PlaceResult, { placed: false }>;
+
 /**
- * Put the verified temp file `tmpAbs` (inside this folder's `.systemsync/tmp`) at `rel` with the
- * entry's mode and mtime, provided `rel` still holds what `expected` describes. Never removes or
- * overwrites bytes that differ from `expected`. Only for a regular file or nothing at `rel`
- * (`expected.entry` null or a file); the temp file is consumed in every case.
+ * The steps shared by a pulled file and a pulled link: the checked temp name `tmp` becomes `to`,
+ * provided `to` still holds what `expected` describes (moved aside, compared, placed with link()).
+ * Returns null when placed. The caller unlinks `tmp`.
  */
-export async function placePulledFile(root: string, tmpAbs: string, rel: string, entry: FileEntry, expected: PlaceExpectation, options: PlaceOptions): Promise<PlaceResult> {
-  await stampFile(tmpAbs, entry);
-  const tmpIno = fs.lstatSync(tmpAbs).ino;
-  const to = await checkPath(root, rel, { createParents: 0o755 });
-  const tmp = await checkSource(root, tmpAbs, { sameOperationAs: to });
-  try {
-    await options.beforeReplace?.();
-    let aside: string | null = null;
-    const now = fs.lstatSync(to.abs, { throwIfNoEntry: false });
-    if (now !== undefined) {
-      if (expected.entry === null) return { placed: false, reason: 'appeared' };
-      if (!now.isFile()) return { placed: false, reason: 'changed', copy: null };
-      aside = path.join(tmpDirOf(root), newTempName('aside'));
-      const asideChecked = await checkSource(root, aside, { sameOperationAs: to });
-      try {
-        fs.renameSync(to.abs, asideChecked.abs);
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null }; // removed meanwhile: a local delete
-        throw err;
-      }
-      await recheckPath(to);
-      await options.afterAside?.();
-      const moved = await entryOf(aside, expected);
-      if (!isSameEntry(moved, expected.entry)) {
-        // A local edit landed since the decision: it stays, at its path if it is still free.
-        try {
-          fs.linkSync(aside, to.abs);
-          tryUnlink(aside);
-          return { placed: false, reason: 'changed', copy: null };
-        } catch (err) {
-          if (errnoCode(err) !== 'EEXIST') {
-            // Never leave the only copy of a local version in the temp dir (it is cleaned).
-            const copy = options.conflictName(rel);
-            fs.renameSync(aside, (await checkPath(root, copy, { sameOperationAs: to })).abs);
-            throw err;
-          }
-          const copy = options.conflictName(rel);
-          const copyChecked = await checkPath(root, copy, { sameOperationAs: to });
-          fs.linkSync(aside, copyChecked.abs);
-          tryUnlink(aside);
-          return { placed: false, reason: 'changed', copy };
-        }
-      }
-    } else if (expected.entry !== null) {
-      return { placed: false, reason: 'changed', copy: null }; // deleted locally since the decision
-    }
+async function swapIn(root: string, tmp: CheckedPath, to: CheckedPath, expected: PlaceExpectation, options: PlaceOptions): Promise<NotPlaced | null> {
+  await options.beforeReplace?.();
+  let aside: string | null = null;
+  const now = fs.lstatSync(to.abs, { throwIfNoEntry: false });
+  if (now !== undefined) {
+    if (expected.entry === null) return { placed: false, reason: 'appeared' };
+    // A directory is never replaced here (the caller removes an empty one first).
+    if (now.isDirectory()) return { placed: false, reason: 'changed', copy: null };
+    aside = path.join(tmpDirOf(root), newTempName('aside'));
+    const asideChecked = await checkSource(root, aside, { sameOperationAs: to });
     try {
-      fs.linkSync(tmp.abs, to.abs);
+      fs.renameSync(to.abs, asideChecked.abs);
     } catch (err) {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-      // Something new took the path after the move aside: leave it. What was moved aside is
-      // exactly what the pull decided to replace (the base), so dropping it loses nothing.
-      if (aside !== null) tryUnlink(aside);
-      return { placed: false, reason: 'appeared' };
+      if (errnoCode(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null }; // removed meanwhile: a local delete
+      throw err;
     }
     await recheckPath(to);
+    await options.afterAside?.();
+    const moved = await entryOf(aside, expected);
+    if (!isSameEntry(moved, expected.entry)) {
+      // A local edit landed since the decision: it stays, at its path if it is still free.
+      try {
+        fs.linkSync(aside, to.abs);
+        tryUnlink(aside);
+        return { placed: false, reason: 'changed', copy: null };
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') {
+          // Never leave the only copy of a local version in the temp dir (it is cleaned).
+          const copy = options.conflictName(to.rel);
+          fs.renameSync(aside, (await checkPath(root, copy, { sameOperationAs: to })).abs);
+          throw err;
+        }
+        const copy = options.conflictName(to.rel);
+        const copyChecked = await checkPath(root, copy, { sameOperationAs: to });
+        fs.linkSync(aside, copyChecked.abs);
+        tryUnlink(aside);
+        return { placed: false, reason: 'changed', copy };
+      }
+    }
+  } else if (expected.entry !== null) {
+    return { placed: false, reason: 'changed', copy: null }; // deleted locally since the decision
+  }
+  try {
+    // link() never follows a link at either name (Linux), so a temp symlink is placed as itself.
+    fs.linkSync(tmp.abs, to.abs);
+  } catch (err) {
+    if (errnoCode(err) !== 'EEXIST') throw err;
+    // Something new took the path after the move aside: leave it. What was moved aside is
+    // exactly what the pull decided to replace (the base), so dropping it loses nothing.
     if (aside !== null) tryUnlink(aside);
+    return { placed: false, reason: 'appeared' };
+  }
+  await recheckPath(to);
+  if (aside !== null) tryUnlink(aside);
+  return null;
+}
+
+/**
+ * Put the verified temp file `tmpAbs` (inside this folder's `.systemsync/tmp`) at `rel` with the
+ * entry's mode and mtime, provided `rel` still holds what `expected` describes (nothing, a file or
+ * a link). Never removes or overwrites bytes that differ from `expected`. The temp file is
+ * consumed in every case.
+ */
+export async function placePulledFile(root: string, tmpAbs: string, rel: string, entry: FileEntry, expected: PlaceExpectation, options: PlaceOptions): Promise<PlaceResult> {
+  try {
+    await stampFile(tmpAbs, entry);
+    const tmpIno = fs.lstatSync(tmpAbs).ino;
+    const to = await checkPath(root, rel, { createParents: 0o755 });
+    const tmp = await checkSource(root, tmpAbs, { sameOperationAs: to });
+    const notPlaced = await swapIn(root, tmp, to, expected, options);
+    if (notPlaced !== null) return notPlaced;
     tryUnlink(tmp.abs);
     // Confirm the file at the path is the one placed, as placed: a write since makes it unconfirmed.
     const st = fs.lstatSync(to.abs, { throwIfNoEntry: false });
     const isAsPlaced = st !== undefined && st.isFile() && st.ino === tmpIno && st.size === entry.size && mtimeOf(st) === entry.mtime && (permissionBits(st.mode)) === entry.mode;
     return { placed: true, stat: isAsPlaced ? fingerprint(st) : null };
+  } finally {
+    tryUnlink(tmpAbs);
+  }
+}
+
+/**
+ * Make `rel` a symlink to `target`, provided `rel` still holds what `expected` describes (nothing,
+ * a file or a link): the link is made under a temp name and placed by the same steps as a pulled
+ * file, so a local write since the decision is never replaced. `stat` is null when placed.
+ */
+export async function placePulledSymlink(root: string, rel: string, target: string, expected: PlaceExpectation, options: PlaceOptions): Promise<PlaceResult> {
+  const to = await checkPath(root, rel, { createParents: 0o755 });
+  const tmp = await checkSource(root, await tempFilePath(root, newTempName('link')), { sameOperationAs: to });
+  try {
+    fs.symlinkSync(target, tmp.abs);
+    return (await swapIn(root, tmp, to, expected, options)) ?? { placed: true, stat: null };
   } finally {
     tryUnlink(tmp.abs);
   }

@@ -3,7 +3,7 @@
  *
  * The delete was decided from a look at the file; a local write can land between that look and
  * the unlink, and a plain unlink loses it (found by the simulation: a write racing a pulled
- * delete). As for placing a pulled file (fs/place.ts once it lands), the file is renamed aside
+ * delete). As for placing a pulled file (fs/place.ts), the file or link is renamed aside
  * into `.systemsync/tmp` (atomic), what was moved is compared with what the delete decided to
  * remove, and a local edit is put back with link() (if the path was taken meanwhile, it is kept
  * as a conflict copy). Only then is the moved file unlinked.
@@ -11,10 +11,8 @@
 import fs from 'node:fs';
 import type { Entry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
-import { permissionBits } from '../core/modes.js';
-import { hashFile, hashSmallFile, SMALL_FILE } from './scan.js';
-import { mtimeOf } from './stat.js';
-import { newTempName, removePath } from './apply.js';
+import { entryOf } from './place.js';
+import { newTempName, removeEmptyDir } from './apply.js';
 import { tempFilePath } from './reserved.js';
 import { checkPath, checkSource } from './safefs.js';
 
@@ -38,25 +36,15 @@ export interface UnplaceOptions {
   beforeRemove?: () => void | Promise<void>;
 }
 
-async function movedEntry(abs: string, expected: UnplaceExpectation): Promise<Entry> {
-  const st = fs.lstatSync(abs);
-  const mode = permissionBits(st.mode);
-  const known = expected.entry.type === 'file' ? expected.entry : null;
-  if (known !== null && expected.stat !== null && expected.stat.ino === st.ino && expected.stat.size === st.size && expected.stat.mtimeMs === st.mtimeMs) {
-    return { type: 'file', size: st.size, mtime: mtimeOf(st), mode, hash: known.hash };
-  }
-  const hashed = st.size <= SMALL_FILE ? hashSmallFile(abs) : await hashFile(abs);
-  return { type: 'file', size: hashed.size, mtime: mtimeOf(st), mode, hash: hashed.hash };
-}
-
 /** Remove `rel` for a pulled delete, unless it is no longer what `expected` describes. */
 export async function removePulledPath(root: string, rel: string, expected: UnplaceExpectation, options: UnplaceOptions): Promise<UnplaceResult> {
   await options.beforeRemove?.();
   const c = await checkPath(root, rel);
   const st = fs.lstatSync(c.abs, { throwIfNoEntry: false });
   if (st === undefined) return { removed: true };
-  // Directories go only when empty, links are names without content: removePath as before.
-  if (!st.isFile()) return (await removePath(root, rel)) ? { removed: true } : { removed: false, copy: null };
+  // A directory goes only when empty (one rmdir: never what took its place or came into it).
+  if (st.isDirectory()) return (await removeEmptyDir(root, rel)) ? { removed: true } : { removed: false, copy: null };
+  // A file or link is moved aside first: a file written where the link was is never unlinked.
   const aside = await checkSource(root, await tempFilePath(root, newTempName('aside')), { sameOperationAs: c });
   try {
     fs.renameSync(c.abs, aside.abs);
@@ -64,7 +52,7 @@ export async function removePulledPath(root: string, rel: string, expected: Unpl
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: true };
     throw err;
   }
-  const moved = await movedEntry(aside.abs, expected);
+  const moved = await entryOf(aside.abs, expected);
   if (isSameEntry(moved, expected.entry)) {
     fs.unlinkSync(aside.abs);
     return { removed: true };

@@ -128,6 +128,16 @@ export function placeDir(fs: MemFs, p: string, mode: number, beforeReplace?: Bef
   if (fs.lstat(p)!.mode !== mode) fs.chmod(p, mode);
 }
 
+/** src/fs/apply.ts placeDirIfFree: mkdir only (EEXIST leaves a file or link alone: false). */
+export function placeDirIfFree(fs: MemFs, p: string, mode: number): boolean {
+  checkParents(fs, p, true);
+  const st = fs.lstat(p);
+  if (st === null) fs.mkdir(p, mode);
+  else if (st.kind !== 'dir') return false;
+  if (fs.lstat(p)!.mode !== mode) fs.chmod(p, mode);
+  return true;
+}
+
 export function placeSymlink(fs: MemFs, p: string, target: string, beforeReplace?: BeforeReplace): void {
   checkParents(fs, p, true);
   clearForType(fs, p, 'symlink', beforeReplace);
@@ -137,21 +147,14 @@ export function placeSymlink(fs: MemFs, p: string, target: string, beforeReplace
   fs.rename(tmp, p);
 }
 
-/** src/fs/apply.ts placeSymlinkIfAbsent: a link made under a temp name and hard-linked into place (EEXIST: not placed). */
-export function placeSymlinkIfAbsent(fs: MemFs, p: string, target: string): boolean {
-  checkParents(fs, p, true);
-  fs.mkdirp(TMP, 0o700);
-  const tmp = `${TMP}/${newTempName(fs, 'link')}`;
-  fs.symlink(target, tmp);
-  try {
-    fs.link(tmp, p);
-    return true;
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'EEXIST') throw err;
-    return false;
-  } finally {
-    fs.unlink(tmp);
-  }
+/** src/fs/apply.ts removeEmptyDir: one rmdir, only of an empty directory; whether the path is free. */
+export function removeEmptyDir(fs: MemFs, p: string): boolean {
+  checkParents(fs, p, false);
+  const st = fs.lstat(p);
+  if (st === null) return true;
+  if (st.kind !== 'dir' || fs.children(p).length > 0) return false;
+  fs.rmdir(p);
+  return true;
 }
 
 /** Remove a file or link, or an empty directory; false when a directory still has children. */

@@ -23,18 +23,16 @@ import {
   isRecordedFile,
   checkParents,
   movePath,
-  placeDir,
-  placeFile,
-  placeSymlink,
-  placeSymlinkIfAbsent,
-  removePath,
+  placeDirIfFree,
+  removeEmptyDir,
   readLocal,
   restampFile,
   sameFp,
   writeTemp,
   type LocalState,
 } from './apply.js';
-import { placePulledFile, removePulledPath } from './place.js';
+import { placePulledFile, placePulledSymlink, removePulledPath } from './place.js';
+import type { PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
 import type { Link, Network } from './network.js';
 import { type Persisted, SimClientState } from './clientstate.js';
 import { type Proc, type Scheduler, SimDelayedBatch, SimLock, pause, sleep, waitUntil } from './scheduler.js';
@@ -722,42 +720,37 @@ export class ClientShell {
     const localBefore = localState?.entry ?? null;
     const p = change.path;
     const entry = change.entry!;
+    const localChanged = (): Error => {
+      this.state.markDirty([p]);
+      this.schedulePush();
+      return Object.assign(new Error('changed locally while it was being pulled'), { code: 'LOCAL_CHANGE' });
+    };
+    const hooks = { conflictName: this.conflictName, beforeReplace: () => this.hooks.window(this.name, p, 'pull-replace') };
+    const notPlaced = (result: Extract<PlaceResult, { placed: false }>): Error => {
+      if (result.reason === 'changed' && result.copy !== null) this.state.markDirty([result.copy]);
+      return localChanged();
+    };
     if (entry.type === 'dir') {
+      // As Puller.fetchVersion: a file or link there goes only if still as decided; mkdir never replaces.
+      if (localBefore !== null && localBefore.type !== 'dir') {
+        const cleared = yield* removePulledPath(this.fs, p, { entry: localBefore, stat: localState?.stat ?? null }, hooks);
+        if (!cleared.removed) throw notPlaced({ placed: false, reason: 'changed', copy: cleared.copy });
+      }
       yield* pause();
-      placeDir(this.fs, p, entry.mode);
+      if (!placeDirIfFree(this.fs, p, entry.mode)) throw localChanged();
       yield* pause();
       const after = readLocal(this.fs, p);
       this.state.setBase(p, { seq: change.seq, entry, stat: after?.stat ?? null });
       return;
     }
     if (localBefore?.type === 'dir') yield* this.keepFullDirectory(p);
-    const localChanged = (): Error => {
-      this.state.markDirty([p]);
-      this.schedulePush();
-      return Object.assign(new Error('changed locally while it was being pulled'), { code: 'LOCAL_CHANGE' });
-    };
     if (entry.type === 'symlink') {
       // As Puller.fetchVersion: never over something the decision did not see.
-      let expected = localBefore;
-      if (localBefore?.type === 'dir') {
-        yield* pause();
-        if (this.fs.lstat(p)?.kind === 'dir' && !removePath(this.fs, p)) throw localChanged();
-        expected = null;
-      }
-      yield* pause();
-      const now = this.readForPull(p, this.state.getBase(p));
-      if (!isSameEntry(now?.entry ?? null, expected)) throw localChanged();
-      yield* pause();
-      if (expected === null) {
-        this.hooks.window(this.name, p, 'pull-replace');
-        yield* pause();
-        if (!placeSymlinkIfAbsent(this.fs, p, entry.target)) throw localChanged();
-      } else {
-        // Not closed yet in the daemon: a write between the check above and this rename is lost
-        // (docs/DESIGN.md, Simulation), so no race is injected here.
-        placeSymlink(this.fs, p, entry.target);
-      }
+      const expected = yield* this.expectAtPath(p, localState, localChanged);
+      const placed = yield* placePulledSymlink(this.fs, p, entry.target, expected, hooks);
+      if (!placed.placed) throw notPlaced(placed);
       this.state.setBase(p, { seq: change.seq, entry, stat: null });
+      this.hooks.log(this.name, `pulled link ${p}`);
       return;
     }
     if (localBefore?.type === 'file' && hasSameContent(localBefore, entry)) {
@@ -771,31 +764,27 @@ export class ClientShell {
     if (hashOf(data) !== entry.hash) throw new FsError('HASH_MISMATCH', `${p}: the server's file is no longer this version`);
     yield* pause();
     const tmp = writeTemp(this.fs, data, 'down');
-    if (localBefore === null || localBefore.type === 'file') {
-      // Never destroys local bytes the decision did not see (src/fs/place.ts).
-      const placed = yield* placePulledFile(this.fs, tmp, p, entry, { entry: localBefore, stat: localState?.stat ?? null }, {
-        conflictName: this.conflictName,
-        beforeReplace: () => this.hooks.window(this.name, p, 'pull-replace'),
-      });
-      if (!placed.placed) {
-        if (placed.reason === 'changed' && placed.copy !== null) this.state.markDirty([placed.copy]);
-        throw localChanged();
-      }
-      this.state.setBase(p, { seq: change.seq, entry, stat: placed.stat });
-      this.hooks.log(this.name, `pulled ${p}`);
-      return;
-    }
-    // Check before writing: a directory or link there must still be what we decided on.
-    yield* pause();
-    const now = this.readForPull(p, this.state.getBase(p));
-    if (!isSameEntry(now?.entry ?? null, localBefore)) {
+    // Never destroys local bytes the decision did not see (src/fs/place.ts).
+    let expected: PlaceExpectation;
+    try {
+      expected = yield* this.expectAtPath(p, localState, localChanged);
+    } catch (err) {
       this.fs.unlink(tmp);
-      throw localChanged();
+      throw err;
     }
-    yield* pause();
-    const stat = placeFile(this.fs, tmp, p, entry);
-    this.state.setBase(p, { seq: change.seq, entry, stat });
+    const placed = yield* placePulledFile(this.fs, tmp, p, entry, expected, hooks);
+    if (!placed.placed) throw notPlaced(placed);
+    this.state.setBase(p, { seq: change.seq, entry, stat: placed.stat });
     this.hooks.log(this.name, `pulled ${p}`);
+  }
+
+  /** As Puller.expectAtPath: what the decision read, or an empty path once an empty directory there is removed. */
+  private *expectAtPath(p: string, localState: LocalState | null, localChanged: () => Error): Proc<PlaceExpectation> {
+    const localBefore = localState?.entry ?? null;
+    if (localBefore?.type !== 'dir') return { entry: localBefore, stat: localState?.stat ?? null };
+    yield* pause();
+    if (!removeEmptyDir(this.fs, p)) throw localChanged();
+    return { entry: null, stat: null };
   }
 
   /** One line of state, for failure reports. */

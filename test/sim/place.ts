@@ -1,5 +1,5 @@
 /**
- * src/fs/place.ts (placePulledFile) and src/fs/unplace.ts (removePulledPath) over the in-memory
+ * src/fs/place.ts (placePulledFile, placePulledSymlink) and src/fs/unplace.ts (removePulledPath) over the in-memory
  * file system, step by step: a `pause()` wherever the daemon awaits, so a racing write can land
  * between any two of its disk calls. Pulls never destroy local bytes the decision did not see:
  * move aside, compare, put a changed local file back with link() (or keep a conflict copy), place
@@ -10,7 +10,7 @@ import type { PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
 import type { UnplaceExpectation, UnplaceResult } from '../../src/fs/unplace.js';
 import { isSameEntry } from '../../src/core/reconcile.js';
 import { fingerprintOf, type MemFs } from './fs.js';
-import { TMP, checkParents, hashOf, newTempName, removePath } from './apply.js';
+import { TMP, checkParents, hashOf, newTempName, removeEmptyDir } from './apply.js';
 import { type Proc, pause } from './scheduler.js';
 
 type Expectation = PlaceExpectation;
@@ -25,12 +25,12 @@ function code(err: unknown): string | undefined {
   return (err as { code?: string }).code;
 }
 
-/** entryOf / movedEntry: the entry of the file at `p`, hashing it unless its fingerprint says it is `expected`. */
+/** entryOf / movedEntry: the entry at `p` (a link's target; a file hashed unless its fingerprint says it is `expected`). */
 function entryOf(fs: MemFs, p: string, expected: Expectation): Entry | null {
   const st = fs.lstat(p);
   if (st === null) return null;
   if (st.kind === 'dir') return { type: 'dir', mode: st.mode };
-  if (st.kind === 'symlink') return { type: 'symlink', target: '' };
+  if (st.kind === 'symlink') return { type: 'symlink', target: fs.readlink(p) };
   const known = expected.entry?.type === 'file' ? expected.entry : null;
   if (known !== null && expected.stat !== null && expected.stat.ino === st.ino && expected.stat.size === st.size && expected.stat.mtimeMs === st.mtime) {
     return { type: 'file', size: st.size, mtime: st.mtime, mode: st.mode, hash: known.hash };
@@ -42,9 +42,63 @@ function tryUnlink(fs: MemFs, p: string): void {
   if (fs.lstat(p) !== null) fs.unlink(p);
 }
 
-function asidePath(fs: MemFs): string {
+/** A fresh name under `.systemsync/tmp` (tempFilePath). */
+function asidePath(fs: MemFs, suffix = 'aside'): string {
   fs.mkdirp(TMP, 0o700);
-  return `${TMP}/${newTempName(fs, 'aside')}`;
+  return `${TMP}/${newTempName(fs, suffix)}`;
+}
+
+type NotPlaced = Extract<PlaceResult, { placed: false }>;
+
+/** swapIn: the temp name `tmp` becomes `p`, unless `p` no longer holds what `expected` describes; null when placed. */
+function* swapIn(fs: MemFs, tmp: string, p: string, expected: Expectation, hooks: PlaceHooks): Proc<NotPlaced | null> {
+  hooks.beforeReplace?.();
+  yield* pause();
+  let aside: string | null = null;
+  const now = fs.lstat(p);
+  if (now !== null) {
+    if (expected.entry === null) return { placed: false, reason: 'appeared' };
+    if (now.kind === 'dir') return { placed: false, reason: 'changed', copy: null };
+    aside = asidePath(fs);
+    yield* pause(); // checkSource(aside)
+    try {
+      fs.rename(p, aside);
+    } catch (err) {
+      if (code(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null };
+      throw err;
+    }
+    yield* pause(); // recheckPath, afterAside, hashing
+    const moved = entryOf(fs, aside, expected);
+    if (!isSameEntry(moved, expected.entry)) {
+      try {
+        fs.link(aside, p);
+        tryUnlink(fs, aside);
+        return { placed: false, reason: 'changed', copy: null };
+      } catch (err) {
+        const copy = hooks.conflictName(p);
+        if (code(err) !== 'EEXIST') {
+          fs.rename(aside, copy);
+          throw err;
+        }
+        yield* pause(); // checkPath(copy)
+        fs.link(aside, copy);
+        tryUnlink(fs, aside);
+        return { placed: false, reason: 'changed', copy };
+      }
+    }
+  } else if (expected.entry !== null) {
+    return { placed: false, reason: 'changed', copy: null };
+  }
+  try {
+    fs.link(tmp, p);
+  } catch (err) {
+    if (code(err) !== 'EEXIST') throw err;
+    if (aside !== null) tryUnlink(fs, aside);
+    return { placed: false, reason: 'appeared' };
+  }
+  yield* pause(); // recheckPath
+  if (aside !== null) tryUnlink(fs, aside);
+  return null;
 }
 
 /** placePulledFile: the temp file `tmp` becomes `p`, unless `p` no longer holds what `expected` describes. */
@@ -56,52 +110,8 @@ export function* placePulledFile(fs: MemFs, tmp: string, p: string, entry: FileE
     const tmpIno = fs.lstat(tmp)!.ino;
     checkParents(fs, p, true); // checkPath(createParents)
     yield* pause();
-    hooks.beforeReplace?.();
-    yield* pause();
-    let aside: string | null = null;
-    const now = fs.lstat(p);
-    if (now !== null) {
-      if (expected.entry === null) return { placed: false, reason: 'appeared' };
-      if (now.kind !== 'file') return { placed: false, reason: 'changed', copy: null };
-      aside = asidePath(fs);
-      yield* pause(); // checkSource(aside)
-      try {
-        fs.rename(p, aside);
-      } catch (err) {
-        if (code(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null };
-        throw err;
-      }
-      yield* pause(); // recheckPath, afterAside, hashing
-      const moved = entryOf(fs, aside, expected);
-      if (!isSameEntry(moved, expected.entry)) {
-        try {
-          fs.link(aside, p);
-          tryUnlink(fs, aside);
-          return { placed: false, reason: 'changed', copy: null };
-        } catch (err) {
-          const copy = hooks.conflictName(p);
-          if (code(err) !== 'EEXIST') {
-            fs.rename(aside, copy);
-            throw err;
-          }
-          yield* pause(); // checkPath(copy)
-          fs.link(aside, copy);
-          tryUnlink(fs, aside);
-          return { placed: false, reason: 'changed', copy };
-        }
-      }
-    } else if (expected.entry !== null) {
-      return { placed: false, reason: 'changed', copy: null };
-    }
-    try {
-      fs.link(tmp, p);
-    } catch (err) {
-      if (code(err) !== 'EEXIST') throw err;
-      if (aside !== null) tryUnlink(fs, aside);
-      return { placed: false, reason: 'appeared' };
-    }
-    yield* pause(); // recheckPath
-    if (aside !== null) tryUnlink(fs, aside);
+    const notPlaced = yield* swapIn(fs, tmp, p, expected, hooks);
+    if (notPlaced !== null) return notPlaced;
     tryUnlink(fs, tmp);
     const st = fs.lstat(p);
     const isAsPlaced = st !== null && st.kind === 'file' && st.ino === tmpIno && st.size === entry.size && st.mtime === entry.mtime && st.mode === entry.mode;
@@ -111,6 +121,18 @@ export function* placePulledFile(fs: MemFs, tmp: string, p: string, entry: FileE
   }
 }
 
+/** placePulledSymlink: a link made under a temp name becomes `p` by the same steps, unless `p` no longer holds what `expected` describes. */
+export function* placePulledSymlink(fs: MemFs, p: string, target: string, expected: Expectation, hooks: PlaceHooks): Proc<PlaceResult> {
+  checkParents(fs, p, true); // checkPath(createParents)
+  const tmp = asidePath(fs, 'link');
+  yield* pause(); // tempFilePath, checkSource
+  try {
+    fs.symlink(target, tmp);
+    return (yield* swapIn(fs, tmp, p, expected, hooks)) ?? { placed: true, stat: null };
+  } finally {
+    tryUnlink(fs, tmp);
+  }
+}
 
 /** removePulledPath: remove `p` for a pulled delete, unless it is no longer what `expected` describes. */
 export function* removePulledPath(fs: MemFs, p: string, expected: UnplaceExpectation, hooks: PlaceHooks): Proc<UnplaceResult> {
@@ -119,9 +141,9 @@ export function* removePulledPath(fs: MemFs, p: string, expected: UnplaceExpecta
   checkParents(fs, p, false);
   const st = fs.lstat(p);
   if (st === null) return { removed: true };
-  if (st.kind !== 'file') {
+  if (st.kind === 'dir') {
     yield* pause();
-    return removePath(fs, p) ? { removed: true } : { removed: false, copy: null };
+    return removeEmptyDir(fs, p) ? { removed: true } : { removed: false, copy: null };
   }
   const aside = asidePath(fs);
   yield* pause(); // tempFilePath, checkSource

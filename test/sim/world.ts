@@ -82,12 +82,14 @@ export function runSim(options: SimOptions): SimResult {
       const n = armed.get(node) ?? 0;
       if (n === 0) return;
       const fs = fsOf.get(node)!;
-      if (fs.lstat(path)?.kind !== 'file') return;
+      const kind = fs.lstat(path)?.kind;
+      if (kind !== 'file' && kind !== 'symlink') return;
       // Only where this node's user writes: its own area or the shared one.
       if (!areasOf(node).some((area) => path.startsWith(`${area}/`))) return;
       armed.set(node, n - 1);
       say(`${node} racing write to ${path} at ${where}`);
-      userOp(node, { kind: 'write', path, mode: 0o644 });
+      // A file is overwritten; a link is replaced by a new file (a version that must not be lost).
+      userOp(node, kind === 'file' ? { kind: 'write', path, mode: 0o644 } : { kind: 'retype', path, to: 'file' });
     },
     log: (node: string, line: string): void => say(`${node} ${line}`),
   };
