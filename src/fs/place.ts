@@ -80,6 +80,36 @@ export async function entryOf(abs: string, expected: PlaceExpectation): Promise<
   return { type: 'file', size: hashed.size, mtime: mtimeOf(after), mode, hash: hashed.hash };
 }
 
+/** Give the name `destAbs` to what is at `fromAbs`, never replacing anything there that holds content. */
+function moveWithoutReplacing(fromAbs: string, destAbs: string): void {
+  if (fs.lstatSync(fromAbs).isDirectory()) {
+    // A file turned into a directory just before the move: rename fails on a file, a link or a
+    // directory with entries (an empty directory there holds nothing to lose).
+    fs.renameSync(fromAbs, destAbs);
+    return;
+  }
+  fs.linkSync(fromAbs, destAbs); // EEXIST rather than replace
+  tryUnlink(fromAbs);
+}
+
+/**
+ * Put a local version that was moved aside (`asideAbs`) back at `to`, or, when `to` was taken
+ * meanwhile, keep it under a conflict-copy name. Returns that name, or null when it is back.
+ * Never leaves the only copy of a local version in the temp dir (it is cleaned).
+ */
+export async function putBack(root: string, asideAbs: string, to: CheckedPath, conflictName: (rel: string) => string): Promise<string | null> {
+  try {
+    moveWithoutReplacing(asideAbs, to.abs);
+    return null;
+  } catch (err) {
+    const copy = await checkPath(root, conflictName(to.rel), { sameOperationAs: to });
+    moveWithoutReplacing(asideAbs, copy.abs);
+    const code = errnoCode(err);
+    if (code !== 'EEXIST' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR') throw err;
+    return copy.rel;
+  }
+}
+
 /** Not placed (the `placed: false` arms of PlaceResult). */
 type NotPlaced = Extract<PlaceResult, { placed: false }>;
 
@@ -109,23 +139,8 @@ async function swapIn(root: string, tmp: CheckedPath, to: CheckedPath, expected:
     const moved = await entryOf(aside, expected);
     if (!isSameEntry(moved, expected.entry)) {
       // A local edit landed since the decision: it stays, at its path if it is still free.
-      try {
-        fs.linkSync(aside, to.abs);
-        tryUnlink(aside);
-        return { placed: false, reason: 'changed', copy: null };
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') {
-          // Never leave the only copy of a local version in the temp dir (it is cleaned).
-          const copy = options.conflictName(to.rel);
-          fs.renameSync(aside, (await checkPath(root, copy, { sameOperationAs: to })).abs);
-          throw err;
-        }
-        const copy = options.conflictName(to.rel);
-        const copyChecked = await checkPath(root, copy, { sameOperationAs: to });
-        fs.linkSync(aside, copyChecked.abs);
-        tryUnlink(aside);
-        return { placed: false, reason: 'changed', copy };
-      }
+      const copy = await putBack(root, aside, to, options.conflictName);
+      return { placed: false, reason: 'changed', copy };
     }
   } else if (expected.entry !== null) {
     return { placed: false, reason: 'changed', copy: null }; // deleted locally since the decision

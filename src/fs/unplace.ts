@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import type { Entry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
-import { entryOf } from './place.js';
+import { entryOf, putBack } from './place.js';
 import { newTempName, removeEmptyDir } from './apply.js';
 import { tempFilePath } from './reserved.js';
 import { checkPath, checkSource } from './safefs.js';
@@ -58,14 +58,5 @@ export async function removePulledPath(root: string, rel: string, expected: Unpl
     return { removed: true };
   }
   // A local edit landed since the decision: it stays, at its path if that is still free.
-  try {
-    fs.linkSync(aside.abs, c.abs);
-    fs.unlinkSync(aside.abs);
-    return { removed: false, copy: null };
-  } catch (err) {
-    const copy = options.conflictName(rel);
-    fs.renameSync(aside.abs, (await checkPath(root, copy, { sameOperationAs: c })).abs);
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return { removed: false, copy };
-  }
+  return { removed: false, copy: await putBack(root, aside.abs, c, options.conflictName) };
 }

@@ -48,6 +48,31 @@ function asidePath(fs: MemFs, suffix = 'aside'): string {
   return `${TMP}/${newTempName(fs, suffix)}`;
 }
 
+/** moveWithoutReplacing: link() for a file or link, rename() for a directory (fails on anything with content). */
+function moveWithoutReplacing(fs: MemFs, from: string, to: string): void {
+  if (fs.lstat(from)?.kind === 'dir') {
+    fs.rename(from, to);
+    return;
+  }
+  fs.link(from, to);
+  tryUnlink(fs, from);
+}
+
+/** putBack: a local version moved aside goes back to `p`, or to a conflict copy when `p` was taken; the copy's name or null. */
+function* putBack(fs: MemFs, aside: string, p: string, hooks: PlaceHooks): Proc<string | null> {
+  try {
+    moveWithoutReplacing(fs, aside, p);
+    return null;
+  } catch (err) {
+    const copy = hooks.conflictName(p);
+    yield* pause(); // checkPath(copy)
+    moveWithoutReplacing(fs, aside, copy);
+    const c = code(err);
+    if (c !== 'EEXIST' && c !== 'ENOTEMPTY' && c !== 'ENOTDIR') throw err;
+    return copy;
+  }
+}
+
 type NotPlaced = Extract<PlaceResult, { placed: false }>;
 
 /** swapIn: the temp name `tmp` becomes `p`, unless `p` no longer holds what `expected` describes; null when placed. */
@@ -69,23 +94,7 @@ function* swapIn(fs: MemFs, tmp: string, p: string, expected: Expectation, hooks
     }
     yield* pause(); // recheckPath, afterAside, hashing
     const moved = entryOf(fs, aside, expected);
-    if (!isSameEntry(moved, expected.entry)) {
-      try {
-        fs.link(aside, p);
-        tryUnlink(fs, aside);
-        return { placed: false, reason: 'changed', copy: null };
-      } catch (err) {
-        const copy = hooks.conflictName(p);
-        if (code(err) !== 'EEXIST') {
-          fs.rename(aside, copy);
-          throw err;
-        }
-        yield* pause(); // checkPath(copy)
-        fs.link(aside, copy);
-        tryUnlink(fs, aside);
-        return { placed: false, reason: 'changed', copy };
-      }
-    }
+    if (!isSameEntry(moved, expected.entry)) return { placed: false, reason: 'changed', copy: yield* putBack(fs, aside, p, hooks) };
   } else if (expected.entry !== null) {
     return { placed: false, reason: 'changed', copy: null };
   }
@@ -159,16 +168,5 @@ export function* removePulledPath(fs: MemFs, p: string, expected: UnplaceExpecta
     fs.unlink(aside);
     return { removed: true };
   }
-  try {
-    fs.link(aside, p);
-    fs.unlink(aside);
-    return { removed: false, copy: null };
-  } catch (err) {
-    const copy = hooks.conflictName(p);
-    yield* pause(); // checkPath(copy)
-    fs.rename(aside, copy);
-    if (code(err) !== 'EEXIST') throw err;
-    return { removed: false, copy };
-  }
+  return { removed: false, copy: yield* putBack(fs, aside, p, hooks) };
 }
-
