@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceOptions } from '../src/fs/place.js';
+import { movePulledPath, placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceOptions } from '../src/fs/place.js';
 import { readLocal } from '../src/fs/scan.js';
 import { newTempName, tmpDirOf } from '../src/fs/apply.js';
 import type { FileEntry } from '../src/core/types.js';
@@ -234,5 +234,54 @@ describe('placePulledSymlink (a pulled link, by the same steps as a pulled file)
     expect((await placePulledSymlink(root, 'f.txt', 'new-target', decided, { conflictName })).placed).toBe(true);
     expect(linkAt(root)).toBe('new-target');
     expect(leftovers(root)).toEqual([]);
+  });
+});
+
+describe('movePulledPath', () => {
+  const linkAt = (root: string, rel: string): string | null => (fs.lstatSync(path.join(root, rel), { throwIfNoEntry: false })?.isSymbolicLink() ? fs.readlinkSync(path.join(root, rel)) : null);
+  async function renameSetup(spec: Parameters<typeof makeTree>[0]): Promise<string> {
+    const root = await makeTree(spec);
+    fs.mkdirSync(tmpDirOf(root), { recursive: true });
+    return root;
+  }
+
+  it('moves a file, a link (as itself) and a directory to a free path, leaving nothing in the temp dir', async () => {
+    const root = await renameSetup({ 'a.txt': 'moved', d: { symlink: 'a.txt' }, 'D/x.txt': 'inside' });
+    expect(await movePulledPath(root, 'a.txt', 'sub/b.txt', { conflictName })).toEqual({ moved: true, kept: null });
+    expect(await movePulledPath(root, 'd', 'e', { conflictName })).toEqual({ moved: true, kept: null });
+    expect(await movePulledPath(root, 'D', 'E', { conflictName })).toEqual({ moved: true, kept: null });
+    expect([read(root, 'a.txt'), read(root, 'sub/b.txt'), linkAt(root, 'e'), read(root, 'E/x.txt')]).toEqual([null, 'moved', 'a.txt', 'inside']);
+    expect(fs.existsSync(path.join(root, 'D'))).toBe(false);
+    expect(leftovers(root)).toEqual([]);
+  });
+
+  it('a file written at the target between the decision and the move is never replaced (simulation seeds 23730, 28359)', async () => {
+    const root = await renameSetup({ 'a.txt': 'moved', 'D/x.txt': 'inside' });
+    const write = (rel: string) => (): void => fs.writeFileSync(path.join(root, rel), 'local file, never pushed');
+    expect(await movePulledPath(root, 'a.txt', 'b.txt', { conflictName, beforeMove: write('b.txt') })).toEqual({ moved: false, reason: 'appeared' });
+    expect(await movePulledPath(root, 'D', 'E', { conflictName, beforeMove: write('E') })).toEqual({ moved: false, reason: 'appeared' });
+    expect([read(root, 'a.txt'), read(root, 'b.txt'), read(root, 'D/x.txt'), read(root, 'E')]).toEqual(['moved', 'local file, never pushed', 'inside', 'local file, never pushed']);
+    expect(leftovers(root)).toEqual([]);
+  });
+
+  it('a new file that takes the old name after the link stays there; the moved file is at the new name', async () => {
+    const root = await renameSetup({ 'a.txt': 'moved' });
+    const result = await movePulledPath(root, 'a.txt', 'b.txt', {
+      conflictName,
+      afterLink: () => {
+        fs.unlinkSync(path.join(root, 'a.txt'));
+        fs.writeFileSync(path.join(root, 'a.txt'), 'new local file');
+      },
+    });
+    expect(result).toEqual({ moved: true, kept: 'a.txt' });
+    expect([read(root, 'a.txt'), read(root, 'b.txt')]).toEqual(['new local file', 'moved']);
+    expect(leftovers(root)).toEqual([]);
+  });
+
+  it('a source deleted before the move is reported gone, and nothing is made at the target', async () => {
+    const root = await renameSetup({ 'a.txt': 'moved' });
+    const result = await movePulledPath(root, 'a.txt', 'b.txt', { conflictName, beforeMove: () => fs.unlinkSync(path.join(root, 'a.txt')) });
+    expect(result).toEqual({ moved: false, reason: 'gone' });
+    expect(read(root, 'b.txt')).toBeNull();
   });
 });

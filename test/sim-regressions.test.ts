@@ -361,5 +361,25 @@ describe('simulation regressions', () => {
     expect(runs.filter((r) => r.result.log.some((l) => l.includes('racing write to shared/f at pull-replace'))).length).toBeGreaterThan(0);
     for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
   });
+  it('a local file written where a pulled rename is about to land is kept, never replaced by the moved file (seeds 23730, 28359)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 50, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 60, node: 'c1', op: { kind: 'mkdir', path: 'shared/D' } },
+        { at: 2000, node: 'c1', op: { kind: 'rename', from: 'shared/f', to: 'shared/g' } },
+        { at: 2000, node: 'c1', op: { kind: 'rename', from: 'shared/D', to: 'shared/E' } },
+        { at: 2000 + d, node: 'c2', op: { kind: 'write', path: 'shared/g', mode: 0o644 } },
+        { at: 2000 + d, node: 'c0', op: { kind: 'write', path: 'shared/E', mode: 0o644 } },
+        { at: 6000, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+      ],
+      Array.from({ length: 40 }, (_, i) => 10 + i),
+      [1, 2, 3],
+    );
+    // The windows: the pull had decided to move the file (or directory) to an empty path when the write landed there.
+    expect(runs.filter((r) => r.result.log.some((l) => l.includes('c2 pull shared/g failed: changed locally'))).length).toBeGreaterThan(0);
+    expect(runs.filter((r) => r.result.log.some((l) => l.includes('c0 pull shared/E failed: changed locally'))).length).toBeGreaterThan(0);
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
 });
 

@@ -19,7 +19,7 @@ import { describeFsError } from '../node.js';
 import { BUNDLE_FILE_MAX, MAX_BUNDLE_BYTES } from '../rpc.js';
 import { readLocal, readSmallFile, walkTree, type LocalState } from '../fs/scan.js';
 import { movePath, newTempName, placeDirIfFree, removeEmptyDir, restampFile } from '../fs/apply.js';
-import { placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceResult } from '../fs/place.js';
+import { movePulledPath, placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceResult } from '../fs/place.js';
 import { removePulledPath } from '../fs/unplace.js';
 import { tempFilePath } from '../fs/reserved.js';
 import { safeChmod } from '../fs/safefs.js';
@@ -356,7 +356,13 @@ export class Puller {
    */
   private async pullRename(change: Change, from: string, fromLocal: LocalState | null): Promise<void> {
     const p = change.path;
-    await movePath(this.ctx.root, from, p);
+    // Never over what a local write put at the path since the decision (src/fs/place.ts).
+    const result = await movePulledPath(this.ctx.root, from, p, { conflictName: this.conflictName });
+    if (!result.moved) {
+      this.ctx.state.markDirty([p, from]);
+      this.ctx.schedulePush();
+      throw Object.assign(new Error('changed locally while it was being pulled; the local edit goes to the server first'), { code: 'LOCAL_CHANGE' });
+    }
     // What moved with a directory keeps what we agreed on, under its new path: the feed's
     // versions of the moved children then find them clean (or fetch a newer content),
     // instead of taking them for local edits.
@@ -385,6 +391,8 @@ export class Puller {
       stat = null;
     }
     this.ctx.state.setBase(p, { seq: change.seq, entry: wanted, stat });
+    // A new local file that took the old name while it moved stays, and is pushed.
+    if (result.kept !== null) movedHere.push(result.kept);
     this.ctx.state.markDirty(movedHere);
     this.ctx.schedulePush();
     this.ctx.logger.info(`pulled rename ${showPath(from)} -> ${showPath(p)}`);

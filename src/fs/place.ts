@@ -23,7 +23,7 @@ import { fingerprint, hashFile, hashSmallFile, SMALL_FILE } from './scan.js';
 import { mtimeOf } from './stat.js';
 import { newTempName, stampFile, tmpDirOf } from './apply.js';
 import { tempFilePath } from './reserved.js';
-import { checkPath, checkSource, recheckPath, type CheckedPath } from './safefs.js';
+import { checkPath, checkSource, recheckPath, renameChecked, type CheckedPath } from './safefs.js';
 
 export interface PlaceExpectation {
   /** What the pull decided to replace: null when the path was empty. */
@@ -198,4 +198,72 @@ export async function placePulledSymlink(root: string, rel: string, target: stri
   } finally {
     tryUnlink(tmp.abs);
   }
+}
+
+export type MoveResult =
+  /** `from` now has the name `to`. `kept`: where a new local file that took `from` meanwhile is
+   * (put back there, or a conflict copy), to be looked at; null when there was none. */
+  | { moved: true; kept: string | null }
+  /** Not moved: something appeared at `to` since the decision ('appeared'; it was not touched),
+   * or `from` was gone ('gone'). */
+  | { moved: false; reason: 'appeared' | 'gone' };
+
+export interface MoveOptions {
+  /** Name for a conflict copy of a local version that lost its path (folder-relative). */
+  conflictName: (rel: string) => string;
+  /** Test seam: runs between the decision's check and the move (a race is injected here). */
+  beforeMove?: () => void | Promise<void>;
+  /** Test seam: runs after a file or link got its new name, before the old name is removed. */
+  afterLink?: () => void | Promise<void>;
+}
+
+/**
+ * A pulled rename: what is at `from` takes the name `to`, which the decision found empty, never
+ * replacing what a local write put at `to` since (rename(2) replaces a file silently). A directory
+ * moves by rename, which fails on a file, a link or a directory with entries at `to` (an empty
+ * one holds nothing to lose). A file or link gets the new name with link(), which fails with
+ * EEXIST; only then does the old name go: moved aside and unlinked if it is still that inode,
+ * put back (or kept as a conflict copy) if a new file took `from` in between.
+ */
+export async function movePulledPath(root: string, from: string, to: string, options: MoveOptions): Promise<MoveResult> {
+  await options.beforeMove?.();
+  const src = await checkPath(root, from);
+  const dest = await checkPath(root, to, { createParents: 0o755, sameOperationAs: src });
+  const st = fs.lstatSync(src.abs, { throwIfNoEntry: false });
+  if (st === undefined) return { moved: false, reason: 'gone' };
+  const refused = (err: unknown): MoveResult => {
+    const code = errnoCode(err);
+    if (code === 'ENOENT') return { moved: false, reason: 'gone' };
+    if (code === 'EEXIST' || code === 'ENOTEMPTY' || code === 'ENOTDIR' || code === 'EISDIR') return { moved: false, reason: 'appeared' };
+    throw err;
+  };
+  if (st.isDirectory()) {
+    try {
+      await renameChecked(src, dest);
+    } catch (err) {
+      return refused(err);
+    }
+    return { moved: true, kept: null };
+  }
+  try {
+    fs.linkSync(src.abs, dest.abs); // never follows a link at either name (Linux)
+  } catch (err) {
+    return refused(err);
+  }
+  await recheckPath(dest);
+  const placed = fs.lstatSync(dest.abs, { throwIfNoEntry: false })?.ino;
+  await options.afterLink?.();
+  // The old name goes only if it still names what was linked: a file that took it meanwhile stays.
+  const aside = await checkSource(root, await tempFilePath(root, newTempName('aside')), { sameOperationAs: src });
+  try {
+    fs.renameSync(src.abs, aside.abs);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return { moved: true, kept: null }; // deleted locally meanwhile
+    throw err;
+  }
+  if (fs.lstatSync(aside.abs).ino === placed) {
+    tryUnlink(aside.abs);
+    return { moved: true, kept: null };
+  }
+  return { moved: true, kept: (await putBack(root, aside.abs, src, options.conflictName)) ?? from };
 }

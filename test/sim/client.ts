@@ -31,7 +31,7 @@ import {
   writeTemp,
   type LocalState,
 } from './apply.js';
-import { placePulledFile, placePulledSymlink, removePulledPath } from './place.js';
+import { movePulledPath, placePulledFile, placePulledSymlink, removePulledPath } from './place.js';
 import type { PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
 import type { Link, Network } from './network.js';
 import { type Persisted, SimClientState } from './clientstate.js';
@@ -653,9 +653,13 @@ export class ClientShell {
         return;
       }
       case 'rename': {
-        this.hooks.window(this.name, decision.from, 'pull-rename');
-        yield* pause();
-        movePath(this.fs, decision.from, p);
+        // As Puller.pullRename: never over what a local write put at the path since the decision.
+        const result = yield* movePulledPath(this.fs, decision.from, p, { conflictName: this.conflictName, beforeReplace: () => this.hooks.window(this.name, decision.from, 'pull-rename') });
+        if (!result.moved) {
+          this.state.markDirty([p, decision.from]);
+          this.schedulePush();
+          throw Object.assign(new Error('changed locally while it was being pulled'), { code: 'LOCAL_CHANGE' });
+        }
         const children = this.state.baseUnder(decision.from).map((c) => [c, this.state.getBase(c)!] as const);
         const after = basesForPulledRename(decision.from, p, change.seq, children);
         moveBases(this.state, after.moves);
@@ -677,6 +681,7 @@ export class ClientShell {
           stat = null;
         }
         record(wanted, stat);
+        if (result.kept !== null) movedHere.push(result.kept);
         this.state.markDirty(movedHere);
         this.schedulePush();
         this.hooks.log(this.name, `pulled rename ${decision.from} -> ${p}`);

@@ -6,7 +6,7 @@
  * with link(tmp, path), which fails with EEXIST if a new file took the path meanwhile.
  */
 import type { Entry, FileEntry } from '../../src/core/types.js';
-import type { PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
+import type { MoveResult, PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
 import type { UnplaceExpectation, UnplaceResult } from '../../src/fs/unplace.js';
 import { isSameEntry } from '../../src/core/reconcile.js';
 import { fingerprintOf, type MemFs } from './fs.js';
@@ -169,4 +169,49 @@ export function* removePulledPath(fs: MemFs, p: string, expected: UnplaceExpecta
     return { removed: true };
   }
   return { removed: false, copy: yield* putBack(fs, aside, p, hooks) };
+}
+
+/** movePulledPath: what is at `from` takes the name `to` (found empty), never replacing what appeared there since. */
+export function* movePulledPath(fs: MemFs, from: string, to: string, hooks: PlaceHooks): Proc<MoveResult> {
+  hooks.beforeReplace?.();
+  yield* pause(); // checkPath(from), checkPath(to)
+  checkParents(fs, from, false);
+  checkParents(fs, to, true);
+  const st = fs.lstat(from);
+  if (st === null) return { moved: false, reason: 'gone' };
+  const refused = (err: unknown): MoveResult => {
+    const c = code(err);
+    if (c === 'ENOENT') return { moved: false, reason: 'gone' };
+    if (c === 'EEXIST' || c === 'ENOTEMPTY' || c === 'ENOTDIR' || c === 'EISDIR') return { moved: false, reason: 'appeared' };
+    throw err;
+  };
+  if (st.kind === 'dir') {
+    try {
+      fs.rename(from, to);
+    } catch (err) {
+      return refused(err);
+    }
+    yield* pause(); // recheckPath
+    return { moved: true, kept: null };
+  }
+  try {
+    fs.link(from, to);
+  } catch (err) {
+    return refused(err);
+  }
+  yield* pause(); // recheckPath
+  const placed = fs.lstat(to)?.ino;
+  const aside = asidePath(fs);
+  yield* pause(); // tempFilePath, checkSource
+  try {
+    fs.rename(from, aside);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return { moved: true, kept: null };
+    throw err;
+  }
+  if (fs.lstat(aside)!.ino === placed) {
+    fs.unlink(aside);
+    return { moved: true, kept: null };
+  }
+  return { moved: true, kept: (yield* putBack(fs, aside, from, hooks)) ?? from };
 }
