@@ -2,7 +2,7 @@
 // (src/core/merge.ts).
 import { describe, expect, it } from 'vitest';
 import { decideCommit, renamedEntry, type CommitContext, type CommitDecision } from '../src/core/commit.js';
-import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type PulledRenameBases } from '../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, linkNamesToLookAt, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync, type InterruptedPullStep, type LinkObservation, type PulledRenameBases } from '../src/core/merge.js';
 import type { BaseRecord, Change, Entry, FileEntry, PushOp, Version } from '../src/core/types.js';
 
 const HASH_A = 'a'.repeat(64);
@@ -132,6 +132,27 @@ describe('otherLinkNames', () => {
     { description: 'hard-link edit: the other names', path: 'two', links: 3, names: ['one', 'two', 'three'], expected: ['one', 'three'] },
   ])('$description', ({ path, links, names, expected }) => {
     expect(otherLinkNames(path, links, names)).toEqual(expected);
+  });
+});
+
+describe('linkNamesToLookAt', () => {
+  const fp = (ino: number, size = 10) => ({ ino, size, mtimeMs: 1, ctimeMs: 1 });
+  const based = (ino: number): BaseRecord => ({ seq: 3, entry: file(HASH_A), stat: fp(ino) });
+  const names: Record<number, string[]> = { 7: ['X', 'x'], 8: ['n'], 9: ['a', 'b', 'c'] };
+  const namesOf = (ino: number) => names[ino] ?? [];
+  it.each<{ description: string; path: string; base: BaseRecord | null; local: LinkObservation | null; expected: string[] }>([
+    { description: 'unchanged file with links: nothing', path: 'x', base: based(7), local: { entry: file(HASH_A), stat: fp(7), links: 2 }, expected: [] },
+    { description: 'edited through one name: the other names', path: 'x', base: based(7), local: { entry: file(HASH_B), stat: fp(7, 11), links: 2 }, expected: ['X'] },
+    { description: 'edited file with one link: nothing', path: 'n', base: based(8), local: { entry: file(HASH_B), stat: fp(8, 11), links: 1 }, expected: [] },
+    { description: 'a new name of a known inode, edited: the names of the inode', path: 'n', base: null, local: { entry: file(HASH_B), stat: fp(9, 11), links: 4 }, expected: ['a', 'b', 'c'] },
+    { description: 'the name deleted: the other names of its inode (seed 1223)', path: 'x', base: based(7), local: null, expected: ['X'] },
+    { description: 'the name made a symlink: the other names of its inode (seed 1223)', path: 'x', base: based(7), local: { entry: { type: 'symlink', target: 't' }, stat: null }, expected: ['X'] },
+    { description: 'the name replaced by another file: the names of both inodes', path: 'x', base: based(7), local: { entry: file(HASH_B), stat: fp(9), links: 3 }, expected: ['a', 'b', 'c', 'X'] },
+    { description: 'the name made a directory: the other names of its old inode', path: 'x', base: based(7), local: { entry: dir(), stat: fp(12) }, expected: ['X'] },
+    { description: 'a deleted file alone on its inode: nothing', path: 'n', base: based(8), local: null, expected: [] },
+    { description: 'a deleted directory: nothing (its children are looked at anyway)', path: 'x', base: { seq: 3, entry: dir(), stat: fp(7) }, local: null, expected: [] },
+  ])('$description', ({ path, base, local, expected }) => {
+    expect(linkNamesToLookAt(path, base, local, namesOf)).toEqual(expected);
   });
 });
 

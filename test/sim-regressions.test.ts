@@ -115,6 +115,20 @@ describe('simulation regressions', () => {
     );
   });
 
+  it('an edit through a hard-link name that then leaves the inode (made a link, or deleted) reaches the other name (seed 1223)', () => {
+    const before = (leave: TraceEvent['op']): TraceEvent[] => [
+      { at: 1, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+      { at: 2684, node: 'c2', op: { kind: 'write', path: 'c2-own/X.txt', mode: 0o644 } },
+      { at: 2733, node: 'c2', op: { kind: 'link', from: 'c2-own/X.txt', to: 'c2-own/x.txt' } },
+      { at: 4447, node: 'server', op: { kind: 'kill', down: 2951 } },
+      { at: 4529, node: 'c2', op: { kind: 'rename', from: 'c2-own/x.txt', to: 'c2-own/n' } },
+      { at: 5113, node: 'c2', op: { kind: 'write', path: 'c2-own/n', mode: 0o644 } },
+      { at: 5146, node: 'c2', op: leave },
+    ];
+    expectClean(replay(before({ kind: 'retype', path: 'c2-own/n', to: 'symlink' }), [1223, 1, 2, 3]));
+    expectClean(replay(before({ kind: 'delete', path: 'c2-own/n' }), [1223, 1, 2, 3]));
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

@@ -9,10 +9,9 @@
 import type { BaseRecord, PushOp, PushResult, StatFingerprint } from '../core/types.js';
 import { planPush, UPLOAD_PENDING } from '../core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../core/outcome.js';
-import { otherLinkNames } from '../core/merge.js';
+import { linkNamesToLookAt } from '../core/merge.js';
 import { outermostPaths } from '../core/paths.js';
 import { DELTA_MIN_SIZE } from '../core/blocks.js';
-import { isSameFingerprint } from '../core/reconcile.js';
 import { DelayedBatch, forEachLimited } from '../node/lock.js';
 import { showPath } from '../node/log.js';
 import { BUNDLE_FILE_MAX } from '../rpc.js';
@@ -189,9 +188,7 @@ export class Pusher {
         }
         if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
         // Hard links: an edit through one name changes every other name of the inode.
-        if (local?.entry.type === 'file' && local.stat !== null && !isSameFingerprint(base?.stat ?? null, local.stat)) {
-          for (const other of otherLinkNames(p, local.links ?? 1, this.ctx.state.pathsOfInode(local.stat.ino))) expand(other);
-        }
+        for (const other of linkNamesToLookAt(p, base, local, (ino) => this.ctx.state.pathsOfInode(ino))) expand(other);
       });
       // Only the outermost new directories need a walk: it covers the ones inside them.
       for (const dir of outermostPaths(newDirs)) {

@@ -3,8 +3,8 @@
  * Pure.
  */
 import { movedPath } from './paths.js';
-import { isSameEntry } from './reconcile.js';
-import type { BaseRecord, Change, Entry } from './types.js';
+import { isSameEntry, isSameFingerprint } from './reconcile.js';
+import type { BaseRecord, Change, Entry, StatFingerprint } from './types.js';
 
 export type InterruptedPullStep =
   /** The disk holds exactly the change's version: record it as the base. */
@@ -45,6 +45,35 @@ export function pathsToPushAfterResync(known: readonly string[], listed: Readonl
 export function otherLinkNames(path: string, links: number, namesOfInode: readonly string[]): string[] {
   if (links < 2) return [];
   return namesOfInode.filter((p) => p !== path);
+}
+
+/** What a client read at one path, as far as hard links go. */
+export interface LinkObservation {
+  entry: Entry;
+  stat: StatFingerprint | null;
+  /** Names of the inode (regular files). */
+  links?: number;
+}
+
+/**
+ * The other names a client's push looks at along with `path` (hard links):
+ * - the file there changed: every other indexed name of its inode (they hold the same bytes);
+ * - the name left the inode its base was on (deleted, renamed away, replaced by another file, a
+ *   link or a directory): every other indexed name of that inode, since a write through this
+ *   name before it left changed them too, and no event about them ever comes (seed 1223: a
+ *   write through `n`, a hard link of `X`, then `n` made a symlink; `X` kept its old base).
+ * `namesOfInode` lists the base paths recorded on an inode.
+ */
+export function linkNamesToLookAt(path: string, base: BaseRecord | null, local: LinkObservation | null, namesOfInode: (ino: number) => readonly string[]): string[] {
+  const names = new Set<string>();
+  if (local?.entry.type === 'file' && local.stat !== null && !isSameFingerprint(base?.stat ?? null, local.stat)) {
+    for (const other of otherLinkNames(path, local.links ?? 1, namesOfInode(local.stat.ino))) names.add(other);
+  }
+  const baseIno = base?.entry.type === 'file' ? (base.stat?.ino ?? null) : null;
+  if (baseIno !== null && (local === null || local.stat?.ino !== baseIno)) {
+    for (const other of namesOfInode(baseIno)) if (other !== path) names.add(other);
+  }
+  return [...names];
 }
 
 /** Base edits after a client applied a pulled rename by moving its local `from` to `to`. */

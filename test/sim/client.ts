@@ -11,7 +11,7 @@ import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } f
 import { decidePull, hasSameContent, isOwnVersion, isSameEntry } from '../../src/core/reconcile.js';
 import { planPush } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
-import { basesForPulledRename, decideInterruptedPull, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
+import { basesForPulledRename, decideInterruptedPull, linkNamesToLookAt, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
 import { outermostPaths } from '../../src/core/paths.js';
 import { UnansweredPushes } from '../../src/core/unanswered.js';
@@ -301,9 +301,7 @@ export class ClientShell {
         }
         if (local?.entry.type === 'dir' && base === null) newDirs.push(p);
         // Hard links: an edit through one name changes every other name of the inode.
-        if (local?.entry.type === 'file' && local.stat !== null && !sameFp(base?.stat ?? null, local.stat)) {
-          for (const other of otherLinkNames(p, local.links ?? 1, this.state.pathsOfInode(local.stat.ino))) expand(other);
-        }
+        for (const other of linkNamesToLookAt(p, base, local, (ino) => this.state.pathsOfInode(ino))) expand(other);
       }
       for (const dir of outermostPaths(newDirs)) {
         yield* pause();
