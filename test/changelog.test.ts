@@ -67,6 +67,20 @@ describe('ChangeLog versions', () => {
     await log.close();
   });
 
+  it('lists the live paths recorded on one inode (hard links), without tombstones or paths of other inodes', async () => {
+    const { log } = await openLog();
+    const on = (ino: number) => ({ stat: { ino, size: 3, mtimeMs: 1, ctimeMs: 2 } });
+    log.assign('one', file(3), 'hub', on(7));
+    log.assign('two', file(3), 'hub', on(7));
+    log.assign('other', file(3), 'hub', on(8));
+    log.assign('gone', file(3), 'hub', on(7));
+    log.assign('gone', null, 'hub');
+    log.assign('unknown', file(3), 'alpha');
+    expect(log.livePathsOnInode(7).sort()).toEqual(['one', 'two']);
+    expect(log.livePathsOnInode(9)).toEqual([]);
+    await log.close();
+  });
+
   it('lists the live paths strictly inside a directory, deepest first, without tombstones or look-alike prefixes', async () => {
     const { log } = await openLog();
     for (const p of ['d', 'd/a', 'd/a/x.txt', 'd/b.txt', 'd/gone.txt', 'dd/other.txt', 'e.txt']) log.assign(p, p.endsWith('.txt') ? file(1) : dir, 'alpha');

@@ -129,6 +129,21 @@ describe('simulation regressions', () => {
     expectClean(replay(before({ kind: 'delete', path: 'c2-own/n' }), [1223, 1, 2, 3]));
   });
 
+  it('an edit on the hub through one hard-link name is recorded for the other names too (seed 5491)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 1, node: 'c2', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 100, node: 'c2', op: { kind: 'write', path: 'shared/a', mode: 0o644 } },
+          { at: 1300, node: 'server', op: { kind: 'link', from: 'shared/a', to: 'shared/x.txt' } },
+          { at: 3100, node: 'server', op: { kind: 'append', path: 'shared/a' } },
+          { at: 3200, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+        ],
+        [5491, 1, 2, 3],
+      ),
+    );
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

@@ -127,6 +127,14 @@ export class ChangeLog {
     return found;
   }
 
+  /**
+   * The live paths recorded with local inode `ino` (the names of a hard-linked file). One pass
+   * over every record: only for a file known to have several links.
+   */
+  livePathsOnInode(ino: number): string[] {
+    return this.livePaths().filter((q) => this.records.get(q)?.stat?.ino === ino);
+  }
+
   /** Record a new version of `p` (null entry: deleted) and return its seq. */
   assign(p: string, entry: Entry | null, origin: string, extra: { from?: string; stat?: StatFingerprint | null } = {}): number {
     const seq = this.meta.data.head + 1;

@@ -71,8 +71,7 @@ export class Committer {
     if (stat === null) return;
     const links = (await fs.lstat(path.join(this.ctx.root, p)).catch(() => null))?.nlink ?? 1;
     if (links < 2) return;
-    const names = this.ctx.log.livePaths().filter((q) => this.ctx.log.get(q)?.stat?.ino === stat.ino);
-    for (const other of otherLinkNames(p, links, names)) await this.ctx.absorbLocal(other);
+    for (const other of otherLinkNames(p, links, this.ctx.log.livePathsOnInode(stat.ino))) await this.ctx.absorbLocal(other);
   }
 
   /** Record versions for parent directories that exist on disk but not (live) in the log. */

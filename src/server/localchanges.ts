@@ -13,7 +13,8 @@ import { DelayedBatch, type SerialLock } from '../node/lock.js';
 import type { Logger } from '../node/log.js';
 import { showPath } from '../node/log.js';
 import { describeFsError } from '../node.js';
-import { isRecordedFile, walkTree } from '../fs/scan.js';
+import { isRecordedFile, walkTree, type LocalState } from '../fs/scan.js';
+import { otherLinkNames } from '../core/merge.js';
 import { lstatUnderRoot } from '../fs/presence.js';
 import { readInFolder } from '../folder/base.js';
 import { unsendableReason, type UnsendablePaths } from '../wire/unsendable.js';
@@ -194,7 +195,19 @@ export class LocalChanges {
     this.ctx.logger.info(`local change ${showPath(p)}`);
     if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
     this.secondLook.add([p]);
-    return made + 1;
+    return made + 1 + (await this.absorbOtherLinks(p, local));
+  }
+
+  /**
+   * Hard links: an edit through one name changed every other name of the inode, and no event
+   * names them (seed 5491: an append through a conflict copy left its hard link `x.txt` changed
+   * on the hub's disk, never recorded). The other recorded names are read again.
+   */
+  private async absorbOtherLinks(p: string, local: LocalState): Promise<number> {
+    if (local.entry.type !== 'file' || local.stat === null || (local.links ?? 1) < 2) return 0;
+    let made = 0;
+    for (const other of otherLinkNames(p, local.links ?? 1, this.ctx.log.livePathsOnInode(local.stat.ino))) made += await this.absorbLocal(other);
+    return made;
   }
 
   /** A path the wire cannot carry: a failed task while it is on disk (and not ignored), nothing once it is gone. */

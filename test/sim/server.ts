@@ -264,6 +264,8 @@ export class ServerShell {
     this.assign(p, local.entry, this.name, { stat: local.stat });
     if (local.entry.type === 'dir' && known?.type !== 'dir') this.appearedTrees.add(p);
     this.secondLook.add([p]);
+    // As LocalChanges.absorbOtherLinks: an edit through one name changed every other name.
+    if (local.entry.type === 'file' && local.stat !== null) made += this.absorbOtherLinks(p, local.stat);
     return made + 1;
   }
 
@@ -287,12 +289,14 @@ export class ServerShell {
     this.fs.link(p, dest);
   };
 
-  /** As ServedFolder.absorbOtherLinks: a restamp changed every name of a hard-linked file. */
-  private absorbOtherLinks(p: string, stat: StatFingerprint): void {
+  /** As Committer/LocalChanges.absorbOtherLinks: an edit or restamp through one name changed every name of a hard-linked file. */
+  private absorbOtherLinks(p: string, stat: StatFingerprint): number {
     const links = this.fs.lstat(p)?.nlink ?? 1;
-    if (links < 2) return;
+    if (links < 2) return 0;
     const names = [...this.log.records].filter(([, r]) => r.entry !== null && r.stat?.ino === stat.ino).map(([q]) => q);
-    for (const other of otherLinkNames(p, links, names)) this.absorbLocal(other);
+    let made = 0;
+    for (const other of otherLinkNames(p, links, names)) made += this.absorbLocal(other);
+    return made;
   }
 
   private recordParents(p: string, origin: string): void {
