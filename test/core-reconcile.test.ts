@@ -324,6 +324,17 @@ describe('decidePull', () => {
       expected: { action: 'fetch' },
     },
     {
+      // Seed 626: a failed pull of an old rename retried after the old name was made again here
+      // and pushed: moving it would take the newer version away from its name.
+      description: 'rename retried after from got a newer version than the rename: fetch, from stays',
+      ancestor: null,
+      local: null,
+      remote: change('d2', 7, dir(), 'd1'),
+      fromAncestor: base(9, dir()),
+      fromLocal: dir(),
+      expected: { action: 'fetch' },
+    },
+    {
       description: 'rename, from holds another type: fetch',
       ancestor: null,
       local: null,

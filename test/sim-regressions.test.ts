@@ -144,6 +144,31 @@ describe('simulation regressions', () => {
     );
   });
 
+  it('a failed pull of a directory rename, retried after the old name was made again here and pushed, leaves the new directory at its name (seed 626)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 9, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 444, node: 'server', op: { kind: 'write', path: 'shared/c', mode: 0o644 } },
+          { at: 523, node: 'c2', op: { kind: 'retype', path: 'shared/c', to: 'dir' } },
+          { at: 547, node: 'c2', op: { kind: 'write', path: 'shared/A', mode: 0o644 } },
+          { at: 1336, node: 'c1', op: { kind: 'rename', from: 'shared/A', to: 'shared/c/A' } },
+          { at: 1364, node: 'c2', op: { kind: 'write', path: 'c2-own/n', mode: 0o644 } },
+          { at: 1374, node: 'c2', op: { kind: 'link', from: 'shared/a', to: 'shared/a' } },
+          { at: 1385, node: 'c2', op: { kind: 'mkdir', path: 'shared/n' } },
+          { at: 1393, node: 'c2', op: { kind: 'rename', from: 'shared/c', to: 'shared/c' } },
+          { at: 1660, node: 'c0', op: { kind: 'rename', from: 'shared/c/A', to: 'shared/c/a' } },
+          { at: 1663, node: 'c0', op: { kind: 'rename', from: 'shared/n', to: 'shared/c/n' } },
+          { at: 1711, node: 'c2', op: { kind: 'rename', from: 'shared/c', to: 'shared/n/c' } },
+          { at: 1725, node: 'c2', op: { kind: 'link', from: 'shared/n/c/A', to: 'shared/n/c/c' } },
+          { at: 1793, node: 'c1', op: { kind: 'retype', path: 'shared/c', to: 'file' } },
+          { at: 1814, node: 'c1', op: { kind: 'mkdir', path: 'shared/n' } },
+        ],
+        [626, 1, 2, 3],
+      ),
+    );
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

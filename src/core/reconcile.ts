@@ -142,7 +142,9 @@ export function isOwnVersion(change: Change, own: OwnVersions | null): boolean {
 
 /**
  * How a client applies one change from the feed.
- * `fromBase`/`fromLocal` describe the change's `from` path, when it has one. `isOwn`: the change
+ * `fromBase`/`fromLocal` describe the change's `from` path, when it has one: a rename moves the
+ * local `from` only when it holds, clean, a version older than the rename (a failed pull of an
+ * old rename is retried; a newer `from` was made after the rename and keeps its name). `isOwn`: the change
  * is one of this client's own versions (`isOwnVersion`): what would change the disk, or push
  * the local state against an older base, adopts it instead.
  */
@@ -184,6 +186,7 @@ function decidePullFromDisk(change: Change, base: BaseRecord | null, local: Entr
     change.entry.type === fromLocal.type &&
     hasSameContent(fromLocal, change.entry) &&
     fromBase !== null &&
+    fromBase.seq < change.seq &&
     isSameEntry(fromBase.entry, fromLocal)
   ) {
     return { action: 'rename', from: change.from };
