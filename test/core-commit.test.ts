@@ -83,6 +83,12 @@ const commitCases: Array<{ description: string; op: PushOp; ctx: CommitContext; 
     ctx: { current: v(3, dir()), currentTo: v(4, dir()), liveChildrenOfTarget: 1 },
     expected: { action: 'stale' },
   },
+  // Seed 3681: rename(2) cannot put a file over a directory, nor a directory over a file.
+  { description: 'file renamed over the empty directory the client saw: apply, clearing the target', op: { op: 'rename', from: 'a', to: 'b', base: 3, toBase: 4, entry: file(HASH_A) }, ctx: { current: v(3, file(HASH_A)), currentTo: v(4, dir()), liveChildrenOfTarget: 0 }, expected: { action: 'apply', clearTarget: true } },
+  { description: 'link renamed over an empty directory seen: apply, clearing the target', op: { op: 'rename', from: 'a', to: 'b', base: 3, toBase: 4, entry: { type: 'symlink', target: 'x' } }, ctx: { current: v(3, { type: 'symlink', target: 'x' }), currentTo: v(4, dir()), liveChildrenOfTarget: 0 }, expected: { action: 'apply', clearTarget: true } },
+  { description: 'directory renamed over the file the client saw: apply, clearing the target', op: { op: 'rename', from: 'd', to: 'f', base: 3, toBase: 4, entry: dir() }, ctx: { current: v(3, dir()), currentTo: v(4, file(HASH_B)) }, expected: { action: 'apply', clearTarget: true } },
+  { description: 'directory renamed over an empty directory seen: apply (rename replaces it)', op: { op: 'rename', from: 'd', to: 'e', base: 3, toBase: 4, entry: dir() }, ctx: { current: v(3, dir()), currentTo: v(4, dir()), liveChildrenOfTarget: 0 }, expected: { action: 'apply' } },
+  { description: 'file renamed over a file seen and chmodded: apply, restamp, nothing cleared', op: { op: 'rename', from: 'a', to: 'b', base: 3, toBase: 4, entry: file(HASH_A, 0o600) }, ctx: { current: v(3, file(HASH_A)), currentTo: v(4, file(HASH_B)) }, expected: { action: 'apply', restamp: file(HASH_A, 0o600) } },
   { description: 'rename into itself: refused', op: { op: 'rename', from: 'd', to: 'd/e', base: 3, toBase: null, entry: dir() }, ctx: { current: v(3, dir()), currentTo: null }, expected: { action: 'refuse', code: 'BAD_OP', message: 'cannot move a directory into itself' } },
 ];
 

@@ -169,6 +169,34 @@ describe('simulation regressions', () => {
     );
   });
 
+  it('a file renamed over the empty directory the client saw, and that directory renamed away, both reach the server (seed 3681)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 627, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 1195, node: 'server', op: { kind: 'write', path: 'shared/X.txt', mode: 0o644 } },
+          { at: 1348, node: 'c2', op: { kind: 'mkdir', path: 'shared/x.txt' } },
+          { at: 2370, node: 'c0', op: { kind: 'rename', from: 'shared/x.txt', to: 'shared/X.TXT' } },
+          { at: 2374, node: 'c0', op: { kind: 'rename', from: 'shared/X.txt', to: 'shared/x.txt' } },
+        ],
+        [3681, 1, 2, 3],
+      ),
+    );
+    // A directory renamed over the file the client saw.
+    expectClean(
+      replay(
+        [
+          { at: 627, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 1195, node: 'server', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+          { at: 1348, node: 'c2', op: { kind: 'mkdir', path: 'shared/d' } },
+          { at: 2370, node: 'c0', op: { kind: 'rename', from: 'shared/f', to: 'shared/g' } },
+          { at: 2374, node: 'c0', op: { kind: 'rename', from: 'shared/d', to: 'shared/f' } },
+        ],
+        [3681, 1, 2, 3],
+      ),
+    );
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

@@ -10,8 +10,10 @@ import type { Entry, PushOp, Version } from './types.js';
 
 export type CommitDecision =
   /** Commit the op as asked. For a rename, `restamp` is the metadata to set on the moved entry
-   * when the client's entry differs from what the server moved only in mode or mtime. */
-  | { action: 'apply'; restamp?: Entry }
+   * when the client's entry differs from what the server moved only in mode or mtime, and
+   * `clearTarget` says the target holds what rename(2) cannot replace (an empty directory for a
+   * file or link, a file or link for a directory): it is removed first. */
+  | { action: 'apply'; restamp?: Entry; clearTarget?: true }
   /** Nothing to change: the server already holds this content. */
   | { action: 'same' }
   /** Two edits met: keep the server's version, store the pushed one as a conflict copy. */
@@ -59,7 +61,8 @@ function isOwnVersion(current: Version | null, node: string | undefined): boolea
  *   first is stale (the client re-syncs it instead of losing them).
  * - rename: decideRename; into itself is refused; over a directory that holds live paths is
  *   stale; a file or directory whose pushed entry differs from the moved one only in metadata is
- *   applied with `restamp` (a chmod right after a rename must reach the server's disk too).
+ *   applied with `restamp` (a chmod right after a rename must reach the server's disk too); over
+ *   a target of the other kind (directory or not) with `clearTarget`.
  */
 export function decideCommit(op: PushOp, ctx: CommitContext): CommitDecision {
   const current = ctx.current;
@@ -87,12 +90,13 @@ export function decideCommit(op: PushOp, ctx: CommitContext): CommitDecision {
   if (isSameOrInside(op.to, op.from)) return { action: 'refuse', code: 'BAD_OP', message: 'cannot move a directory into itself' };
   if (currentTo?.entry?.type === 'dir' && (ctx.liveChildrenOfTarget ?? 0) > 0) return { action: 'stale' };
   const moved = current.entry;
-  if (moved.type !== op.entry.type || !hasSameContent(moved, op.entry)) {
-    // The client's entry is not what the server holds under the old name: move what is there.
-    return { action: 'apply' };
-  }
-  if (moved.type !== 'symlink' && !isSameEntry(moved, op.entry)) return { action: 'apply', restamp: op.entry };
-  return { action: 'apply' };
+  const apply: CommitDecision & { action: 'apply' } = { action: 'apply' };
+  // Seed 3681: a file renamed over the empty directory the client saw failed with EISDIR, for ever.
+  if (currentTo?.entry != null && (currentTo.entry.type === 'dir') !== (moved.type === 'dir')) apply.clearTarget = true;
+  // The client's entry is not what the server holds under the old name: move what is there.
+  if (moved.type !== op.entry.type || !hasSameContent(moved, op.entry)) return apply;
+  if (moved.type !== 'symlink' && !isSameEntry(moved, op.entry)) apply.restamp = op.entry;
+  return apply;
 }
 
 /**

@@ -155,6 +155,8 @@ export class Committer {
     if (decision.action === 'refuse') throw new OpError(decision.code, decision.message, true);
     if (decision.action !== 'apply' || currentFrom?.entry == null) return { status: 'stale', current: toWire(currentFrom) };
     const children = currentFrom.entry.type === 'dir' ? this.ctx.log.liveUnder(op.from).reverse() : [];
+    // What rename(2) cannot replace goes first (a directory that still holds something is no target).
+    if (decision.clearTarget === true && !(await removePath(this.ctx.root, op.to, this.ctx.kept.keeper(node, 'replaced')))) return { status: 'stale', current: toWire(currentFrom) };
     await movePath(this.ctx.root, op.from, op.to, this.ctx.kept.keeper(node, 'replaced'));
     await this.recordParents(op.to, node);
     // A chmod (or touch) made right after the rename travels with it: the moved entry gets it.

@@ -377,6 +377,7 @@ export class ServerShell {
     if (decision.action === 'refuse') throw new OpError(decision.code, decision.message, true);
     if (decision.action !== 'apply' || currentFrom?.entry == null) return { status: 'stale', current: toWire(currentFrom) };
     const children = currentFrom.entry.type === 'dir' ? this.liveUnder(op.from).reverse() : [];
+    if (decision.clearTarget === true && !removePath(this.fs, op.to, this.trashFile)) return { status: 'stale', current: toWire(currentFrom) };
     movePath(this.fs, op.from, op.to, this.trashFile);
     this.recordParents(op.to, node);
     yield* pause();
