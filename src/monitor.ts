@@ -20,6 +20,7 @@ import { escapeControls, escapeControlsKeepLines, escapeJsonControls } from './c
 import { VERSION } from './version.js';
 import { UsageError, runRecovery, type RecoveryArgs } from './cli/recovery.js';
 import { watchStatus } from './cli/watch.js';
+import { fullCollector, HeapTrimmer } from './node/heap.js';
 
 const USAGE = `usage: systemsync <command> [options]
 
@@ -143,6 +144,8 @@ async function readConfig(args: Args): Promise<Config> {
   return loadConfig(file, args.role === undefined ? {} : { role: args.role });
 }
 
+const mibOf = (bytes: number): string => (bytes / 1048576).toFixed(1);
+
 async function monitor(args: Args): Promise<number> {
   const config = await readConfig(args);
   await ensurePrivateDir(config.node.stateDir);
@@ -174,7 +177,14 @@ async function monitor(args: Args): Promise<number> {
     return 1;
   }
   logger.info(`systemsync ${config.node.role} ${config.node.name} running (pid ${process.pid}, config ${config.file})`);
+  // Give back the heap of bulk work (a first pull, a scan) once the daemon is quiet (node/heap.ts).
+  const collect = fullCollector();
+  const trimmer = collect === null ? null : new HeapTrimmer(collect, {
+    onCollect: (before, after, ms) => logger.debug(`heap: collected after bulk work: ${mibOf(before.used)} of ${mibOf(before.total)} MiB → ${mibOf(after.used)} of ${mibOf(after.total)} MiB in ${ms.toFixed(0)} ms`),
+  });
+  trimmer?.start();
   await Promise.race([stopSignal, daemon.stopRequested]);
+  trimmer?.stop();
   await daemon.stop();
   logger.close();
   return daemon.fatalError === null ? 0 : 1;
