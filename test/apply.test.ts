@@ -213,6 +213,17 @@ describe('movePath', () => {
     expect(calls).toEqual([{ rel: 'to.txt', content: 'replaced' }]);
   });
 
+  it('moves a name over another name of the same inode (hard links): the source name is gone, nothing set aside (seed 9375)', async () => {
+    const root = await makeTree({ 'a.txt': 'same' });
+    fs.linkSync(path.join(root, 'a.txt'), path.join(root, 'n.txt'));
+    const { calls, beforeReplace } = recorder();
+    await movePath(root, 'a.txt', 'n.txt', beforeReplace);
+    expect(exists(root, 'a.txt')).toBe(false);
+    expect(read(root, 'n.txt')).toBe('same');
+    expect(fs.lstatSync(path.join(root, 'n.txt')).nlink).toBe(1);
+    expect(calls).toEqual([]);
+  });
+
   it('never moves into or out of a symlinked parent', async () => {
     const outside = await makeTree({ 'victim.txt': 'untouched' });
     const root = await makeTree({ 'a.txt': 'A', out: { symlink: outside } });

@@ -197,6 +197,20 @@ describe('simulation regressions', () => {
     );
   });
 
+  it('a rename pushed over a name the hub holds as a hard link of the source removes the source there too (seeds 9375, 6861)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 26, node: 'c2', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 1051, node: 'c1', op: { kind: 'write', path: 'shared/a', mode: 0o644 } },
+          { at: 1136, node: 'server', op: { kind: 'link', from: 'shared/a', to: 'shared/n' } },
+          { at: 1573, node: 'c0', op: { kind: 'rename', from: 'shared/a', to: 'shared/n' } },
+        ],
+        [9375, 1, 2, 3],
+      ),
+    );
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

@@ -211,11 +211,20 @@ export async function removePath(root: string, rel: string, beforeReplace?: Befo
   return true;
 }
 
-/** Rename `from` to `to` inside one folder (posix rename: replaces a file at `to`). */
+/**
+ * Rename `from` to `to` inside one folder (posix rename: replaces a file at `to`). When both are
+ * names of one inode (hard links), rename(2) does nothing and leaves `from`: it is unlinked, as
+ * the move asks (seed 9375: the hub kept `from` on its disk while its log said it was gone).
+ */
 export async function movePath(root: string, from: string, to: string, beforeReplace?: BeforeReplace): Promise<void> {
   const fromChecked = await checkPath(root, from);
   const toChecked = await checkPath(root, to, { createParents: 0o755, sameOperationAs: fromChecked });
   const existing = await lstatOrNull(toChecked.abs);
+  const moving = existing === null ? null : await lstatOrNull(fromChecked.abs);
+  if (existing !== null && moving !== null && !moving.isDirectory() && moving.ino === existing.ino && moving.dev === existing.dev) {
+    await unlinkChecked(fromChecked);
+    return;
+  }
   if (existing?.isFile() && beforeReplace !== undefined) {
     await setAside(toChecked, beforeReplace);
     await recheckPath(fromChecked, 'before the operation');

@@ -175,6 +175,9 @@ export function removePath(fs: MemFs, p: string, beforeReplace?: BeforeReplace):
 export function movePath(fs: MemFs, from: string, to: string, beforeReplace?: BeforeReplace): void {
   checkParents(fs, from, false);
   checkParents(fs, to, true);
+  // As fs/apply.ts: two names of one inode, where rename(2) does nothing: the source name goes.
+  const moving = fs.lstat(from);
+  if (moving !== null && moving.kind !== 'dir' && moving.ino === fs.lstat(to)?.ino) return fs.unlink(from);
   if (fs.lstat(to)?.kind === 'file') beforeReplace?.(to);
   fs.rename(from, to);
 }
