@@ -211,6 +211,34 @@ describe('simulation regressions', () => {
     );
   });
 
+  it('a file the hub writes while a pushed rename moves it is recorded as the hub\'s edit, never as the moved version (seeds 8315, 7257)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 1, node: 'server', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 1, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+          { at: 4, node: 'c1', op: { kind: 'mkdir', path: 'c1-own' } },
+          { at: 23, node: 'server', op: { kind: 'mkdir', path: 'server-own' } },
+          { at: 27, node: 'c2', op: { kind: 'write', path: 'shared/b', mode: 0o644 } },
+          { at: 64, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+          { at: 76, node: 'c2', op: { kind: 'chmod', path: 'shared/b', mode: 0o755 } },
+          { at: 92, node: 'c2', op: { kind: 'write', path: 'c2-own/c', mode: 0o644 } },
+          { at: 568, node: 'c0', op: { kind: 'write', path: 'c0-own/A', mode: 0o644 } },
+          { at: 584, node: 'c0', op: { kind: 'delete', path: 'shared/b' } },
+          { at: 618, node: 'c0', op: { kind: 'append', path: 'c0-own/A' } },
+          { at: 648, node: 'c0', op: { kind: 'write', path: 'shared/b', mode: 0o644 } },
+          { at: 675, node: 'c0', op: { kind: 'rename', from: 'c0-own/A', to: 'c0-own/n' } },
+          { at: 722, node: 'c0', op: { kind: 'kill', down: 101 } },
+          { at: 831, node: 'c2', op: { kind: 'mkdir', path: 'c2-own/x.txt' } },
+          { at: 839, node: 'c2', op: { kind: 'write', path: 'shared/n', mode: 0o644 } },
+          { at: 1372, node: 'c1', op: { kind: 'rename', from: 'shared/b', to: 'shared/a' } },
+          { at: 1399, node: 'server', op: { kind: 'append', path: 'shared/a' } },
+        ],
+        [8315, 1, 2, 3],
+      ),
+    );
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { Entry, MovedChild, PushOp, PushResult, StatFingerprint, Version } from '../core/types.js';
 import { conflictCopyPath } from '../core/conflict.js';
 import { decideCommit, renamedEntry } from '../core/commit.js';
+import { hasSameContent } from '../core/reconcile.js';
 import { otherLinkNames } from '../core/merge.js';
 import { movedPath, parentOf } from '../core/paths.js';
 import { permissionBits } from '../core/modes.js';
@@ -168,7 +169,14 @@ export class Committer {
       await this.absorbOtherLinks(op.to, stat);
     }
     if (decision.restamp?.type === 'dir') restamped = await safeChmod(this.ctx.root, op.to, decision.restamp.mode).then(() => true, () => false);
-    if (currentFrom.entry.type === 'file' && stat === null) stat = await readLocal(this.ctx.root, op.to, {}).then((l) => (l !== null && l !== 'unsupported' ? l.stat : null));
+    // A file written around the move (after the look before this commit) keeps no fingerprint that
+    // would pass its new bytes for the moved version; they are recorded as the hub's edit below.
+    let changedWhileMoved = false;
+    if (currentFrom.entry.type === 'file' && stat === null) {
+      const read = await readLocal(this.ctx.root, op.to, {}).then((l) => (l !== null && l !== 'unsupported' ? l : null));
+      changedWhileMoved = !hasSameContent(read?.entry ?? null, currentFrom.entry);
+      stat = changedWhileMoved ? null : (read?.stat ?? null);
+    }
     // The new paths come before the tombstones, so a client applying the feed in order renames
     // its local copy instead of deleting it.
     const seq = this.ctx.log.assign(op.to, renamedEntry(currentFrom.entry, op.entry, restamped), node, { from: op.from, stat });
@@ -183,6 +191,7 @@ export class Committer {
     }
     for (const child of [...children].reverse()) this.ctx.log.assign(child, null, node);
     this.ctx.log.assign(op.from, null, node);
+    if (changedWhileMoved) await this.ctx.absorbLocal(op.to);
     return currentFrom.entry.type === 'dir' ? { status: 'ok', seq, moved } : { status: 'ok', seq };
   }
 

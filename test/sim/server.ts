@@ -5,7 +5,7 @@
  * seqs, flush, notify. One folder. Its log survives a kill only as far as it was flushed.
  */
 import type { Change, Entry, MovedChild, PushOp, PushResult, StatFingerprint, Version } from '../../src/core/types.js';
-import { isSameEntry } from '../../src/core/reconcile.js';
+import { hasSameContent, isSameEntry } from '../../src/core/reconcile.js';
 import { decideCommit, renamedEntry } from '../../src/core/commit.js';
 import { otherLinkNames } from '../../src/core/merge.js';
 import { conflictCopyPath } from '../../src/core/conflict.js';
@@ -401,7 +401,13 @@ export class ServerShell {
         // gone meanwhile
       }
     }
-    if (currentFrom.entry.type === 'file' && stat === null) stat = readLocal(this.fs, op.to)?.stat ?? null;
+    // As the Committer: a file written around the move keeps no fingerprint; recorded as the hub's edit below.
+    let changedWhileMoved = false;
+    if (currentFrom.entry.type === 'file' && stat === null) {
+      const read = readLocal(this.fs, op.to);
+      changedWhileMoved = !hasSameContent(read?.entry ?? null, currentFrom.entry);
+      stat = changedWhileMoved ? null : (read?.stat ?? null);
+    }
     const seq = this.assign(op.to, renamedEntry(currentFrom.entry, op.entry, restamped), node, { from: op.from, stat });
     const moved: MovedChild[] = [];
     for (const child of children) {
@@ -411,6 +417,7 @@ export class ServerShell {
     }
     for (const child of [...children].reverse()) this.assign(child, null, node);
     this.assign(op.from, null, node);
+    if (changedWhileMoved) this.absorbLocal(op.to);
     return currentFrom.entry.type === 'dir' ? { status: 'ok', seq, moved } : { status: 'ok', seq };
   }
 
