@@ -239,6 +239,33 @@ describe('simulation regressions', () => {
     );
   });
 
+  it('a file the hub writes into a directory just before a pushed rename moves it is recorded and moves with it (seed 8144)', () => {
+    expectClean(
+      replay(
+        [
+          { at: 5, node: 'server', op: { kind: 'mkdir', path: 'server-own' } },
+          { at: 18, node: 'c1', op: { kind: 'mkdir', path: 'c1-own' } },
+          { at: 23, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 33, node: 'c1', op: { kind: 'write', path: 'c1-own/A', mode: 0o644 } },
+          { at: 40, node: 'c2', op: { kind: 'mkdir', path: 'shared' } },
+          { at: 287, node: 'c1', op: { kind: 'cut' } },
+          { at: 410, node: 'server', op: { kind: 'race' } },
+          { at: 495, node: 'c2', op: { kind: 'mkdir', path: 'shared/c' } },
+          { at: 510, node: 'c2', op: { kind: 'mkdir', path: 'c2-own' } },
+          { at: 550, node: 'c2', op: { kind: 'write', path: 'c2-own/x.txt', mode: 0o644 } },
+          { at: 1008, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+          { at: 1022, node: 'c2', op: { kind: 'mkdir', path: 'c2-own/c' } },
+          { at: 1024, node: 'c0', op: { kind: 'write', path: 'c0-own/n', mode: 0o644 } },
+          { at: 1049, node: 'c0', op: { kind: 'rename', from: 'shared/c', to: 'shared/C' } },
+          { at: 1060, node: 'c2', op: { kind: 'delete', path: 'c2-own/x.txt' } },
+          { at: 1077, node: 'c0', op: { kind: 'mkdir', path: 'shared/n/c' } },
+          { at: 1164, node: 'server', op: { kind: 'write', path: 'shared/c/n', mode: 0o644 } },
+        ],
+        [8144, 1, 2, 3],
+      ),
+    );
+  });
+
   it('an edit pushed again after a kill lost the answer to its first push is not a conflict with itself (seed 15)', () => {
     expectClean(
       replay(

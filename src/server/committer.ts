@@ -43,6 +43,8 @@ export interface CommitContext {
   refreshPresence(): Promise<string | null>;
   /** Record what is on disk at `p` now (under the lock): a pushed op is decided against it. */
   absorbLocal(p: string): Promise<number>;
+  /** Record what is on disk strictly under directory `dir` now, and what is recorded there (under the lock). */
+  absorbLocalUnder(dir: string): Promise<number>;
   /** `.syncignore` was committed: read the rules again. */
   reloadIgnore(): Promise<void>;
   /** Flush the log, move the durable head, tell the clients. */
@@ -145,6 +147,10 @@ export class Committer {
 
   private async commitRename(op: Extract<PushOp, { op: 'rename' }>, node: string): Promise<PushResult> {
     await this.ctx.absorbLocal(op.from);
+    // A directory moves with everything on disk under it: what the hub's user put there and no
+    // look has recorded yet is recorded first, so it moves in the log too (seed 8144: a file
+    // written into the directory just before the move stayed on the hub's disk only).
+    if (this.ctx.log.get(op.from)?.entry?.type === 'dir') await this.ctx.absorbLocalUnder(op.from);
     await this.ctx.absorbLocal(op.to);
     const currentFrom = this.ctx.log.get(op.from);
     const currentTo = this.ctx.log.get(op.to);

@@ -103,6 +103,7 @@ export class ServedFolder extends FolderBase implements RecoveryHost {
       kept,
       blocks: this.blocks,
       absorbLocal: (p: string) => this.local.absorbLocal(p),
+      absorbLocalUnder: (dir: string) => this.local.absorbLocalUnder(dir),
     }));
   }
 

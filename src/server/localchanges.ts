@@ -143,6 +143,13 @@ export class LocalChanges {
     return shallowestFirst(found);
   }
 
+  /** absorbLocal for every path strictly under directory `dir`, on disk or recorded. Returns versions made. */
+  async absorbLocalUnder(dir: string): Promise<number> {
+    let made = 0;
+    for (const p of await this.pathsUnder([dir])) made += await this.absorbLocal(p);
+    return made;
+  }
+
   /** Compare one path on disk with its record; record a new version when they differ. Returns versions made. */
   async absorbLocal(p: string): Promise<number> {
     const unsendable = unsendableReason(p);

@@ -364,6 +364,8 @@ export class ServerShell {
 
   private *commitRename(op: Extract<PushOp, { op: 'rename' }>, node: string): Proc<PushResult> {
     this.absorbLocal(op.from);
+    // As the Committer: what is on disk under a moving directory is recorded first.
+    if (this.get(op.from)?.entry?.type === 'dir') for (const p of this.pathsUnder(op.from)) this.absorbLocal(p);
     yield* pause();
     this.absorbLocal(op.to);
     yield* pause();
