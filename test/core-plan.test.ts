@@ -2,7 +2,7 @@
 // ops, bases to re-stamp, and paths to look at again. Mutagen's reconcile_test.go is the model.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { baseViewOf, planPush, type Observed } from '../src/core/plan.js';
+import { baseViewOf, bringsBaseChildren, planPush, pushPhases, type Observed } from '../src/core/plan.js';
 import type { BaseRecord, Entry, FileEntry, PushOp } from '../src/core/types.js';
 
 const HASH_A = 'a'.repeat(64);
@@ -231,5 +231,81 @@ describe('planPush', () => {
         expect(plan.recheck).toEqual([]);
       }),
     );
+  });
+});
+
+describe('pushPhases', () => {
+  const upload = (path: string, baseSeq: number | null = null): PushOp => ({ op: 'put', path, base: baseSeq, entry: file(HASH_A), upload: '' });
+  const meta = (path: string): PushOp => ({ op: 'put', path, base: 1, entry: file(HASH_A, 0o755), upload: null });
+  const link = (path: string): PushOp => ({ op: 'put', path, base: 3, entry: { type: 'symlink', target: 't' }, upload: null });
+  const mkdir = (path: string): PushOp => ({ op: 'put', path, base: null, entry: dir(), upload: null });
+  const del = (path: string): PushOp => ({ op: 'delete', path, base: 2 });
+  const mv = (from: string, to: string): PushOp => ({ op: 'rename', from, to, base: 1, toBase: 3, entry: file(HASH_A) });
+  const label = (op: PushOp): string => (op.op === 'rename' ? `mv ${op.from}>${op.to}` : op.op === 'delete' ? `rm ${op.path}` : `${op.entry.type} ${op.path}`);
+  it.each<{ description: string; ops: PushOp[]; first: string[]; uploads: string[]; last: string[] }>([
+    { description: 'empty', ops: [], first: [], uploads: [], last: [] },
+    {
+      description: 'dirs, renames, links and metadata first; uploads; deletes last',
+      ops: [mkdir('d'), mv('m', 'n'), link('l'), meta('c'), upload('u'), del('x')],
+      first: ['dir d', 'mv m>n', 'symlink l', 'file c'],
+      uploads: ['file u'],
+      last: ['rm x'],
+    },
+    {
+      description: 'a dir replaced by an uploaded file: its children are deleted in the first phase (seed 3122)',
+      ops: [del('a/b/c'), del('a/b'), upload('a', 3), del('z')],
+      first: ['rm a/b/c', 'rm a/b'],
+      uploads: ['file a'],
+      last: ['rm z'],
+    },
+    {
+      description: 'a dir replaced by a link: its children are deleted before it, in order',
+      ops: [del('a/b'), link('a')],
+      first: ['rm a/b', 'symlink a'],
+      uploads: [],
+      last: [],
+    },
+    {
+      description: 'a dir replaced by a renamed file: its children are deleted before the rename',
+      ops: [del('a/b'), mv('f', 'a')],
+      first: ['rm a/b', 'mv f>a'],
+      uploads: [],
+      last: [],
+    },
+  ])('$description', ({ ops, first, uploads, last }) => {
+    const phases = pushPhases(ops);
+    expect(phases.first.map(label)).toEqual(first);
+    expect(phases.uploads.map(label)).toEqual(uploads);
+    expect(phases.last.map(label)).toEqual(last);
+  });
+
+  it('a planned file over a directory: the plan and its phases delete the children before the put', () => {
+    const plan = planPush(
+      new Map<string, Observed | null>([
+        ['a', seen(file(HASH_B), 20)],
+        ['a/b', null],
+      ]),
+      baseViewOf(new Map([['a', base(3, dir(), 10)], ['a/b', base(4, file(HASH_A), 11)]])),
+    );
+    const phases = pushPhases(plan.ops);
+    expect(phases.first.map(label)).toEqual(['rm a/b']);
+    expect(phases.uploads.map(label)).toEqual(['file a']);
+    expect(phases.last).toEqual([]);
+  });
+});
+
+describe('bringsBaseChildren', () => {
+  const symlink: Entry = { type: 'symlink', target: 't' };
+  it.each<{ description: string; base: Entry | null; local: Entry | null; expected: boolean }>([
+    { description: 'a directory deleted', base: dir(), local: null, expected: true },
+    { description: 'a directory replaced by a file', base: dir(), local: file(HASH_A), expected: true },
+    { description: 'a directory replaced by a link (seed 3956)', base: dir(), local: symlink, expected: true },
+    { description: 'a directory still a directory (even chmodded)', base: dir(), local: dir(0o700), expected: false },
+    { description: 'a file replaced by a directory', base: file(HASH_A), local: dir(), expected: false },
+    { description: 'a file deleted', base: file(HASH_A), local: null, expected: false },
+    { description: 'a new directory', base: null, local: dir(), expected: false },
+    { description: 'nothing either side', base: null, local: null, expected: false },
+  ])('$description', ({ base: b, local, expected }) => {
+    expect(bringsBaseChildren(b, local)).toBe(expected);
   });
 });

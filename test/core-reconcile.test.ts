@@ -11,6 +11,7 @@ import {
   decideRename,
   hasSameContent,
   isSameEntry,
+  isDeleteUnderReplaced,
   isOwnVersion,
   isSameFingerprint,
   orderPushOps,
@@ -495,8 +496,40 @@ describe('orderPushOps: a directory replaced by a file or link', () => {
       local: [putFileOver('a'), del('ab/c')],
       expected: ['file a', 'rm ab/c'],
     },
+    {
+      description: 'a file renamed onto a dir: its children are deleted before the rename (seed 3122)',
+      local: [mv('f', 'a'), del('a/x'), del('z')],
+      expected: ['rm a/x', 'mv f>a', 'rm z'],
+    },
+    {
+      description: 'a dir created in the same batch still comes first',
+      local: [putFileOver('a'), del('a/x'), putDir('n')],
+      expected: ['dir n', 'rm a/x', 'file a'],
+    },
+    {
+      description: 'a delete under a rename source is no delete under a replaced dir',
+      local: [mv('a', 'b'), del('a/x')],
+      expected: ['mv a>b', 'rm a/x'],
+    },
   ])('$description', ({ local, expected }) => {
     expect(orderPushOps(local).map(label)).toEqual(expected);
+  });
+});
+
+describe('isDeleteUnderReplaced', () => {
+  const putFileOver = (path: string): PushOp => ({ op: 'put', path, base: 4, entry: fileA, upload: '' });
+  it.each<{ description: string; batch: PushOp[]; op: PushOp; expected: boolean }>([
+    { description: 'a child of a dir a file replaces', batch: [putFileOver('a')], op: del('a/x'), expected: true },
+    { description: 'a grandchild of a dir a link replaces', batch: [putLink('a')], op: del('a/x/y'), expected: true },
+    { description: 'a child of a dir a rename replaces', batch: [mv('f', 'a')], op: del('a/x'), expected: true },
+    { description: 'a child of a dir put (a dir stays a dir)', batch: [putDir('a')], op: del('a/x'), expected: false },
+    { description: 'a child of a rename source', batch: [mv('a', 'b')], op: del('a/x'), expected: false },
+    { description: 'the replaced path itself', batch: [putFileOver('a')], op: del('a'), expected: false },
+    { description: 'a sibling with a common prefix', batch: [putFileOver('a')], op: del('ab/x'), expected: false },
+    { description: 'a put, not a delete', batch: [putFileOver('a')], op: putFile('a/x'), expected: false },
+    { description: 'nothing replaced in the batch', batch: [], op: del('a/x'), expected: false },
+  ])('$description', ({ batch, op, expected }) => {
+    expect(isDeleteUnderReplaced([...batch, op])(op)).toBe(expected);
   });
 });
 

@@ -92,6 +92,40 @@ describe('every change converges (issue 10 regressions)', () => {
     }
   });
 
+  it('type change over a full directory: a directory replaced by a file, a link or a renamed file, and a file replaced by a renamed directory, arrive as such, with no conflict copy', async () => {
+    for (let i = 0; i < 4; i++) {
+      fs.mkdirSync(at(alpha, `retype/d${i}/sub`), { recursive: true });
+      for (let j = 0; j < 3; j++) write(alpha, `retype/d${i}/sub/f${j}.txt`, `child ${i} ${j}`);
+      write(alpha, `retype/d${i}/top.txt`, `top ${i}`);
+    }
+    write(alpha, 'retype/spare.txt', 'spare');
+    write(alpha, 'retype/file.txt', 'a file');
+    fs.mkdirSync(at(alpha, 'retype/moving'));
+    write(alpha, 'retype/moving/in.txt', 'inside');
+    await converge();
+    fs.rmSync(at(alpha, 'retype/d0'), { recursive: true });
+    write(alpha, 'retype/d0', Buffer.alloc(200_000, 7)); // uploaded, committed after the small ops
+    fs.rmSync(at(alpha, 'retype/d1'), { recursive: true });
+    fs.symlinkSync('spare.txt', at(alpha, 'retype/d1'));
+    fs.rmSync(at(alpha, 'retype/d2'), { recursive: true });
+    fs.renameSync(at(alpha, 'retype/spare.txt'), at(alpha, 'retype/d2'));
+    fs.rmSync(at(alpha, 'retype/file.txt'));
+    fs.renameSync(at(alpha, 'retype/moving'), at(alpha, 'retype/file.txt'));
+    const tree = await converge();
+    expect(tree.get('retype/d0')).toMatchObject({ type: 'file', size: 200_000 });
+    expect(tree.get('retype/d1')).toMatchObject({ type: 'symlink', target: 'spare.txt' });
+    expect(tree.get('retype/d2')).toMatchObject({ type: 'file', hash: sha('spare') });
+    expect(tree.get('retype/file.txt')).toMatchObject({ type: 'dir' });
+    expect(tree.get('retype/file.txt/in.txt')).toMatchObject({ type: 'file', hash: sha('inside') });
+    expect([...tree.keys()].filter((p) => p.startsWith('retype/') && p.includes('sync-conflict'))).toEqual([]);
+    expect([...tree.keys()].filter((p) => /^retype\/d[0-2]\//.test(p))).toEqual([]);
+    await waitFor(async () => (await alphaNode.status()).folders[0]!.failed === 0, { timeoutMs: 10_000, what: 'alpha without failed tasks' });
+    // Sent as renames and committed as such: the server removed what each replaced (an emptied
+    // directory, a file) before moving, as a put replaces it.
+    expect(alphaNode.log()).toMatch(/pushed rename retype\/spare\.txt -> retype\/d2/);
+    expect(alphaNode.log()).toMatch(/pushed rename retype\/moving -> retype\/file\.txt/);
+  });
+
   it('hard-link edit: an edit through one name reaches every name on every node', async () => {
     write(alpha, 'links/one.txt', 'version 1\n');
     await converge();

@@ -532,5 +532,45 @@ describe('simulation regressions', () => {
     expect(runs.filter((r) => r.result.log.some((l) => l.includes('c0 pull shared/E failed: changed locally'))).length).toBeGreaterThan(0);
     for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
   });
-});
 
+  it('a file written, or a file renamed, over a directory its writer emptied reaches the server: the deletes under the directory are committed first, no conflict copy of its own directory (seed 3122)', () => {
+    const emptied = (last: TraceEvent): TraceEvent[] => [
+      { at: 20, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+      { at: 60, node: 'c0', op: { kind: 'write', path: 'c0-own/f', mode: 0o644 } },
+      { at: 99, node: 'c0', op: { kind: 'mkdir', path: 'c0-own/A' } },
+      { at: 150, node: 'c0', op: { kind: 'write', path: 'c0-own/A/b', mode: 0o644 } },
+      { at: 4362, node: 'c0', op: { kind: 'rmrf', path: 'c0-own/A' } },
+      last,
+    ];
+    const written = replay(emptied({ at: 4364, node: 'c0', op: { kind: 'write', path: 'c0-own/A', mode: 0o644 } }), [3122, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const renamed = replay(emptied({ at: 4364, node: 'c0', op: { kind: 'rename', from: 'c0-own/f', to: 'c0-own/A' } }), [63, 68, 84, 1, 2, 3]);
+    const deletedFirst = (r: (typeof written)[number], replaced: string): boolean => {
+      const del = r.result.log.findIndex((l) => l.includes('c0 pushed delete c0-own/A/b'));
+      return del >= 0 && r.result.log.slice(del).some((l) => l.includes(replaced));
+    };
+    expect(written.filter((r) => deletedFirst(r, 'c0 pushed c0-own/A seq')).length).toBeGreaterThan(0);
+    expect(renamed.filter((r) => deletedFirst(r, 'c0 pushed rename c0-own/f -> c0-own/A')).length).toBeGreaterThan(0);
+    expectClean(written);
+    expectClean(renamed);
+  });
+
+  it('a directory its writer turned into a link while the server was down: the link reaches the server, no conflict copy of its own directory (seed 3956)', () => {
+    const runs = replay(
+      [
+        { at: 73, node: 'c1', op: { kind: 'mkdir', path: 'c1-own' } },
+        { at: 772, node: 'c1', op: { kind: 'write', path: 'c1-own/X.txt', mode: 0o644 } },
+        { at: 808, node: 'c1', op: { kind: 'mkdir', path: 'c1-own/b' } },
+        { at: 830, node: 'c1', op: { kind: 'link', from: 'c1-own/X.txt', to: 'c1-own/b/x.txt' } },
+        { at: 1355, node: 'c1', op: { kind: 'rename', from: 'c1-own/b', to: 'c1-own/B' } },
+        { at: 1404, node: 'c1', op: { kind: 'append', path: 'c1-own/B/x.txt' } },
+        { at: 1426, node: 'server', op: { kind: 'kill', down: 607 } },
+        { at: 1765, node: 'c1', op: { kind: 'retype', path: 'c1-own/B', to: 'symlink' } },
+      ],
+      [3956, 1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    // The window: the push of the child failed with the server down, so only the directory's
+    // path was dirty when the link replaced it.
+    expect(runs.filter((r) => r.result.log.some((l) => l.includes('c1 push c1-own/B/x.txt failed'))).length).toBeGreaterThan(0);
+    expectClean(runs);
+  });
+});

@@ -7,7 +7,7 @@
  * through a PushContext.
  */
 import type { BaseRecord, PushOp, PushResult, StatFingerprint } from '../core/types.js';
-import { planPush, UPLOAD_PENDING } from '../core/plan.js';
+import { bringsBaseChildren, planPush, pushPhases, UPLOAD_PENDING } from '../core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../core/outcome.js';
 import { linkNamesToLookAt } from '../core/merge.js';
 import { outermostPaths } from '../core/paths.js';
@@ -180,7 +180,7 @@ export class Pusher {
         }
         const local = reading.kind === 'present' ? reading.state : null;
         locals.set(p, local);
-        if (local === null && base?.entry.type === 'dir') for (const child of this.ctx.state.baseUnder(p)) expand(child);
+        if (bringsBaseChildren(base?.entry ?? null, local?.entry ?? null)) for (const child of this.ctx.state.baseUnder(p)) expand(child);
         // A path on a known inode may be the far end of a rename: look at where that inode was.
         if (local !== null && local.stat !== null && base?.stat?.ino !== local.stat.ino) {
           const from = this.ctx.state.pathOfInode(local.stat.ino);
@@ -305,12 +305,14 @@ export class Pusher {
     const drain = async (): Promise<void> => {
       for (pump(); running.size > 0; pump()) await Promise.race(running);
     };
-    const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === UPLOAD_PENDING;
     const isBundled = (op: Extract<PushOp, { op: 'put' }>): boolean => op.entry.type === 'file' && op.entry.size <= BUNDLE_FILE_MAX;
-    // Directories and renames first (parents exist before children arrive), deletes last.
-    for (const op of ops) if (!needsUpload(op) && op.op !== 'delete') ready.push([op]);
+    // Directories, the deletes under a directory this batch replaces, and renames first (parents
+    // exist before children arrive, a replaced directory is empty before it is replaced); the
+    // uploaded files; the other deletes last (core/plan.ts: pushPhases).
+    const phases = pushPhases(ops);
+    for (const op of phases.first) ready.push([op]);
     await drain();
-    const uploads = ops.filter(needsUpload);
+    const uploads = phases.uploads;
     const bundles = groupBySize(uploads.filter(isBundled), (op) => (op.entry.type === 'file' ? op.entry.size : 0), PUSH_BUNDLE_FILES, PUSH_BUNDLE_BYTES);
     maxRunning = 2;
     await Promise.all([
@@ -333,7 +335,7 @@ export class Pusher {
     ]);
     await drain();
     maxRunning = 1;
-    for (const op of ops) if (op.op === 'delete') ready.push([op]);
+    for (const op of phases.last) ready.push([op]);
     await drain();
     return anyDone;
   }

@@ -14,7 +14,7 @@
  * - a path whose base only lost its fingerprint (same entry, new stat) gets its base re-stamped.
  */
 import { isSameOrInside } from './paths.js';
-import { decidePush, hasSameContent, isSameEntry, isSameFingerprint, orderPushOps } from './reconcile.js';
+import { decidePush, hasSameContent, isDeleteUnderReplaced, isSameEntry, isSameFingerprint, orderPushOps } from './reconcile.js';
 import type { BaseRecord, Entry, PushOp, StatFingerprint } from './types.js';
 
 /** One path as read from the local disk: its entry and its stat fingerprint (null for symlinks). */
@@ -161,4 +161,42 @@ function byDepthThenName(a: string, b: string): number {
   const db = b.split('/').length;
   if (da !== db) return da - db;
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Do the children in the base go into the batch with this path? Yes when the base holds a directory
+ * that is no directory on disk any more: gone, or replaced by a file or link. The deletes of the
+ * children must be committed with (and before) what replaces the directory; looked at in a later
+ * batch, they came after it, the server answered the put stale as the directory still held them,
+ * and our own link came back as a conflict copy of our own directory (seed 3956).
+ */
+export function bringsBaseChildren(base: Entry | null, local: Entry | null): boolean {
+  return base?.type === 'dir' && local?.type !== 'dir';
+}
+
+/** A planned batch split into the three phases in which the client commits it. */
+export interface PushPhases {
+  /** Committed first, in order: directories, the deletes under a directory the batch replaces, renames, metadata-only puts and links. */
+  first: PushOp[];
+  /** File puts whose content is uploaded first (committed as their uploads finish). */
+  uploads: Array<Extract<PushOp, { op: 'put' }>>;
+  /** The other deletes, children first. */
+  last: PushOp[];
+}
+
+/**
+ * Split ops (in `orderPushOps` order) into the phases the client commits them in. The deletes
+ * under a directory that a file, link or rename of the batch replaces (`isDeleteUnderReplaced`)
+ * go in the first phase, ahead of whatever replaces it: left with the other deletes, after the
+ * uploads, they came too late, the server found the directory still full and answered the put
+ * stale, and our own file came back as a conflict copy of our own directory (seed 3122).
+ */
+export function pushPhases(ops: readonly PushOp[]): PushPhases {
+  const isUnderReplaced = isDeleteUnderReplaced(ops);
+  const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === UPLOAD_PENDING;
+  return {
+    first: ops.filter((op) => (op.op === 'delete' ? isUnderReplaced(op) : !needsUpload(op))),
+    uploads: ops.filter(needsUpload),
+    last: ops.filter((op) => op.op === 'delete' && !isUnderReplaced(op)),
+  };
 }

@@ -204,24 +204,36 @@ function depth(path: string): number {
 }
 
 /**
- * The order in which a batch of ops is sent: directories are created parents first, then
- * renames, then the deletes under a directory that a file or link replaces, then files and
- * links, then the other deletes, children first. Within a group the input order holds, so the
- * result is deterministic.
+ * Of a batch of ops: is `op` a delete under a directory that the batch replaces, by a file or
+ * link put or by a rename onto it? Such a delete must be committed before what replaces the
+ * directory: the server puts or renames over a directory only once it holds no live paths
+ * (core/commit.ts: stale otherwise), and a stale put of our own version came back as a conflict
+ * copy of our own directory (seed 3122).
  */
-export function orderPushOps(ops: PushOp[]): PushOp[] {
-  // A file or link that replaces a directory must come after the deletes of its children.
-  const replacedByNonDir = new Set(ops.flatMap((op) => (op.op === 'put' && op.entry.type !== 'dir' ? [op.path] : [])));
-  const isUnderReplaced = (p: string): boolean => {
+export function isDeleteUnderReplaced(ops: readonly PushOp[]): (op: PushOp) => boolean {
+  const replaced = new Set(ops.flatMap((op) => (op.op === 'put' && op.entry.type !== 'dir' ? [op.path] : op.op === 'rename' ? [op.to] : [])));
+  return (op) => {
+    if (op.op !== 'delete') return false;
+    const p = op.path;
     for (let slash = p.lastIndexOf('/'); slash > 0; slash = p.lastIndexOf('/', slash - 1)) {
-      if (replacedByNonDir.has(p.slice(0, slash))) return true;
+      if (replaced.has(p.slice(0, slash))) return true;
     }
     return false;
   };
+}
+
+/**
+ * The order in which a batch of ops is sent: directories are created parents first, then the
+ * deletes under a directory that a file, a link or a rename replaces (`isDeleteUnderReplaced`),
+ * then renames, then files and links, then the other deletes, children first. Within a group the
+ * input order holds, so the result is deterministic.
+ */
+export function orderPushOps(ops: PushOp[]): PushOp[] {
+  const isUnderReplaced = isDeleteUnderReplaced(ops);
   const rank = (op: PushOp): number => {
     if (op.op === 'put') return op.entry.type === 'dir' ? 0 : 3;
-    if (op.op === 'rename') return 1;
-    return isUnderReplaced(op.path) ? 2 : 4;
+    if (op.op === 'rename') return 2;
+    return isUnderReplaced(op) ? 1 : 4;
   };
   return ops
     .map((op, index) => ({ op, index }))

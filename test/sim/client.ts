@@ -9,7 +9,7 @@
 import { isPermanentFailure } from '../../src/core/errors.js';
 import type { BaseRecord, Change, Entry, PushOp, PushResult, StatFingerprint } from '../../src/core/types.js';
 import { decidePull, hasSameContent, isOwnVersion, isSameEntry } from '../../src/core/reconcile.js';
-import { planPush } from '../../src/core/plan.js';
+import { bringsBaseChildren, planPush, pushPhases } from '../../src/core/plan.js';
 import { decidePushOutcome, pathOfOp } from '../../src/core/outcome.js';
 import { basesForPulledRename, decideInterruptedPull, linkNamesToLookAt, moveBases, pullsStillFailing, otherLinkNames, pathsToPushAfterResync } from '../../src/core/merge.js';
 import { conflictCopyPath, conflictTargetCandidates } from '../../src/core/conflict.js';
@@ -294,7 +294,7 @@ export class ClientShell {
         const base = this.state.getBase(p);
         const local = this.readPath(p, base);
         locals.set(p, local);
-        if (local === null && base?.entry.type === 'dir') for (const child of this.state.baseUnder(p)) expand(child);
+        if (bringsBaseChildren(base?.entry ?? null, local?.entry ?? null)) for (const child of this.state.baseUnder(p)) expand(child);
         if (local !== null && local.stat !== null && base?.stat?.ino !== local.stat.ino) {
           const from = this.state.pathOfInode(local.stat.ino);
           if (from !== null) expand(from);
@@ -360,17 +360,15 @@ export class ClientShell {
     // Durable before anything is committed (as Pusher.runOps).
     this.state.beginOwnVersions(this.sessionHead);
     let anyDone = false;
-    const needsUpload = (op: PushOp): op is Extract<PushOp, { op: 'put' }> => op.op === 'put' && op.upload === '';
-    const first = ops.filter((op) => !needsUpload(op) && op.op !== 'delete');
-    if (first.length > 0) anyDone = (yield* this.commitChunk(link, first, locals)) || anyDone;
+    const phases = pushPhases(ops);
+    if (phases.first.length > 0) anyDone = (yield* this.commitChunk(link, phases.first, locals)) || anyDone;
     const uploaded: PushOp[] = [];
-    for (const op of ops.filter(needsUpload)) {
+    for (const op of phases.uploads) {
       const done = yield* this.uploadOne(link, op, locals);
       if (done !== null) uploaded.push(done);
     }
     if (uploaded.length > 0) anyDone = (yield* this.commitChunk(link, uploaded, locals)) || anyDone;
-    const deletes = ops.filter((op) => op.op === 'delete');
-    if (deletes.length > 0) anyDone = (yield* this.commitChunk(link, deletes, locals)) || anyDone;
+    if (phases.last.length > 0) anyDone = (yield* this.commitChunk(link, phases.last, locals)) || anyDone;
     return anyDone;
   }
 
