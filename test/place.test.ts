@@ -4,9 +4,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { movePulledPath, placePulledFile, placePulledSymlink, type PlaceExpectation, type PlaceOptions } from '../src/fs/place.js';
+import { movePulledPath, placePulledFile, placePulledSymlink, recoverAsides, type PlaceExpectation, type PlaceOptions } from '../src/fs/place.js';
 import { readLocal } from '../src/fs/scan.js';
-import { newTempName, tmpDirOf } from '../src/fs/apply.js';
+import { cleanTempDir, newTempName, tmpDirOf } from '../src/fs/apply.js';
 import type { FileEntry } from '../src/core/types.js';
 import { cleanupTempDirs, makeTree } from './helpers/tree.js';
 
@@ -283,5 +283,52 @@ describe('movePulledPath', () => {
     const result = await movePulledPath(root, 'a.txt', 'b.txt', { conflictName, beforeMove: () => fs.unlinkSync(path.join(root, 'a.txt')) });
     expect(result).toEqual({ moved: false, reason: 'gone' });
     expect(read(root, 'b.txt')).toBeNull();
+  });
+});
+
+describe('recoverAsides (a kill while a pull had a local file moved aside)', () => {
+  const killed = (): never => {
+    throw new Error('killed');
+  };
+  const asides = (root: string): string[] => leftovers(root).filter((n) => n.endsWith('.aside'));
+
+  it('a local edit moved aside, not yet compared, goes back to its path at start-up', async () => {
+    const { root, tmp, expected } = await setup('base version');
+    const at = path.join(root, 'f.txt');
+    const placing = placePulledFile(root, tmp, 'f.txt', pulled('pulled version'), expected, { conflictName, beforeReplace: () => fs.writeFileSync(at, 'local edit, never pushed'), afterAside: killed });
+    await expect(placing).rejects.toThrow('killed');
+    expect(read(root)).toBeNull();
+    expect(asides(root)).toHaveLength(1);
+    expect(await recoverAsides(root, conflictName)).toEqual(['f.txt']);
+    expect(read(root)).toBe('local edit, never pushed');
+    expect(asides(root)).toEqual([]);
+    await cleanTempDir(root);
+    expect(leftovers(root)).toEqual([]);
+  });
+
+  it('kept as a conflict copy when its path was taken before the start', async () => {
+    const { root, tmp, expected } = await setup('base version');
+    const at = path.join(root, 'f.txt');
+    await expect(placePulledFile(root, tmp, 'f.txt', pulled('pulled version'), expected, { conflictName, beforeReplace: () => fs.writeFileSync(at, 'local edit, never pushed'), afterAside: killed })).rejects.toThrow('killed');
+    fs.writeFileSync(at, 'written while the daemon was down');
+    expect(await recoverAsides(root, conflictName)).toEqual([conflictName('f.txt')]);
+    expect([read(root), read(root, conflictName('f.txt'))]).toEqual(['written while the daemon was down', 'local edit, never pushed']);
+    expect(asides(root)).toEqual([]);
+  });
+
+  it('what the pull decided to replace (the server has it) is dropped, not brought back', async () => {
+    const { root, tmp, expected } = await setup('base version');
+    await expect(placePulledFile(root, tmp, 'f.txt', pulled('pulled version'), expected, { conflictName, afterAside: killed })).rejects.toThrow('killed');
+    expect(await recoverAsides(root, conflictName)).toEqual([]);
+    expect(read(root)).toBeNull();
+    expect(asides(root)).toEqual([]);
+  });
+
+  it('an aside without its note is kept under a name of its own, never cleaned away', async () => {
+    const root = await makeTree({ 'other.txt': 'x' });
+    fs.mkdirSync(tmpDirOf(root), { recursive: true });
+    fs.writeFileSync(path.join(tmpDirOf(root), newTempName('aside')), 'bytes of unknown origin');
+    expect(await recoverAsides(root, conflictName)).toEqual(['recovered']);
+    expect(read(root, 'recovered')).toBe('bytes of unknown origin');
   });
 });

@@ -533,6 +533,29 @@ describe('simulation regressions', () => {
     for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
   });
 
+  it('a local edit a pull had moved aside when the client was killed is put back at start-up, never cleaned away with the temp dir (seeds 24252, 36897)', () => {
+    const runs = family(
+      (d) => [
+        { at: 1, node: 'c1', op: { kind: 'mkdir', path: 'shared' } },
+        { at: 50, node: 'c1', op: { kind: 'write', path: 'shared/f', mode: 0o644 } },
+        { at: 60, node: 'c1', op: { kind: 'write', path: 'shared/g', mode: 0o644 } },
+        { at: 1000, node: 'c2', op: { kind: 'race' } },
+        { at: 1000, node: 'c2', op: { kind: 'race' } },
+        { at: 2000, node: 'c1', op: { kind: 'delete', path: 'shared/f' } },
+        { at: 2000, node: 'c1', op: { kind: 'write', path: 'shared/g', mode: 0o644 } },
+        { at: 2000 + d, node: 'c2', op: { kind: 'kill', down: 300 } },
+        { at: 4000, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },
+      ],
+      Array.from({ length: 34 }, (_, i) => 26 + i),
+      [1, 2, 7, 12],
+    );
+    // The windows: killed between the move aside of a racing write and its compare, in a pulled delete and a pulled replace.
+    for (const at of ['shared/f', 'shared/g']) {
+      expect(runs.filter((r) => r.result.log.some((l) => l.includes(`c2 put back what a pull had moved aside: ${at}`))).length, at).toBeGreaterThan(0);
+    }
+    for (const r of runs) expect(r.result.violation, `delay ${r.d} seed ${r.seed}: ${r.result.violation?.detail}`).toBeNull();
+  });
+
   it('a file written, or a file renamed, over a directory its writer emptied reaches the server: the deletes under the directory are committed first, no conflict copy of its own directory (seed 3122)', () => {
     const emptied = (last: TraceEvent): TraceEvent[] => [
       { at: 20, node: 'c0', op: { kind: 'mkdir', path: 'c0-own' } },

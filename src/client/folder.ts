@@ -6,17 +6,20 @@
  * (client.ts) hands the folder its connection with `connect` and takes it back with
  * `disconnect`.
  */
+import fsSync from 'node:fs';
 import path from 'node:path';
 import type { Change } from '../core/types.js';
 import { decideInterruptedPull } from '../core/merge.js';
+import { conflictCopyPath } from '../core/conflict.js';
 import { UnansweredPushes } from '../core/unanswered.js';
 import { permissionBits } from '../core/modes.js';
 import { isSameFingerprint } from '../core/reconcile.js';
-import type { Logger } from '../node/log.js';
+import { showPath, type Logger } from '../node/log.js';
 import type { FolderStatus, TaskInfo } from '../node.js';
 import { isRecordedFile, walkTree, fingerprint } from '../fs/scan.js';
 import { writeSnapshot, changesSince } from '../fs/watch.js';
 import { cleanTempDir } from '../fs/apply.js';
+import { recoverAsides } from '../fs/place.js';
 import { lstatUnderRoot } from '../fs/presence.js';
 import { FolderBase } from '../folder/base.js';
 import { unsendableReason } from '../wire/unsendable.js';
@@ -118,6 +121,13 @@ export class SyncedFolder extends FolderBase {
   async start(): Promise<void> {
     if ((await this.refreshPresence()) !== null) return;
     await this.loadSyncignore();
+    // A local version a kill left moved aside by a pull goes back (or to a conflict copy) first.
+    const conflictName = (rel: string): string => conflictCopyPath(rel, new Date(), this.client.nodeName, (c) => fsSync.existsSync(path.join(this.root, c)));
+    const recovered = await recoverAsides(this.root, conflictName);
+    if (recovered.length > 0) {
+      this.logger.warn(`put back ${recovered.length} local version(s) a pull had moved aside when it was stopped: ${recovered.map(showPath).join(', ')}`);
+      this.state.markDirty(recovered);
+    }
     const removed = await cleanTempDir(this.root);
     if (removed > 0) this.logger.info(`removed ${removed} leftover temp file(s)`);
     const offline = await changesSince(this.root, this.snapshotFile, this.ignore).catch(() => null);

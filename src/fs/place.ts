@@ -15,7 +15,6 @@
  * first (rmdir, which fails if anything came into it), and the path is then expected empty.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Entry, FileEntry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
 import { permissionBits } from '../core/modes.js';
@@ -92,22 +91,100 @@ function moveWithoutReplacing(fromAbs: string, destAbs: string): void {
   tryUnlink(fromAbs);
 }
 
+/** What start-up needs to settle a local version a kill left moved aside (`recoverAsides`). */
+interface AsideNote {
+  /** The folder-relative path it was moved from. */
+  path: string;
+  /** What the pull decided to replace or remove there: an aside that is still that is dropped. */
+  expected: PlaceExpectation | null;
+  /** The inode a pulled rename gave its new name: an aside that is that inode is dropped. */
+  linkedIno: number | null;
+}
+
+const ASIDE_SUFFIX = 'aside';
+const NOTE_SUFFIX = '.note';
+
 /**
- * Put a local version that was moved aside (`asideAbs`) back at `to`, or, when `to` was taken
- * meanwhile, keep it under a conflict-copy name. Returns that name, or null when it is back.
- * Never leaves the only copy of a local version in the temp dir (it is cleaned).
+ * Rename what is at `at` aside into the temp dir, its note written first: a kill at any later
+ * step leaves nothing there that start-up cannot settle (`recoverAsides`; the temp dir is cleaned
+ * after it). Returns the aside's absolute path, or null when nothing was at `at` (ENOENT). Ended
+ * by `dropAside` or `putBack`.
+ */
+export async function moveAside(root: string, at: CheckedPath, note: Omit<AsideNote, 'path'>): Promise<string | null> {
+  const aside = await checkSource(root, await tempFilePath(root, newTempName(ASIDE_SUFFIX)), { sameOperationAs: at });
+  const full: AsideNote = { path: at.rel, ...note };
+  fs.writeFileSync(aside.abs + NOTE_SUFFIX, JSON.stringify(full), { mode: 0o600, flag: 'wx' });
+  try {
+    fs.renameSync(at.abs, aside.abs);
+  } catch (err) {
+    tryUnlink(aside.abs + NOTE_SUFFIX);
+    if (errnoCode(err) === 'ENOENT') return null;
+    throw err;
+  }
+  return aside.abs;
+}
+
+/** An aside that is what the pull decided on goes, with its note. */
+export function dropAside(asideAbs: string): void {
+  tryUnlink(asideAbs);
+  tryUnlink(asideAbs + NOTE_SUFFIX);
+}
+
+/**
+ * Put a local version that was moved aside (`asideAbs`, by `moveAside`) back at `to`, or, when
+ * `to` was taken meanwhile, keep it under a conflict-copy name. Returns that name, or null when it
+ * is back. Never leaves the only copy of a local version in the temp dir.
  */
 export async function putBack(root: string, asideAbs: string, to: CheckedPath, conflictName: (rel: string) => string): Promise<string | null> {
   try {
     moveWithoutReplacing(asideAbs, to.abs);
+    tryUnlink(asideAbs + NOTE_SUFFIX);
     return null;
   } catch (err) {
     const copy = await checkPath(root, conflictName(to.rel), { sameOperationAs: to });
     moveWithoutReplacing(asideAbs, copy.abs);
+    tryUnlink(asideAbs + NOTE_SUFFIX);
     const code = errnoCode(err);
     if (code !== 'EEXIST' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR') throw err;
     return copy.rel;
   }
+}
+
+/**
+ * At start-up, before the temp dir is cleaned: a local version a kill left moved aside (a pull
+ * was comparing it with what it decided on) goes back to its path, or to a conflict copy when the
+ * path is taken. One that is what the pull decided to replace or remove (a version the server
+ * holds), or the inode a pulled rename already gave its new name, is dropped. Returns the paths
+ * it put something at, to be looked at (and pushed).
+ */
+export async function recoverAsides(root: string, conflictName: (rel: string) => string): Promise<string[]> {
+  const dir = tmpDirOf(root);
+  if (fs.lstatSync(dir, { throwIfNoEntry: false })?.isDirectory() !== true) return [];
+  const placed: string[] = [];
+  for (const name of fs.readdirSync(dir)) {
+    if (!name.endsWith(`.${ASIDE_SUFFIX}`)) continue;
+    const aside = await checkSource(root, await tempFilePath(root, name));
+    const st = fs.lstatSync(aside.abs, { throwIfNoEntry: false });
+    if (st === undefined) continue;
+    let note: AsideNote | null = null;
+    try {
+      note = JSON.parse(fs.readFileSync(aside.abs + NOTE_SUFFIX, 'utf8')) as AsideNote;
+    } catch {
+      // no note (written before the move, so only a lost write leaves none): kept as a copy
+    }
+    if (note !== null && !st.isDirectory()) {
+      const isLinked = note.linkedIno !== null && note.linkedIno === st.ino;
+      const expected = note.expected;
+      const isDecided = expected?.entry != null && isSameEntry(await entryOf(aside.abs, expected), expected.entry);
+      if (isLinked || isDecided) {
+        dropAside(aside.abs);
+        continue;
+      }
+    }
+    const to = await checkPath(root, note?.path ?? 'recovered', { createParents: 0o755 }).catch(() => checkPath(root, 'recovered'));
+    placed.push((await putBack(root, aside.abs, to, conflictName)) ?? to.rel);
+  }
+  return placed;
 }
 
 /** Not placed (the `placed: false` arms of PlaceResult). */
@@ -126,14 +203,8 @@ async function swapIn(root: string, tmp: CheckedPath, to: CheckedPath, expected:
     if (expected.entry === null) return { placed: false, reason: 'appeared' };
     // A directory is never replaced here (the caller removes an empty one first).
     if (now.isDirectory()) return { placed: false, reason: 'changed', copy: null };
-    aside = path.join(tmpDirOf(root), newTempName('aside'));
-    const asideChecked = await checkSource(root, aside, { sameOperationAs: to });
-    try {
-      fs.renameSync(to.abs, asideChecked.abs);
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null }; // removed meanwhile: a local delete
-      throw err;
-    }
+    aside = await moveAside(root, to, { expected, linkedIno: null });
+    if (aside === null) return { placed: false, reason: 'changed', copy: null }; // removed meanwhile: a local delete
     await recheckPath(to);
     await options.afterAside?.();
     const moved = await entryOf(aside, expected);
@@ -152,11 +223,11 @@ async function swapIn(root: string, tmp: CheckedPath, to: CheckedPath, expected:
     if (errnoCode(err) !== 'EEXIST') throw err;
     // Something new took the path after the move aside: leave it. What was moved aside is
     // exactly what the pull decided to replace (the base), so dropping it loses nothing.
-    if (aside !== null) tryUnlink(aside);
+    if (aside !== null) dropAside(aside);
     return { placed: false, reason: 'appeared' };
   }
   await recheckPath(to);
-  if (aside !== null) tryUnlink(aside);
+  if (aside !== null) dropAside(aside);
   return null;
 }
 
@@ -254,16 +325,11 @@ export async function movePulledPath(root: string, from: string, to: string, opt
   const placed = fs.lstatSync(dest.abs, { throwIfNoEntry: false })?.ino;
   await options.afterLink?.();
   // The old name goes only if it still names what was linked: a file that took it meanwhile stays.
-  const aside = await checkSource(root, await tempFilePath(root, newTempName('aside')), { sameOperationAs: src });
-  try {
-    fs.renameSync(src.abs, aside.abs);
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return { moved: true, kept: null }; // deleted locally meanwhile
-    throw err;
-  }
-  if (fs.lstatSync(aside.abs).ino === placed) {
-    tryUnlink(aside.abs);
+  const aside = await moveAside(root, src, { expected: null, linkedIno: placed ?? null });
+  if (aside === null) return { moved: true, kept: null }; // deleted locally meanwhile
+  if (fs.lstatSync(aside).ino === placed) {
+    dropAside(aside);
     return { moved: true, kept: null };
   }
-  return { moved: true, kept: (await putBack(root, aside.abs, src, options.conflictName)) ?? from };
+  return { moved: true, kept: (await putBack(root, aside, src, options.conflictName)) ?? from };
 }

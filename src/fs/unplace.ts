@@ -11,10 +11,9 @@
 import fs from 'node:fs';
 import type { Entry, StatFingerprint } from '../core/types.js';
 import { isSameEntry } from '../core/reconcile.js';
-import { entryOf, putBack } from './place.js';
-import { newTempName, removeEmptyDir } from './apply.js';
-import { tempFilePath } from './reserved.js';
-import { checkPath, checkSource } from './safefs.js';
+import { dropAside, entryOf, moveAside, putBack } from './place.js';
+import { removeEmptyDir } from './apply.js';
+import { checkPath } from './safefs.js';
 
 export interface UnplaceExpectation {
   /** What the delete decided to remove. */
@@ -45,18 +44,13 @@ export async function removePulledPath(root: string, rel: string, expected: Unpl
   // A directory goes only when empty (one rmdir: never what took its place or came into it).
   if (st.isDirectory()) return (await removeEmptyDir(root, rel)) ? { removed: true } : { removed: false, copy: null };
   // A file or link is moved aside first: a file written where the link was is never unlinked.
-  const aside = await checkSource(root, await tempFilePath(root, newTempName('aside')), { sameOperationAs: c });
-  try {
-    fs.renameSync(c.abs, aside.abs);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: true };
-    throw err;
-  }
-  const moved = await entryOf(aside.abs, expected);
+  const aside = await moveAside(root, c, { expected, linkedIno: null });
+  if (aside === null) return { removed: true };
+  const moved = await entryOf(aside, expected);
   if (isSameEntry(moved, expected.entry)) {
-    fs.unlinkSync(aside.abs);
+    dropAside(aside);
     return { removed: true };
   }
   // A local edit landed since the decision: it stays, at its path if that is still free.
-  return { removed: false, copy: await putBack(root, aside.abs, c, options.conflictName) };
+  return { removed: false, copy: await putBack(root, aside, c, options.conflictName) };
 }

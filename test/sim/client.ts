@@ -31,7 +31,7 @@ import {
   writeTemp,
   type LocalState,
 } from './apply.js';
-import { movePulledPath, placePulledFile, placePulledSymlink, removePulledPath } from './place.js';
+import { movePulledPath, placePulledFile, placePulledSymlink, recoverAsides, removePulledPath } from './place.js';
 import type { PlaceExpectation, PlaceResult } from '../../src/fs/place.js';
 import type { Link, Network } from './network.js';
 import { type Persisted, SimClientState } from './clientstate.js';
@@ -120,6 +120,12 @@ export class ClientShell {
   }
 
   private *startFolder(): Proc {
+    // As SyncedFolder.start: a local version a kill left moved aside by a pull goes back first.
+    const recovered = yield* recoverAsides(this.fs, this.conflictName);
+    if (recovered.length > 0) {
+      this.hooks.log(this.name, `put back what a pull had moved aside: ${recovered.join(', ')}`);
+      this.state.markDirty(recovered);
+    }
     cleanTempDir(this.fs);
     yield* this.locked(this.finishInterruptedPull());
     yield* this.scanAgainstBase();

@@ -58,15 +58,46 @@ function moveWithoutReplacing(fs: MemFs, from: string, to: string): void {
   tryUnlink(fs, from);
 }
 
+const NOTE_SUFFIX = '.note';
+
+interface AsideNote {
+  path: string;
+  expected: Expectation | null;
+  linkedIno: number | null;
+}
+
+/** moveAside: the note first, then rename `p` aside (atomic); the aside's path, or null when nothing was there. */
+function* moveAside(fs: MemFs, p: string, note: Omit<AsideNote, 'path'>): Proc<string | null> {
+  const aside = asidePath(fs);
+  yield* pause(); // tempFilePath, checkSource
+  fs.writeFile(aside + NOTE_SUFFIX, JSON.stringify({ path: p, ...note }), 0o600);
+  try {
+    fs.rename(p, aside);
+  } catch (err) {
+    tryUnlink(fs, aside + NOTE_SUFFIX);
+    if (code(err) === 'ENOENT') return null;
+    throw err;
+  }
+  return aside;
+}
+
+/** dropAside: the aside and its note go. */
+function dropAside(fs: MemFs, aside: string): void {
+  tryUnlink(fs, aside);
+  tryUnlink(fs, aside + NOTE_SUFFIX);
+}
+
 /** putBack: a local version moved aside goes back to `p`, or to a conflict copy when `p` was taken; the copy's name or null. */
-function* putBack(fs: MemFs, aside: string, p: string, hooks: PlaceHooks): Proc<string | null> {
+function* putBack(fs: MemFs, aside: string, p: string, hooks: Pick<PlaceHooks, 'conflictName'>): Proc<string | null> {
   try {
     moveWithoutReplacing(fs, aside, p);
+    tryUnlink(fs, aside + NOTE_SUFFIX);
     return null;
   } catch (err) {
     const copy = hooks.conflictName(p);
     yield* pause(); // checkPath(copy)
     moveWithoutReplacing(fs, aside, copy);
+    tryUnlink(fs, aside + NOTE_SUFFIX);
     const c = code(err);
     if (c !== 'EEXIST' && c !== 'ENOTEMPTY' && c !== 'ENOTDIR') throw err;
     return copy;
@@ -84,14 +115,8 @@ function* swapIn(fs: MemFs, tmp: string, p: string, expected: Expectation, hooks
   if (now !== null) {
     if (expected.entry === null) return { placed: false, reason: 'appeared' };
     if (now.kind === 'dir') return { placed: false, reason: 'changed', copy: null };
-    aside = asidePath(fs);
-    yield* pause(); // checkSource(aside)
-    try {
-      fs.rename(p, aside);
-    } catch (err) {
-      if (code(err) === 'ENOENT') return { placed: false, reason: 'changed', copy: null };
-      throw err;
-    }
+    aside = yield* moveAside(fs, p, { expected, linkedIno: null });
+    if (aside === null) return { placed: false, reason: 'changed', copy: null };
     yield* pause(); // recheckPath, afterAside, hashing
     const moved = entryOf(fs, aside, expected);
     if (!isSameEntry(moved, expected.entry)) return { placed: false, reason: 'changed', copy: yield* putBack(fs, aside, p, hooks) };
@@ -102,11 +127,11 @@ function* swapIn(fs: MemFs, tmp: string, p: string, expected: Expectation, hooks
     fs.link(tmp, p);
   } catch (err) {
     if (code(err) !== 'EEXIST') throw err;
-    if (aside !== null) tryUnlink(fs, aside);
+    if (aside !== null) dropAside(fs, aside);
     return { placed: false, reason: 'appeared' };
   }
   yield* pause(); // recheckPath
-  if (aside !== null) tryUnlink(fs, aside);
+  if (aside !== null) dropAside(fs, aside);
   return null;
 }
 
@@ -154,18 +179,12 @@ export function* removePulledPath(fs: MemFs, p: string, expected: UnplaceExpecta
     yield* pause();
     return removeEmptyDir(fs, p) ? { removed: true } : { removed: false, copy: null };
   }
-  const aside = asidePath(fs);
-  yield* pause(); // tempFilePath, checkSource
-  try {
-    fs.rename(p, aside);
-  } catch (err) {
-    if (code(err) === 'ENOENT') return { removed: true };
-    throw err;
-  }
+  const aside = yield* moveAside(fs, p, { expected, linkedIno: null });
+  if (aside === null) return { removed: true };
   yield* pause(); // hashing what moved
   const moved = entryOf(fs, aside, expected);
   if (isSameEntry(moved, expected.entry)) {
-    fs.unlink(aside);
+    dropAside(fs, aside);
     return { removed: true };
   }
   return { removed: false, copy: yield* putBack(fs, aside, p, hooks) };
@@ -201,17 +220,44 @@ export function* movePulledPath(fs: MemFs, from: string, to: string, hooks: Plac
   }
   yield* pause(); // recheckPath
   const placed = fs.lstat(to)?.ino;
-  const aside = asidePath(fs);
-  yield* pause(); // tempFilePath, checkSource
-  try {
-    fs.rename(from, aside);
-  } catch (err) {
-    if (code(err) === 'ENOENT') return { moved: true, kept: null };
-    throw err;
-  }
+  const aside = yield* moveAside(fs, from, { expected: null, linkedIno: placed ?? null });
+  if (aside === null) return { moved: true, kept: null };
   if (fs.lstat(aside)!.ino === placed) {
-    fs.unlink(aside);
+    dropAside(fs, aside);
     return { moved: true, kept: null };
   }
   return { moved: true, kept: (yield* putBack(fs, aside, from, hooks)) ?? from };
+}
+
+/** recoverAsides: at start-up, a local version a kill left moved aside goes back (or to a conflict copy), unless it is what the pull decided on. */
+export function* recoverAsides(fs: MemFs, conflictName: (p: string) => string): Proc<string[]> {
+  const placed: string[] = [];
+  for (const aside of fs.children(TMP)) {
+    if (!aside.endsWith('.aside')) continue;
+    const st = fs.lstat(aside);
+    if (st === null) continue;
+    let note: AsideNote | null = null;
+    try {
+      note = JSON.parse(fs.readFile(aside + NOTE_SUFFIX)) as AsideNote;
+    } catch {
+      // no note
+    }
+    yield* pause(); // checkSource, hashing
+    if (note !== null && st.kind !== 'dir') {
+      const isLinked = note.linkedIno !== null && note.linkedIno === st.ino;
+      const isDecided = note.expected?.entry != null && isSameEntry(entryOf(fs, aside, note.expected), note.expected.entry);
+      if (isLinked || isDecided) {
+        dropAside(fs, aside);
+        continue;
+      }
+    }
+    let to = note?.path ?? 'recovered';
+    try {
+      checkParents(fs, to, true); // checkPath(createParents)
+    } catch {
+      to = 'recovered';
+    }
+    placed.push((yield* putBack(fs, aside, to, { conflictName })) ?? to);
+  }
+  return placed;
 }
